@@ -1,0 +1,91 @@
+use clap::{Parser, Subcommand};
+use rlcode_core::JsonlReader;
+use rlcode_core::cli::{InputArgs, main_with};
+
+/// Problems in: import HumanEval, make reference or stub samples, generate the synthetic tasks.
+#[derive(Parser)]
+#[command(name = "rl-data", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a public dataset to problems JSONL.
+    Import {
+        #[command(subcommand)]
+        source: Source,
+    },
+    /// One sample per problem: its reference program (`model: "reference"`).
+    References {
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// One sample per problem whose body is `pass` (`model: "stub"`); it never passes every test.
+    Stubs {
+        #[command(flatten)]
+        input: InputArgs,
+    },
+    /// Problems of the synthetic world of small Python functions (see docs/tasks.md).
+    Synth {
+        /// Which problems: `train`, or the held-out `test` problems (the two never overlap).
+        #[arg(long, value_enum)]
+        split: rl_data::synth::Split,
+        /// How many problems (the split's size at most).
+        #[arg(long)]
+        count: usize,
+        /// Chooses which problems and their order; the same seed gives the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// An SFT corpus of full programs for train problems, correct or near-miss.
+    SynthCorpus {
+        /// How many programs.
+        #[arg(long)]
+        count: usize,
+        /// Chooses the programs; the same seed gives the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The share of correct programs; the rest are near-misses that pass some tests but
+        /// not all.
+        #[arg(long, default_value_t = 0.6)]
+        correct_fraction: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum Source {
+    /// HumanEval (`HumanEval.jsonl.gz` or plain JSONL): one assert test per top-level assert
+    /// of `check`.
+    Humaneval {
+        #[command(flatten)]
+        input: InputArgs,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    main_with(rl_data::PROGRAM, || {
+        let out = std::io::stdout().lock();
+        match cli.command {
+            Command::Import {
+                source: Source::Humaneval { input },
+            } => {
+                rl_data::import_humaneval(JsonlReader::open(&input.inputs)?, input.keep_going, out)
+            }
+            Command::References { input } => {
+                rl_data::references(JsonlReader::open(&input.inputs)?, input.keep_going, out)
+            }
+            Command::Stubs { input } => {
+                rl_data::stubs(JsonlReader::open(&input.inputs)?, input.keep_going, out)
+            }
+            Command::Synth { split, count, seed } => rl_data::synth(split, count, seed, out),
+            Command::SynthCorpus {
+                count,
+                seed,
+                correct_fraction,
+            } => rl_data::synth_corpus(count, seed, correct_fraction, out),
+        }
+    })
+}

@@ -1,0 +1,274 @@
+//! Checkpoints: directories in the Hugging Face layout.
+//!
+//! ```text
+//! ckpt/
+//!   config.json             LlamaConfig (architectures ["LlamaForCausalLM"], model_type "llama")
+//!   model.safetensors       f32 tensors under HF names; no lm_head.weight when tied;
+//!                           header metadata {"format": "pt"} as transformers expects
+//!   tokenizer.json          a Hugging Face tokenizer (byte-level BPE for the tiny models)
+//!   tokenizer_config.json   optional: special tokens for AutoTokenizer
+//!   generation_config.json  bos/eos/pad ids
+//!   optimizer.safetensors   optional (rl-update): AdamW moments, "<param>.exp_avg[_sq]"
+//!   trainer_state.json      optional (rl-update): {"step": N, ...}
+//! ```
+//!
+//! transformers ignores the last two. A directory is written whole into a temporary sibling
+//! and renamed into place, so a killed run never leaves a half-written checkpoint.
+
+use crate::config::LlamaConfig;
+use crate::tokenizer::{self, Tokenizer};
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG: &str = "config.json";
+pub const WEIGHTS: &str = "model.safetensors";
+pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
+pub const TOKENIZER: &str = "tokenizer.json";
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub cfg: LlamaConfig,
+    pub tensors: HashMap<String, Tensor>,
+    pub tokenizer: Tokenizer,
+}
+
+impl Checkpoint {
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: not a checkpoint directory", dir.display());
+        }
+        let cfg = LlamaConfig::load(&dir.join(CONFIG))?;
+        let tensors = load_weights(dir)?;
+        let tokenizer = tokenizer::load_dir(dir)?;
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            cfg,
+            tensors,
+            tokenizer,
+        })
+    }
+
+    pub fn model(&self) -> anyhow::Result<crate::Llama> {
+        crate::Llama::from_tensors(&self.cfg, &self.tensors)
+            .with_context(|| format!("{}", self.dir.display()))
+    }
+}
+
+/// `model.safetensors`, or the shards named by `model.safetensors.index.json`; converted to f32.
+pub fn load_weights(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
+    let single = dir.join(WEIGHTS);
+    let files: Vec<PathBuf> = if single.exists() {
+        vec![single]
+    } else {
+        let index = dir.join(WEIGHTS_INDEX);
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("{}: no {WEIGHTS} or {WEIGHTS_INDEX}", dir.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}", index.display()))?;
+        let mut shards: Vec<String> = v["weight_map"]
+            .as_object()
+            .with_context(|| format!("{}: no weight_map", index.display()))?
+            .values()
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        shards.into_iter().map(|s| dir.join(s)).collect()
+    };
+    let mut out = HashMap::new();
+    for f in files {
+        let ts = candle_core::safetensors::load(&f, &Device::Cpu)
+            .with_context(|| format!("{}", f.display()))?;
+        for (k, t) in ts {
+            out.insert(k, t.to_dtype(DType::F32)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Write f32 tensors as a safetensors file, names sorted, with `{"format": "pt"}` metadata.
+pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let mut header = serde_json::Map::new();
+    let mut meta = serde_json::Map::new();
+    meta.insert("format".into(), "pt".into());
+    header.insert("__metadata__".into(), meta.into());
+    let mut datas = Vec::with_capacity(names.len());
+    let mut offset = 0usize;
+    for name in &names {
+        let t = &tensors[*name];
+        let data: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let len = data.len() * 4;
+        header.insert(
+            (*name).clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.dims(), "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+        datas.push(data);
+    }
+    let mut header = serde_json::to_vec(&header)?;
+    // The data section starts 8-aligned, padded with spaces, as the reference writer does.
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+    );
+    f.write_all(&(header.len() as u64).to_le_bytes())?;
+    f.write_all(&header)?;
+    for data in datas {
+        let mut bytes = Vec::with_capacity(data.len() * 4);
+        for x in data {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&bytes)?;
+    }
+    let f = f.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Write a checkpoint directory at `target` atomically: `fill` writes the files into a fresh
+/// temporary directory beside `target`, which is then renamed into place. An existing `target`
+/// is replaced (moved aside first, removed after). On error the temporary directory is removed
+/// and `target` is untouched.
+pub fn write_dir_atomic(
+    target: &Path,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = target
+        .file_name()
+        .with_context(|| format!("{}: not a directory name", target.display()))?
+        .to_string_lossy()
+        .to_string();
+    let parent = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).with_context(|| format!("{}", parent.display()))?;
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let tmp = parent.join(format!(".{name}.tmp-{unique}"));
+    std::fs::create_dir(&tmp).with_context(|| format!("{}", tmp.display()))?;
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let commit = || -> anyhow::Result<()> {
+        if target.exists() {
+            let old = parent.join(format!(".{name}.old-{unique}"));
+            std::fs::rename(target, &old)
+                .with_context(|| format!("moving {} aside", target.display()))?;
+            std::fs::rename(&tmp, target).with_context(|| format!("{}", target.display()))?;
+            std::fs::remove_dir_all(&old).with_context(|| format!("{}", old.display()))?;
+        } else {
+            std::fs::rename(&tmp, target).with_context(|| format!("{}", target.display()))?;
+        }
+        Ok(())
+    };
+    commit().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&tmp);
+    })
+}
+
+/// What a checkpoint directory holds besides its weights.
+pub struct Contents<'a> {
+    pub cfg: &'a LlamaConfig,
+    pub tensors: &'a HashMap<String, Tensor>,
+    /// Files copied verbatim (tokenizer.json, tokenizer_config.json, ...): (name, bytes).
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Extra safetensors files (optimizer state): (name, tensors).
+    pub extra_tensors: Vec<(String, &'a HashMap<String, Tensor>)>,
+}
+
+/// Write a whole checkpoint atomically (see [`write_dir_atomic`]). Tied embeddings are saved
+/// once, as transformers does; only the tensors named by the config are written.
+pub fn save(target: &Path, contents: Contents<'_>) -> anyhow::Result<()> {
+    let cfg = contents.cfg;
+    let mut weights = HashMap::new();
+    for (name, _) in crate::model::param_shapes(cfg) {
+        let t = contents
+            .tensors
+            .get(&name)
+            .with_context(|| format!("missing tensor {name}"))?;
+        weights.insert(name, t.clone());
+    }
+    write_dir_atomic(target, |dir| {
+        write_file(&dir.join(CONFIG), cfg.to_json_pretty().as_bytes())?;
+        write_file(
+            &dir.join(GENERATION_CONFIG),
+            generation_config(cfg).as_bytes(),
+        )?;
+        write_safetensors(&dir.join(WEIGHTS), &weights)?;
+        for (name, bytes) in &contents.files {
+            write_file(&dir.join(name), bytes)?;
+        }
+        for (name, ts) in &contents.extra_tensors {
+            write_safetensors(&dir.join(name), ts)?;
+        }
+        Ok(())
+    })
+}
+
+fn generation_config(cfg: &LlamaConfig) -> String {
+    let mut m = serde_json::Map::new();
+    if let Some(b) = cfg.bos_token_id {
+        m.insert("bos_token_id".into(), b.into());
+    }
+    if let Some(e) = &cfg.eos_token_id {
+        m.insert(
+            "eos_token_id".into(),
+            serde_json::to_value(e).unwrap_or_default(),
+        );
+    }
+    if let Some(p) = cfg.pad_token_id {
+        m.insert("pad_token_id".into(), p.into());
+    }
+    serde_json::to_string_pretty(&m).expect("serializes")
+}
+
+pub fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// The tokenizer files of a checkpoint directory, to copy into the next one.
+pub fn tokenizer_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for name in [TOKENIZER, TOKENIZER_CONFIG, "special_tokens_map.json"] {
+        let p = dir.join(name);
+        if p.exists() {
+            out.push((
+                name.to_string(),
+                std::fs::read(&p).with_context(|| format!("{}", p.display()))?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The byte-level tokenizer's files for a new checkpoint.
+pub fn byte_level_tokenizer_files(cfg: &LlamaConfig) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (TOKENIZER.into(), tokenizer::byte_level_json().into_bytes()),
+        (
+            TOKENIZER_CONFIG.into(),
+            tokenizer::byte_level_config_json(cfg.max_position_embeddings).into_bytes(),
+        ),
+    ]
+}

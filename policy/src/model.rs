@@ -1,0 +1,506 @@
+//! A Llama-architecture decoder: RMSNorm, rotary embeddings (Hugging Face's rotate-half
+//! convention), grouped-query attention, SwiGLU MLP, optional tied embeddings.
+//!
+//! Two forward paths over the same weights:
+//!
+//! * [`Llama::forward_train`] is built only from differentiable ops (`rms_norm_slow`,
+//!   `rope_slow`, and a causal softmax custom op with a hand-written backward): candle-nn's
+//!   fused `rms_norm`, `rope` and `softmax_last_dim` kernels have no backward, and
+//!   `backward()` silently drops the gradient through them.
+//! * [`Llama::forward_infer`] uses those fused kernels and a key/value cache, for sampling.
+//!
+//! Both group the query heads that share a key/value head into one matrix product
+//! (`[B, kv_heads, n_rep * T, head_dim]`), which is the same computation as Hugging Face's
+//! `repeat_kv` (query head `h` uses key/value head `h / n_rep`) without copying keys and values.
+
+use crate::config::LlamaConfig;
+use anyhow::{Context, bail};
+use candle_core::{D, DType, Device, Tensor, Var};
+use std::collections::HashMap;
+
+type CResult<T> = candle_core::Result<T>;
+
+struct Layer {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+    input_norm: Tensor,
+    post_norm: Tensor,
+}
+
+/// The model: weights (`[out, in]` linear layers, as in PyTorch) and rotary tables.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    /// `[max_position_embeddings, head_dim / 2]`.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Every parameter's Hugging Face name and shape, in a fixed order.
+pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let hd = cfg.head_dim();
+    let (q_out, kv_out) = (cfg.num_attention_heads * hd, cfg.kv_heads() * hd);
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        out.push((format!("{p}.self_attn.q_proj.weight"), vec![q_out, h]));
+        out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv_out, h]));
+        out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv_out, h]));
+        out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q_out]));
+        out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    out
+}
+
+pub fn num_params(cfg: &LlamaConfig) -> usize {
+    param_shapes(cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
+}
+
+/// Hugging Face's rotary tables: inv_freq_i = theta^(-2i / head_dim), angle = pos * inv_freq_i;
+/// the rotate-half layout pairs dimension `i` with `i + head_dim / 2`.
+fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> CResult<(Tensor, Tensor)> {
+    let hd = cfg.head_dim();
+    let n = cfg.max_position_embeddings;
+    let inv: Vec<f64> = (0..hd / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64))
+        .collect();
+    let mut cos = Vec::with_capacity(n * hd / 2);
+    let mut sin = Vec::with_capacity(n * hd / 2);
+    for p in 0..n {
+        for f in &inv {
+            let a = p as f64 * f;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (n, hd / 2), dev)?,
+        Tensor::from_vec(sin, (n, hd / 2), dev)?,
+    ))
+}
+
+/// Additive causal mask for `t` queries at positions `pos..pos + t` over `pos + t` keys,
+/// with each query row repeated `n_rep` times (the grouped query heads).
+fn causal_mask(n_rep: usize, t: usize, pos: usize, dev: &Device) -> CResult<Tensor> {
+    let s = pos + t;
+    let mut m = Vec::with_capacity(n_rep * t * s);
+    for _ in 0..n_rep {
+        for i in 0..t {
+            m.extend((0..s).map(|j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }));
+        }
+    }
+    Tensor::from_vec(m, (n_rep * t, s), dev)
+}
+
+/// Causal softmax over the last dimension of attention scores `[.., n_rep * t, t]` (row `r` is
+/// query position `r % t`; later keys get probability 0), with a backward: one pass instead of
+/// the mask, max, exp, sum and divide of the composed ops, whose broadcasts dominated a
+/// training step. Backward: dx = y * (dy - sum(dy * y)).
+struct CausalSoftmax {
+    t: usize,
+}
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> CResult<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("causal-softmax: f32 only");
+        };
+        let Some((a, b)) = layout.contiguous_offsets() else {
+            candle_core::bail!("causal-softmax: needs a contiguous input");
+        };
+        let data = &data[a..b];
+        let dims = layout.dims();
+        let (rows, s) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let mut out = vec![0f32; data.len()];
+        for (k, (src, dst)) in data.chunks(s).zip(out.chunks_mut(s)).enumerate() {
+            let n = ((k % rows) % self.t + 1).min(s);
+            let max = src[..n].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0f32;
+            for (d, &x) in dst[..n].iter_mut().zip(&src[..n]) {
+                *d = (x - max).exp();
+                sum += *d;
+            }
+            let inv = 1.0 / sum;
+            dst[..n].iter_mut().for_each(|d| *d *= inv);
+        }
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let s = (grad * res)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((res * grad.broadcast_sub(&s)?)?))
+    }
+}
+
+/// `x @ w.T` over the last dimension of `x`.
+fn linear(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let last = dims.pop().unwrap_or(1);
+    let rows: usize = dims.iter().product();
+    let y = x.reshape((rows, last))?.matmul(&w.t()?)?;
+    dims.push(w.dim(0)?);
+    y.reshape(dims)
+}
+
+impl Llama {
+    /// Build from tensors named as in Hugging Face checkpoints (any float dtype; computed in
+    /// f32). Extra tensors are ignored; a missing or misshapen one is an error.
+    pub fn from_tensors(
+        cfg: &LlamaConfig,
+        tensors: &HashMap<String, Tensor>,
+    ) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let dev = Device::Cpu;
+        let take = |name: &str, shape: &[usize]| -> anyhow::Result<Tensor> {
+            let t = tensors
+                .get(name)
+                .with_context(|| format!("missing tensor {name}"))?;
+            if t.dims() != shape {
+                bail!("tensor {name} has shape {:?}, expected {shape:?}", t.dims());
+            }
+            Ok(t.to_dtype(DType::F32)?)
+        };
+        let shapes: HashMap<String, Vec<usize>> = param_shapes(cfg).into_iter().collect();
+        let get = |name: String| take(&name, &shapes[&name]);
+        let embed = get("model.embed_tokens.weight".into())?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(Layer {
+                q: get(format!("{p}.self_attn.q_proj.weight"))?,
+                k: get(format!("{p}.self_attn.k_proj.weight"))?,
+                v: get(format!("{p}.self_attn.v_proj.weight"))?,
+                o: get(format!("{p}.self_attn.o_proj.weight"))?,
+                gate: get(format!("{p}.mlp.gate_proj.weight"))?,
+                up: get(format!("{p}.mlp.up_proj.weight"))?,
+                down: get(format!("{p}.mlp.down_proj.weight"))?,
+                input_norm: get(format!("{p}.input_layernorm.weight"))?,
+                post_norm: get(format!("{p}.post_attention_layernorm.weight"))?,
+            });
+        }
+        let norm = get("model.norm.weight".into())?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            get("lm_head.weight".into())?
+        };
+        let (cos, sin) = rope_tables(cfg, &dev)?;
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+        })
+    }
+
+    fn eps(&self) -> f32 {
+        self.cfg.rms_norm_eps as f32
+    }
+
+    fn check_len(&self, len: usize) -> CResult<()> {
+        if len > self.cfg.max_position_embeddings {
+            candle_core::bail!(
+                "sequence of {len} tokens is longer than max_position_embeddings ({})",
+                self.cfg.max_position_embeddings
+            );
+        }
+        Ok(())
+    }
+
+    fn embed(&self, ids: &Tensor) -> CResult<Tensor> {
+        let (b, t) = ids.dims2()?;
+        self.embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))
+    }
+
+    fn mlp(l: &Layer, x: &Tensor) -> CResult<Tensor> {
+        let g = linear(x, &l.gate)?.silu()?;
+        linear(&(g * linear(x, &l.up)?)?, &l.down)
+    }
+
+    /// Logits `[B, T, vocab]` for token ids `[B, T]` (u32), through differentiable ops only.
+    /// Right padding needs no mask: causal attention never looks ahead.
+    pub fn forward_train(&self, ids: &Tensor) -> CResult<Tensor> {
+        self.lm_head(&self.hidden_train(ids)?)
+    }
+
+    /// The final hidden states `[B, T, hidden]` (after the last norm) of the training path;
+    /// [`Llama::lm_head`] turns them into logits. Computing logits only where they are needed
+    /// saves most of the time and memory of large vocabularies.
+    pub fn hidden_train(&self, ids: &Tensor) -> CResult<Tensor> {
+        let (b, t) = ids.dims2()?;
+        self.check_len(t)?;
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let n_rep = nh / nkv;
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = self.embed(ids)?;
+        for l in &self.layers {
+            let h = candle_nn::ops::rms_norm_slow(&x, &l.input_norm, self.eps())?;
+            let heads = |w: &Tensor, n: usize| -> CResult<Tensor> {
+                linear(&h, w)?
+                    .reshape((b, t, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = candle_nn::rotary_emb::rope_slow(&heads(&l.q, nh)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_slow(&heads(&l.k, nkv)?, &cos, &sin)?;
+            let v = heads(&l.v, nkv)?;
+            let q = q.reshape((b, nkv, n_rep * t, hd))?;
+            let att = (q.matmul(&k.t()?)? * scale)?.apply_op1(CausalSoftmax { t })?;
+            let y = att
+                .matmul(&v)?
+                .reshape((b, nh, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?;
+            x = (x + linear(&y, &l.o)?)?;
+            let h = candle_nn::ops::rms_norm_slow(&x, &l.post_norm, self.eps())?;
+            x = (&x + Self::mlp(l, &h)?)?;
+        }
+        candle_nn::ops::rms_norm_slow(&x, &self.norm, self.eps())
+    }
+
+    /// Logits for final hidden states `[.., hidden]`.
+    pub fn lm_head(&self, hidden: &Tensor) -> CResult<Tensor> {
+        linear(hidden, &self.lm_head)
+    }
+
+    /// Logits for token ids `[B, T]` that follow the `cache.len()` tokens already in `cache`,
+    /// through the fused kernels; appends to the cache. Returns `[B, T, vocab]`, or only the
+    /// last position's `[B, 1, vocab]` when `last_only`.
+    pub fn forward_infer(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        last_only: bool,
+    ) -> CResult<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.len;
+        if b != cache.batch {
+            candle_core::bail!("batch of {b} rows, cache of {}", cache.batch);
+        }
+        if pos + t > cache.capacity {
+            candle_core::bail!(
+                "cache holds {} positions, {} needed",
+                cache.capacity,
+                pos + t
+            );
+        }
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let n_rep = nh / nkv;
+        let dev = ids.device();
+        let mask = if t > 1 {
+            Some(causal_mask(n_rep, t, pos, dev)?)
+        } else {
+            None
+        };
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = self.embed(ids)?;
+        for (li, l) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &l.input_norm, self.eps())?;
+            let heads = |w: &Tensor, n: usize| -> CResult<Tensor> {
+                linear(&h, w)?
+                    .reshape((b, t, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = candle_nn::rotary_emb::rope(&heads(&l.q, nh)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope(&heads(&l.k, nkv)?, &cos, &sin)?;
+            let v = heads(&l.v, nkv)?;
+            cache.k[li].slice_set(&k, 2, pos)?;
+            cache.v[li].slice_set(&v, 2, pos)?;
+            let k = cache.k[li].narrow(2, 0, pos + t)?;
+            let v = cache.v[li].narrow(2, 0, pos + t)?;
+            let q = q.reshape((b, nkv, n_rep * t, hd))?;
+            let mut att = (q.matmul(&k.t()?)? * scale)?;
+            if let Some(m) = &mask {
+                att = att.broadcast_add(m)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att
+                .matmul(&v)?
+                .reshape((b, nh, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?;
+            x = (x + linear(&y, &l.o)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &l.post_norm, self.eps())?;
+            x = (&x + Self::mlp(l, &h)?)?;
+        }
+        cache.len += t;
+        let x = if last_only && t > 1 {
+            x.narrow(1, t - 1, 1)?.contiguous()?
+        } else {
+            x
+        };
+        let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps())?;
+        linear(&x, &self.lm_head)
+    }
+}
+
+/// Keys and values of the positions seen so far, per layer `[B, kv_heads, capacity, head_dim]`,
+/// preallocated so that a decoding step writes in place instead of concatenating.
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    len: usize,
+    capacity: usize,
+    batch: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &LlamaConfig, batch: usize, capacity: usize) -> CResult<Self> {
+        let capacity = capacity.min(cfg.max_position_embeddings);
+        let shape = (batch, cfg.kv_heads(), capacity, cfg.head_dim());
+        let zeros = || Tensor::zeros(shape, DType::F32, &Device::Cpu);
+        let n = cfg.num_hidden_layers;
+        Ok(KvCache {
+            k: (0..n).map(|_| zeros()).collect::<CResult<_>>()?,
+            v: (0..n).map(|_| zeros()).collect::<CResult<_>>()?,
+            len: 0,
+            capacity,
+            batch,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// A cache of the given rows of this one (repeats allowed), e.g. one prompt's cache
+    /// copied to each of the K samples, or the rows still generating.
+    pub fn select(&self, rows: &[usize]) -> CResult<KvCache> {
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &Device::Cpu,
+        )?;
+        let pick = |ts: &[Tensor]| -> CResult<Vec<Tensor>> {
+            ts.iter().map(|t| t.index_select(&idx, 0)).collect()
+        };
+        Ok(KvCache {
+            k: pick(&self.k)?,
+            v: pick(&self.v)?,
+            len: self.len,
+            capacity: self.capacity,
+            batch: rows.len(),
+        })
+    }
+}
+
+/// Log-probability of each target token under softmax(logits / temperature):
+/// logits `[N, V]`, targets `[N]` u32 → `[N]`. Differentiable (the max is only a shift).
+pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let picked = shifted.gather(&targets.unsqueeze(1)?, 1)?;
+    (picked - lse)?.squeeze(1)
+}
+
+/// The model's parameters as candle `Var`s (for the optimizer), and the model built on them.
+pub struct Trainable {
+    pub model: Llama,
+    /// `(Hugging Face name, variable)`, in [`param_shapes`] order.
+    pub params: Vec<(String, Var)>,
+}
+
+impl Trainable {
+    pub fn new(cfg: &LlamaConfig, tensors: &HashMap<String, Tensor>) -> anyhow::Result<Self> {
+        let mut params = Vec::new();
+        let mut vars = HashMap::new();
+        for (name, _) in param_shapes(cfg) {
+            let t = tensors
+                .get(&name)
+                .with_context(|| format!("missing tensor {name}"))?
+                .to_dtype(DType::F32)?;
+            let var = Var::from_tensor(&t)?;
+            vars.insert(name.clone(), var.as_tensor().clone());
+            params.push((name, var));
+        }
+        let model = Llama::from_tensors(cfg, &vars)?;
+        Ok(Trainable { model, params })
+    }
+
+    /// The current weights, detached from the autograd graph, by name.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        self.params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_detached_tensor()))
+            .collect()
+    }
+}
+
+/// Initial weights: N(0, initializer_range) for matrices, ones for norms; a function of `seed`
+/// alone (ChaCha8, Box–Muller), whatever the machine.
+pub fn init_tensors(cfg: &LlamaConfig, seed: u64) -> anyhow::Result<HashMap<String, Tensor>> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let std = cfg.initializer_range;
+    let mut out = HashMap::new();
+    for (name, shape) in param_shapes(cfg) {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if shape.len() == 1 {
+            vec![1.0; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    let u1: f64 = 1.0 - rng.random::<f64>();
+                    let u2: f64 = rng.random::<f64>();
+                    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+                    (z * std) as f32
+                })
+                .collect()
+        };
+        out.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+    }
+    Ok(out)
+}

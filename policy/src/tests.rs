@@ -1,0 +1,232 @@
+use super::*;
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+
+/// A very small config (same code paths as the presets: GQA, tied or not).
+fn micro(tied: bool) -> LlamaConfig {
+    let mut c = LlamaConfig::preset(Preset::Tiny);
+    c.hidden_size = 32;
+    c.intermediate_size = 48;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = Some(2);
+    c.head_dim = Some(8);
+    c.num_hidden_layers = 2;
+    c.max_position_embeddings = 64;
+    c.tie_word_embeddings = tied;
+    // Larger than the default so that the model is far from uniform and errors would show.
+    c.initializer_range = 0.2;
+    c
+}
+
+fn ids(v: &[u32], b: usize) -> Tensor {
+    Tensor::from_vec(v.to_vec(), (b, v.len() / b), &Device::Cpu).unwrap()
+}
+
+fn seq() -> Vec<u32> {
+    "def f(x):\n    return x + 1\n"
+        .bytes()
+        .map(u32::from)
+        .collect()
+}
+
+/// Per-position log-probs of `tokens[1..]` through the training path.
+fn train_logprobs(m: &Llama, tokens: &[u32]) -> Vec<f32> {
+    let t = tokens.len();
+    let logits = m.forward_train(&ids(&tokens[..t - 1], 1)).unwrap();
+    let logits = logits.reshape((t - 1, m.cfg.vocab_size)).unwrap();
+    let tgt = Tensor::from_vec(tokens[1..].to_vec(), t - 1, &Device::Cpu).unwrap();
+    token_logprobs(&logits, &tgt).unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn every_parameter_gets_a_nonzero_gradient() {
+    for tied in [true, false] {
+        let cfg = micro(tied);
+        let tr = Trainable::new(&cfg, &model::init_tensors(&cfg, 1).unwrap()).unwrap();
+        let toks = seq();
+        let lp = train_logprobs_tensor(&tr.model, &toks);
+        let loss = lp.sum_all().unwrap().neg().unwrap();
+        let grads = loss.backward().unwrap();
+        assert_eq!(tr.params.len(), model::param_shapes(&cfg).len());
+        for (name, var) in &tr.params {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name} (tied={tied})"));
+            let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(norm > 0.0 && norm.is_finite(), "{name}: |grad|^2 = {norm}");
+        }
+    }
+}
+
+fn train_logprobs_tensor(m: &Llama, tokens: &[u32]) -> Tensor {
+    let t = tokens.len();
+    let logits = m.forward_train(&ids(&tokens[..t - 1], 1)).unwrap();
+    let logits = logits.reshape((t - 1, m.cfg.vocab_size)).unwrap();
+    let tgt = Tensor::from_vec(tokens[1..].to_vec(), t - 1, &Device::Cpu).unwrap();
+    token_logprobs(&logits, &tgt).unwrap()
+}
+
+#[test]
+fn inference_path_matches_training_path() {
+    let cfg = micro(false);
+    let m = Llama::from_tensors(&cfg, &model::init_tensors(&cfg, 2).unwrap()).unwrap();
+    let toks = seq();
+    let want = train_logprobs(&m, &toks);
+    // A prompt prefilled in one call, shared by three rows, then one token at a time; row 1
+    // decodes the same tokens as the training sequence.
+    let prompt = 7;
+    let mut cache = KvCache::new(&cfg, 1, toks.len()).unwrap();
+    let pre = m
+        .forward_infer(&ids(&toks[..prompt], 1), &mut cache, false)
+        .unwrap();
+    let mut got = Vec::new();
+    let lp_row = |logits: &Tensor, row: usize, tgt: u32| -> f32 {
+        let l = logits
+            .get(row)
+            .unwrap()
+            .reshape((1, cfg.vocab_size))
+            .unwrap();
+        let t = Tensor::from_vec(vec![tgt], 1, &Device::Cpu).unwrap();
+        token_logprobs(&l, &t).unwrap().to_vec1::<f32>().unwrap()[0]
+    };
+    let pre = pre.reshape((prompt, cfg.vocab_size)).unwrap();
+    for i in 0..prompt {
+        let t = Tensor::from_vec(vec![toks[i + 1]], 1, &Device::Cpu).unwrap();
+        let l = pre.get(i).unwrap().unsqueeze(0).unwrap();
+        got.push(token_logprobs(&l, &t).unwrap().to_vec1::<f32>().unwrap()[0]);
+    }
+    let mut cache = cache.select(&[0, 0, 0]).unwrap();
+    for i in prompt..toks.len() - 1 {
+        let step = [b'x' as u32, toks[i], b'(' as u32];
+        let logits = m.forward_infer(&ids(&step, 3), &mut cache, true).unwrap();
+        let logits = logits.squeeze(1).unwrap();
+        got.push(lp_row(&logits, 1, toks[i + 1]));
+    }
+    assert_eq!(got.len(), want.len());
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-4,
+            "position {i}: inference {a} vs training {b}"
+        );
+    }
+    // Not trivially uniform.
+    assert!(
+        want.iter()
+            .any(|x| (x + (cfg.vocab_size as f32).ln()).abs() > 0.1)
+    );
+}
+
+#[test]
+fn checkpoint_round_trips_with_hf_names() {
+    let dir = tempfile::tempdir().unwrap();
+    for tied in [true, false] {
+        let cfg = micro(tied);
+        let tensors = model::init_tensors(&cfg, 3).unwrap();
+        let out = dir.path().join(format!("ckpt-{tied}"));
+        checkpoint::save(
+            &out,
+            checkpoint::Contents {
+                cfg: &cfg,
+                tensors: &tensors,
+                files: checkpoint::byte_level_tokenizer_files(&cfg),
+                extra_tensors: Vec::new(),
+            },
+        )
+        .unwrap();
+        let ck = Checkpoint::load(&out).unwrap();
+        assert_eq!(ck.cfg, cfg);
+        let mut names: Vec<_> = ck.tensors.keys().cloned().collect();
+        names.sort();
+        assert!(names.contains(&"model.embed_tokens.weight".to_string()));
+        assert!(names.contains(&"model.layers.1.self_attn.k_proj.weight".to_string()));
+        assert!(names.contains(&"model.layers.0.mlp.gate_proj.weight".to_string()));
+        assert!(names.contains(&"model.layers.0.post_attention_layernorm.weight".to_string()));
+        assert!(names.contains(&"model.norm.weight".to_string()));
+        assert_eq!(names.contains(&"lm_head.weight".to_string()), !tied);
+        assert_eq!(names.len(), 2 + 9 * 2 + usize::from(!tied));
+        for (n, t) in &tensors {
+            let back = &ck.tensors[n];
+            assert_eq!(back.dims(), t.dims(), "{n}");
+            let d: f32 = (back - t)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(d, 0.0, "{n}");
+        }
+        // The safetensors header carries the metadata transformers checks.
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        assert_eq!(header["__metadata__"]["format"], "pt");
+        assert_eq!(header["model.embed_tokens.weight"]["dtype"], "F32");
+        let cfg_json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg_json["architectures"][0], "LlamaForCausalLM");
+        assert_eq!(cfg_json["model_type"], "llama");
+        assert_eq!(cfg_json["tie_word_embeddings"], tied);
+        assert_eq!(ck.tokenizer.encode("é").unwrap(), vec![0xc3, 0xa9]);
+        // Same outputs after loading.
+        let a = Llama::from_tensors(&cfg, &tensors).unwrap();
+        let b = ck.model().unwrap();
+        assert_eq!(train_logprobs(&a, &seq()), train_logprobs(&b, &seq()));
+    }
+}
+
+#[test]
+fn atomic_write_leaves_old_checkpoint_or_new_one_never_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("ckpt");
+    checkpoint::write_dir_atomic(&target, |d| {
+        checkpoint::write_file(&d.join("a"), b"old")?;
+        Ok(())
+    })
+    .unwrap();
+    // A failure half-way leaves the old directory as it was and no temporary behind.
+    let err = checkpoint::write_dir_atomic(&target, |d| {
+        checkpoint::write_file(&d.join("a"), b"half")?;
+        anyhow::bail!("killed")
+    });
+    assert!(err.is_err());
+    assert_eq!(std::fs::read(target.join("a")).unwrap(), b"old");
+    let listing = |p: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listing(dir.path()), vec!["ckpt"]);
+    // Replacing works and also leaves nothing beside it.
+    checkpoint::write_dir_atomic(&target, |d| {
+        checkpoint::write_file(&d.join("b"), b"new")?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(listing(&target), vec!["b"]);
+    assert_eq!(listing(dir.path()), vec!["ckpt"]);
+}
+
+#[test]
+fn init_is_a_function_of_the_seed_and_presets_have_their_sizes() {
+    let cfg = micro(true);
+    let a = model::init_tensors(&cfg, 5).unwrap();
+    let b = model::init_tensors(&cfg, 5).unwrap();
+    let c = model::init_tensors(&cfg, 6).unwrap();
+    let flat = |m: &HashMap<String, Tensor>, n: &str| -> Vec<f32> {
+        m[n].flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let n = "model.layers.0.self_attn.q_proj.weight";
+    assert_eq!(flat(&a, n), flat(&b, n));
+    assert_ne!(flat(&a, n), flat(&c, n));
+    assert_eq!(a[n].dtype(), DType::F32);
+    let tiny = model::num_params(&LlamaConfig::preset(Preset::Tiny));
+    let small = model::num_params(&LlamaConfig::preset(Preset::Small));
+    assert!((1_000_000..=3_000_000).contains(&tiny), "{tiny}");
+    assert!((10_000_000..=25_000_000).contains(&small), "{small}");
+}

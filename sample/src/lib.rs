@@ -1,0 +1,497 @@
+//! rl-sample: K completions per problem from a policy checkpoint.
+//!
+//! ```text
+//! rl-sample --model ckpt/7 --problems train.jsonl -n 8 --seed 7 > samples.jsonl
+//! ```
+//!
+//! The prompt of each problem is `[bos] + tokenize(prompt)`; the K samples of one problem share
+//! it: the prompt is run once, its key/value cache copied to K rows, and the K completions are
+//! decoded as one batch (rows that finish leave the batch). Each sample draws from its own
+//! ChaCha20 generator seeded from (seed, problem id, sample index), so a sample does not depend
+//! on the thread count or on the other problems in the file.
+//!
+//! `logprobs[i]` is the natural log of the probability of `tokens[i]` under the distribution it
+//! was drawn from: softmax(logits / temperature), restricted to the top-p nucleus and
+//! renormalised. At temperature 0 (greedy) every logprob is 0. Output records are documented in
+//! docs/formats.md (section samples).
+
+use anyhow::{Context, bail};
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Skipper};
+use rlcode_core::{Error, ExitCode, Result};
+use rlcode_policy::{Checkpoint, KvCache, Llama, Tokenizer};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+
+pub const PROGRAM: &str = "rl-sample";
+
+/// Stop strings used when no `--stop` is given: a new top-level statement ends a completion of
+/// a code prefix (the usual HumanEval stops).
+pub const DEFAULT_STOPS: [&str; 5] = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"];
+
+/// Sample completions from a policy checkpoint; one JSONL record per completion on stdout.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "rl-sample", version)]
+pub struct Args {
+    /// Checkpoint directory (Hugging Face layout: config.json, model.safetensors, tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Problems JSONL file (`-` for stdin; `.gz` is decompressed). Each needs "id" and "prompt".
+    #[arg(long, value_name = "FILE")]
+    pub problems: PathBuf,
+    /// Completions per problem (one batch; they share the prompt's key/value cache).
+    #[arg(
+        short = 'n',
+        long = "num-samples",
+        value_name = "K",
+        default_value_t = 1
+    )]
+    pub n: usize,
+    /// Seed; sample i of problem p draws from a generator seeded by (seed, p, i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Softmax temperature; 0 means greedy decoding.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Nucleus sampling: draw from the smallest set of tokens whose probability reaches P.
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Most tokens generated per completion (fewer if the model's context runs out).
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Stop a completion where this string appears (repeatable; \n, \t, \\ are unescaped); the
+    /// completion text ends before it. Replaces the default stops: "\ndef ", "\nclass ",
+    /// "\nif __name__", "\nprint(", "\n#". The EOS token always stops.
+    #[arg(long = "stop", value_name = "STR")]
+    pub stop: Vec<String>,
+    /// No stop strings at all (only EOS and --max-tokens end a completion).
+    #[arg(long, conflicts_with = "stop")]
+    pub no_stop: bool,
+    /// Skip this many problems first.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Sample at most this many problems.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Report each invalid problem on stderr and go on (exit 1 at the end) instead of stopping
+    /// at the first one (exit 2).
+    #[arg(long)]
+    pub keep_going: bool,
+}
+
+/// How to draw tokens.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: usize,
+    pub stops: Vec<String>,
+}
+
+/// One generated completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// Every generated token id, including a final EOS and the tokens of a stop string.
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    /// Decoded text, cut before the first stop string; special tokens left out.
+    pub text: String,
+    /// "eos", "stop" or "length".
+    pub finish_reason: &'static str,
+}
+
+/// The output record (docs/formats.md, section samples).
+#[derive(Debug, Serialize)]
+pub struct SampleRecord<'a> {
+    pub problem_id: &'a str,
+    pub sample: usize,
+    pub completion: &'a str,
+    pub code: String,
+    pub prompt_tokens: &'a [u32],
+    pub tokens: &'a [u32],
+    pub logprobs: &'a [f32],
+    pub finish_reason: &'a str,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub model: String,
+    pub seed: u64,
+}
+
+/// `\n`, `\t`, `\r`, `\\` in a command-line stop string.
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            Some(o) => {
+                out.push('\\');
+                out.push(o);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The program to run: the first fenced code block of a chat-style completion (a
+/// ```` ```python ```` block preferred, an unterminated one runs to the end), otherwise the
+/// prompt (a code prefix) followed by the completion.
+pub fn extract_code(prompt: &str, completion: &str) -> String {
+    fenced_block(completion).unwrap_or_else(|| format!("{prompt}{completion}"))
+}
+
+fn fenced_block(text: &str) -> Option<String> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("```") {
+        let after = &rest[start + 3..];
+        let (lang, body) = match after.find('\n') {
+            Some(nl) => (after[..nl].trim(), &after[nl + 1..]),
+            None => (after.trim(), ""),
+        };
+        match body.find("```") {
+            Some(end) => {
+                blocks.push((lang.to_ascii_lowercase(), body[..end].to_string()));
+                rest = &body[end + 3..];
+            }
+            None => {
+                blocks.push((lang.to_ascii_lowercase(), body.to_string()));
+                break;
+            }
+        }
+    }
+    let is_py = |l: &str| matches!(l, "python" | "py" | "python3");
+    blocks
+        .iter()
+        .find(|(l, _)| is_py(l))
+        .or_else(|| blocks.iter().find(|(l, _)| l.is_empty()))
+        .map(|(_, b)| b.clone())
+}
+
+/// The generator of one sample: ChaCha20 seeded with sha256(seed, problem id, sample index).
+pub fn sample_rng(seed: u64, problem_id: &str, sample: usize) -> ChaCha20Rng {
+    let hex = rlcode_core::hash::content_hash([
+        b"rl-sample".as_slice(),
+        &seed.to_le_bytes(),
+        problem_id.as_bytes(),
+        &(sample as u64).to_le_bytes(),
+    ]);
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digest");
+    }
+    ChaCha20Rng::from_seed(key)
+}
+
+/// Draw one token from `logits` (see the module docs for the distribution); returns the token
+/// and its log-probability under that distribution. Ties in greedy decoding and in the nucleus
+/// order go to the lower token id.
+pub fn sample_token(
+    logits: &[f32],
+    temperature: f64,
+    top_p: f64,
+    rng: &mut impl Rng,
+) -> anyhow::Result<(u32, f32)> {
+    if logits.iter().any(|l| !l.is_finite()) {
+        bail!("the model produced non-finite logits");
+    }
+    if temperature <= 0.0 {
+        let mut best = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        return Ok((best as u32, 0.0));
+    }
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &l| m.max(l as f64));
+    let z: Vec<f64> = logits
+        .iter()
+        .map(|&l| (l as f64 - max) / temperature)
+        .collect();
+    let w: Vec<f64> = z.iter().map(|x| x.exp()).collect();
+    let total: f64 = w.iter().sum();
+    let order: Vec<usize> = if top_p < 1.0 {
+        let mut idx: Vec<usize> = (0..w.len()).collect();
+        idx.sort_by(|&a, &b| w[b].total_cmp(&w[a]).then(a.cmp(&b)));
+        let mut mass = 0.0;
+        let mut keep = 0;
+        for &i in &idx {
+            mass += w[i];
+            keep += 1;
+            if mass >= top_p * total {
+                break;
+            }
+        }
+        idx.truncate(keep);
+        idx
+    } else {
+        (0..w.len()).collect()
+    };
+    let kept: f64 = order.iter().map(|&i| w[i]).sum();
+    let u = rng.random::<f64>() * kept;
+    let mut acc = 0.0;
+    let mut pick = *order.last().expect("non-empty vocabulary");
+    for &i in &order {
+        acc += w[i];
+        if acc > u && w[i] > 0.0 {
+            pick = i;
+            break;
+        }
+    }
+    Ok((pick as u32, (z[pick] - kept.ln()) as f32))
+}
+
+struct Row {
+    rng: ChaCha20Rng,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    text: String,
+    finish: Option<&'static str>,
+}
+
+/// Generate one completion per generator for one prompt (see the module docs).
+pub fn generate(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    rngs: Vec<ChaCha20Rng>,
+    s: &Settings,
+) -> anyhow::Result<Vec<Completion>> {
+    let cfg = &model.cfg;
+    let max_pos = cfg.max_position_embeddings;
+    if prompt.is_empty() || prompt.len() >= max_pos {
+        bail!(
+            "prompt of {} tokens does not fit the model's context ({max_pos})",
+            prompt.len()
+        );
+    }
+    let max_new = s.max_tokens.min(max_pos - prompt.len());
+    let eos: HashSet<u32> = cfg.eos_ids().into_iter().collect();
+    let mut rows: Vec<Row> = rngs
+        .into_iter()
+        .map(|rng| Row {
+            rng,
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            text: String::new(),
+            finish: None,
+        })
+        .collect();
+    if rows.is_empty() || max_new == 0 {
+        return Ok(rows.into_iter().map(|_| empty_completion()).collect());
+    }
+    let dev = Device::Cpu;
+    let mut cache = KvCache::new(cfg, 1, prompt.len() + max_new)?;
+    let ids = Tensor::from_vec(prompt.to_vec(), (1, prompt.len()), &dev)?;
+    let first: Vec<f32> = model
+        .forward_infer(&ids, &mut cache, true)?
+        .flatten_all()?
+        .to_vec1()?;
+    let mut active: Vec<usize> = (0..rows.len()).collect();
+    let mut cache = cache.select(&vec![0; rows.len()])?;
+    let mut logits: Vec<Vec<f32>> = vec![first; rows.len()];
+    loop {
+        for (b, &r) in active.iter().enumerate() {
+            let row = &mut rows[r];
+            let (tok, lp) = sample_token(&logits[b], s.temperature, s.top_p, &mut row.rng)?;
+            row.tokens.push(tok);
+            row.logprobs.push(lp);
+            if eos.contains(&tok) {
+                row.text = tokenizer.decode(&row.tokens)?;
+                row.finish = Some("eos");
+                continue;
+            }
+            let text = tokenizer.decode(&row.tokens)?;
+            let cut = s.stops.iter().filter_map(|st| text.find(st.as_str())).min();
+            row.text = match cut {
+                Some(c) => {
+                    row.finish = Some("stop");
+                    text[..c].to_string()
+                }
+                None => text,
+            };
+            if row.finish.is_none() && row.tokens.len() >= max_new {
+                row.finish = Some("length");
+            }
+        }
+        let keep: Vec<usize> = (0..active.len())
+            .filter(|&b| rows[active[b]].finish.is_none())
+            .collect();
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache = cache.select(&keep)?;
+            active = keep.iter().map(|&b| active[b]).collect();
+        }
+        let step: Vec<u32> = active
+            .iter()
+            .map(|&r| *rows[r].tokens.last().expect("one token per row"))
+            .collect();
+        let ids = Tensor::from_vec(step, (active.len(), 1), &dev)?;
+        logits = model
+            .forward_infer(&ids, &mut cache, true)?
+            .squeeze(1)?
+            .to_vec2()?;
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| Completion {
+            tokens: r.tokens,
+            logprobs: r.logprobs,
+            text: r.text,
+            finish_reason: r.finish.unwrap_or("length"),
+        })
+        .collect())
+}
+
+fn empty_completion() -> Completion {
+    Completion {
+        tokens: Vec::new(),
+        logprobs: Vec::new(),
+        text: String::new(),
+        finish_reason: "length",
+    }
+}
+
+/// The prompt's token ids: BOS (when the model has one), then the prompt's tokens.
+pub fn prompt_ids(model: &Llama, tokenizer: &Tokenizer, prompt: &str) -> anyhow::Result<Vec<u32>> {
+    let mut ids: Vec<u32> = model.cfg.bos_token_id.into_iter().collect();
+    ids.extend(tokenizer.encode(prompt)?);
+    Ok(ids)
+}
+
+fn settings(args: &Args) -> Result<Settings> {
+    if args.n == 0 {
+        return Err(Error::Usage("-n must be at least 1".into()));
+    }
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        return Err(Error::Usage("--top-p must be in (0, 1]".into()));
+    }
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        return Err(Error::Usage(
+            "--temperature must be a finite number >= 0".into(),
+        ));
+    }
+    let stops = if args.no_stop {
+        Vec::new()
+    } else if args.stop.is_empty() {
+        DEFAULT_STOPS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.stop.iter().map(|s| unescape(s)).collect()
+    };
+    if stops.iter().any(String::is_empty) {
+        return Err(Error::Usage("--stop takes a non-empty string".into()));
+    }
+    Ok(Settings {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        max_tokens: args.max_tokens,
+        stops,
+    })
+}
+
+/// Run rl-sample: read the problems, write one record per completion to `out`.
+pub fn run(args: &Args, out: impl Write) -> Result<ExitCode> {
+    let settings = settings(args)?;
+    let ck = Checkpoint::load(&args.model).map_err(Error::Other)?;
+    let model = ck.model().map_err(Error::Other)?;
+    let model_name = args.model.display().to_string();
+    let reader = JsonlReader::open(std::slice::from_ref(&args.problems))?;
+    let mut skipper = Skipper::new(PROGRAM, args.keep_going);
+    let mut writer = JsonlWriter::new(out);
+    let mut seen = HashSet::new();
+    let (mut index, mut done) = (0usize, 0usize);
+    let (mut n_samples, mut n_tokens) = (0usize, 0usize);
+    let start = std::time::Instant::now();
+    for line in reader {
+        let line = match line {
+            Ok(l) => l,
+            Err(Error::Record(e)) => {
+                skipper.skip(e)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if args.limit.is_some_and(|l| done >= l) {
+            break;
+        }
+        let parsed = (|| {
+            let id = line.str_field("id")?.to_string();
+            let prompt = line.str_field("prompt")?.to_string();
+            if !seen.insert(id.clone()) {
+                return Err(line.error(format!("duplicate problem id \"{id}\"")));
+            }
+            let ids = prompt_ids(&model, &ck.tokenizer, &prompt)
+                .map_err(|e| line.error(e.to_string()))?;
+            if ids.len() >= model.cfg.max_position_embeddings {
+                return Err(line.error(format!(
+                    "prompt of {} tokens does not fit the model's context ({})",
+                    ids.len(),
+                    model.cfg.max_position_embeddings
+                )));
+            }
+            Ok((id, prompt, ids))
+        })();
+        let (id, prompt, ids) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                skipper.skip(e)?;
+                continue;
+            }
+        };
+        index += 1;
+        if index <= args.offset {
+            continue;
+        }
+        done += 1;
+        let rngs = (0..args.n).map(|i| sample_rng(args.seed, &id, i)).collect();
+        let completions = generate(&model, &ck.tokenizer, &ids, rngs, &settings)
+            .with_context(|| format!("{}:{}: sampling \"{id}\"", line.file, line.line))
+            .map_err(Error::Other)?;
+        for (i, c) in completions.iter().enumerate() {
+            n_samples += 1;
+            n_tokens += c.tokens.len();
+            writer.write(&SampleRecord {
+                problem_id: &id,
+                sample: i,
+                completion: &c.text,
+                code: extract_code(&prompt, &c.text),
+                prompt_tokens: &ids,
+                tokens: &c.tokens,
+                logprobs: &c.logprobs,
+                finish_reason: c.finish_reason,
+                temperature: settings.temperature,
+                top_p: settings.top_p,
+                model: model_name.clone(),
+                seed: args.seed,
+            })?;
+        }
+        writer.flush()?;
+    }
+    writer.flush()?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{PROGRAM}: {n_samples} samples, {n_tokens} tokens, {:.1} tok/s ({secs:.2} s)",
+        n_tokens as f64 / secs.max(1e-9)
+    );
+    Ok(skipper.exit_code())
+}
+
+#[cfg(test)]
+mod tests;

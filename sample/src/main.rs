@@ -1,0 +1,8 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = rl_sample::Args::parse();
+    rlcode_core::cli::main_with(rl_sample::PROGRAM, || {
+        rl_sample::run(&args, std::io::stdout().lock())
+    })
+}

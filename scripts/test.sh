@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: set up (idempotent), then formatting, lints and every test, all with the
+# release profile so dependencies compile once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "test: cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "test: cargo clippy" >&2
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+echo "test: cargo test" >&2
+cargo test --release --workspace

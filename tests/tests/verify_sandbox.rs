@@ -1,0 +1,251 @@
+//! rl-verify against hostile programs: none passes, each gets the right status, the run ends in
+//! bounded time, nothing leaks out, and benign samples beside them still pass.
+
+use rlcode_tests::{jsonl, run, write};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn add_problem() -> Value {
+    json!({
+        "id": "add", "prompt": "def add(a, b):\n", "entry_point": "add",
+        "tests": [
+            {"assert": "assert add(1, 2) == 3"},
+            {"assert": "assert add(-1, 1) == 0"},
+            {"assert": "assert add(10, 5) == 15"}
+        ],
+        // Small budgets keep the hostile suite quick: ~0.1 s of Python per test, 2 s wall.
+        "limits": {"fuel": 3000000000u64, "wall_ms": 2000, "memory_mb": 64}
+    })
+}
+
+fn echo_problem() -> Value {
+    json!({
+        "id": "sum-stdin", "prompt": "# read two ints, print their sum\n",
+        "tests": [{"stdin": "1 2\n", "stdout": "3\n"}, {"stdin": "5 5\n", "stdout": "10"}]
+    })
+}
+
+const BENIGN: &str = "def add(a, b):\n    return a + b\n";
+
+/// (name, program, expected status of every test)
+fn hostile() -> Vec<(&'static str, String, &'static str)> {
+    let with_add = |s: &str| format!("{BENIGN}{s}");
+    vec![
+        ("infinite_loop", with_add("while True:\n    pass\n"), "timeout"),
+        ("busy_in_function", "def add(a, b):\n    while True:\n        a += 1\n".into(), "timeout"),
+        ("sleep", with_add("import time\ntime.sleep(1000)\n"), "timeout"),
+        ("memory_bomb", with_add("x = []\nwhile True:\n    x.append(bytearray(1 << 20))\n"), "memory"),
+        ("huge_allocation", with_add("x = bytearray(1 << 30)\n"), "memory"),
+        ("output_flood", with_add("while True:\n    print('x' * 10000)\n"), "output_limit"),
+        ("stderr_flood", with_add("import sys\nwhile True:\n    sys.stderr.write('y' * 10000)\n"), "output_limit"),
+        ("deep_recursion", with_add("def f(n):\n    return f(n + 1)\nf(0)\n"), "error"),
+        ("read_host_file", with_add("open('/etc/passwd').read()\n"), "error"),
+        ("write_host_file", with_add("open('/tmp/rlcode-escaped', 'w').write('x')\n"), "error"),
+        ("list_host_dir", with_add("import os\nos.listdir('/')\n"), "error"),
+        ("socket", with_add("import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 22))\n"), "error"),
+        ("subprocess", with_add("import subprocess\nsubprocess.run(['ls'])\n"), "error"),
+        ("os_system", with_add("import os\nassert os.system('ls') == 0\n"), "error"),
+        ("thread", with_add("import threading\nt = threading.Thread(target=print)\nt.start()\n"), "error"),
+        ("env_var", with_add("import os\nHOME = os.environ['HOME']\n"), "error"),
+        ("env_path_nonempty", with_add("import os\nassert os.environ.get('PATH')\n"), "error"),
+        ("sys_exit_0", with_add("import sys\nsys.exit(0)\n"), "error"),
+        ("raise_system_exit", with_add("raise SystemExit\n"), "error"),
+        ("os_exit_0", with_add("import os\nos._exit(0)\n"), "error"),
+        (
+            "exit_handler",
+            "def add(a, b):\n    return 7\nimport atexit, os\natexit.register(os._exit, 0)\n".into(),
+            "fail",
+        ),
+        (
+            "exit_in_function",
+            "import os\ndef add(a, b):\n    os._exit(0)\n".into(),
+            "error",
+        ),
+        (
+            "patch_exit_and_write",
+            "import os\nos._exit = lambda *a: None\nos.write = lambda *a: 0\ndef add(a, b):\n    return 7\n".into(),
+            "fail",
+        ),
+        ("wrong_answer", "def add(a, b):\n    return a - b\n".into(), "fail"),
+        ("syntax_error", "def add(a, b)\n    return a + b\n".into(), "error"),
+        ("no_function", "x = 1\n".into(), "error"),
+    ]
+}
+
+#[test]
+fn hostile_programs_never_pass_and_benign_ones_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let problems = write(
+        dir.path(),
+        "p.jsonl",
+        &jsonl(&[add_problem(), echo_problem()]),
+    );
+    let mut samples = Vec::new();
+    let cases = hostile();
+    for (i, (name, code, _)) in cases.iter().enumerate() {
+        samples.push(json!({"problem_id": "add", "sample": i, "name": name, "code": code}));
+        // A benign sample beside every hostile one.
+        samples.push(
+            json!({"problem_id": "add", "sample": 1000 + i, "name": "benign", "code": BENIGN}),
+        );
+    }
+    let _ = std::fs::remove_file("/tmp/rlcode-escaped");
+    let started = Instant::now();
+    let out = run("rl-verify", &["--problems", &problems], jsonl(&samples));
+    let elapsed = started.elapsed();
+    out.expect_code(0);
+    let records = out.records();
+    assert_eq!(
+        records.len(),
+        samples.len(),
+        "one verdict per sample, in order"
+    );
+    let mut failures = Vec::new();
+    for (rec, sample) in records.iter().zip(&samples) {
+        assert_eq!(
+            rec["sample"], sample["sample"],
+            "output order equals input order"
+        );
+        assert_eq!(rec["name"], sample["name"], "unknown fields pass through");
+        let v = &rec["verdict"];
+        let name = rec["name"].as_str().unwrap();
+        let statuses: Vec<&str> = v["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["status"].as_str().unwrap())
+            .collect();
+        if name == "benign" {
+            if statuses != ["pass", "pass", "pass"] {
+                failures.push(format!("benign sample {}: {}", rec["sample"], v));
+            }
+            continue;
+        }
+        let want = cases.iter().find(|c| c.0 == name).unwrap().2;
+        if v["passed"] != 0 || statuses.iter().any(|s| *s != want) {
+            failures.push(format!("{name}: want every test {want}, got {v}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        !std::path::Path::new("/tmp/rlcode-escaped").exists(),
+        "a program wrote to the host's file system"
+    );
+    // Bounded: every deadline here is 2 s; a hang would take far longer than this.
+    assert!(elapsed < Duration::from_secs(300), "took {elapsed:?}");
+    assert!(
+        out.stderr.contains("tests/s"),
+        "summary line: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn stdio_tests_compare_output_up_to_trailing_white_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let problems = write(dir.path(), "p.jsonl", &jsonl(&[echo_problem()]));
+    let samples = [
+        "a, b = map(int, input().split())\nprint(a + b)\n",
+        "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b, '  ')\nsys.exit(0)\n",
+        "a, b = map(int, input().split())\nprint(a * b)\n",
+        "import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.exit(3)\n",
+    ];
+    let input: Vec<Value> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"problem_id": "sum-stdin", "sample": i, "code": c}))
+        .collect();
+    let out = run("rl-verify", &["--problems", &problems], jsonl(&input));
+    out.expect_code(0);
+    let r = out.records();
+    let statuses = |i: usize| -> Vec<String> {
+        r[i]["verdict"]["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(statuses(0), ["pass", "pass"]);
+    assert_eq!(statuses(1), ["pass", "pass"]);
+    assert_eq!(statuses(2), ["fail", "fail"]);
+    assert_eq!(statuses(3), ["error", "error"]);
+}
+
+#[test]
+fn verdicts_are_deterministic_and_limits_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut starved = add_problem();
+    starved["id"] = json!("add-starved");
+    starved["limits"] = json!({"fuel": 1000});
+    let problems = write(dir.path(), "p.jsonl", &jsonl(&[add_problem(), starved]));
+    // Set iteration order depends on the hash seed: it must be the same in every run.
+    let code = format!(
+        "{BENIGN}ORDER = list({{'a', 'b', 'c', 'd', 'e', 'f'}})\nimport random\nR = random.random()\n"
+    );
+    let input = jsonl(&[
+        json!({"problem_id": "add", "code": code}),
+        json!({"problem_id": "add-starved", "code": BENIGN}),
+    ]);
+    let a = run(
+        "rl-verify",
+        &["--problems", &problems, "--jobs", "1"],
+        &input,
+    );
+    let b = run(
+        "rl-verify",
+        &["--problems", &problems, "--jobs", "2"],
+        &input,
+    );
+    a.expect_code(0);
+    b.expect_code(0);
+    let strip = |o: &rlcode_tests::Output| -> Vec<Value> {
+        o.records()
+            .into_iter()
+            .map(|mut r| {
+                for t in r["verdict"]["tests"].as_array_mut().unwrap() {
+                    t.as_object_mut().unwrap().remove("ms");
+                }
+                r
+            })
+            .collect()
+    };
+    let (ra, rb) = (strip(&a), strip(&b));
+    assert_eq!(
+        ra, rb,
+        "same input, same verdicts and fuel, whatever --jobs"
+    );
+    assert_eq!(ra[0]["verdict"]["passed"], 3);
+    assert!(ra[0]["verdict"]["tests"][0]["fuel"].as_u64().unwrap() > 0);
+    assert!(
+        ra[0]["verdict"]["runtime"]
+            .as_str()
+            .unwrap()
+            .starts_with("cpython-3.12.0-wasi:e5dc5a398b07")
+    );
+    for t in ra[1]["verdict"]["tests"].as_array().unwrap() {
+        assert_eq!(
+            t["status"], "timeout",
+            "a problem's fuel limit overrides the default"
+        );
+    }
+}
+
+#[test]
+fn no_state_leaks_between_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let problem = json!({
+        "id": "counter", "prompt": "", "tests": [
+            {"assert": "import builtins\nassert not hasattr(builtins, 'SEEN')\nbuiltins.SEEN = 1"},
+            {"assert": "import builtins\nassert not hasattr(builtins, 'SEEN')\nbuiltins.SEEN = 1"}
+        ]
+    });
+    let problems = write(dir.path(), "p.jsonl", &jsonl(&[problem]));
+    let out = run(
+        "rl-verify",
+        &["--problems", &problems],
+        jsonl(&[json!({"problem_id": "counter", "code": "x = 1\n"})]),
+    );
+    out.expect_code(0);
+    assert_eq!(out.records()[0]["verdict"]["passed"], 2);
+}

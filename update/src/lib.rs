@@ -1,0 +1,794 @@
+//! rl-update: one policy update from scored samples (GRPO, RLOO), supervised fine-tuning on
+//! programs (SFT), or a fresh model (`init`). Writes the next checkpoint and prints metrics.
+//!
+//! ```text
+//! rl-update init --config tiny --seed 0 --out ckpt/0
+//! rl-score ... | rl-update --model ckpt/7 --algo grpo --out ckpt/8 >> metrics.jsonl
+//! rl-update --model ckpt/0 --algo sft --epochs 3 --out ckpt/sft corpus.jsonl
+//! ```
+//!
+//! The losses, the advantage and std conventions, clipping, KL and loss aggregation are
+//! described in docs/policy.md; the metrics line in docs/formats.md (section metrics).
+
+pub mod optim;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use optim::AdamW;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rlcode_core::cli::InputArgs;
+use rlcode_core::jsonl::{JsonlReader, Skipper};
+use rlcode_core::{Error, ExitCode, Line, RecordError, Result};
+use rlcode_policy::{Checkpoint, Llama, LlamaConfig, Preset, Tokenizer, Trainable, checkpoint};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const PROGRAM: &str = "rl-update";
+
+/// Update a policy from scored samples (GRPO / RLOO), fine-tune it on programs (SFT), or
+/// create one (`init`). Writes the checkpoint to --out and metrics JSON on stdout.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "rl-update",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Create a fresh model with the byte-level tokenizer.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// Model size: tiny (~1.6 M parameters) or small (~17.8 M).
+    #[arg(long, value_enum, default_value_t = ConfigName::Tiny)]
+    pub config: ConfigName,
+    /// Seed of the initial weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Checkpoint directory to create (replaced atomically if it exists).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConfigName {
+    Tiny,
+    Small,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algo {
+    Grpo,
+    Rloo,
+    Sft,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossAgg {
+    /// Every completion token of the update weighs the same.
+    TokenMean,
+    /// Mean over tokens within a sequence, then mean over sequences.
+    SeqMeanTokenMean,
+    /// Sum over tokens within a sequence divided by a constant length, then mean over
+    /// sequences (Dr. GRPO).
+    SeqMeanTokenSumNorm,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Checkpoint to start from (its optimizer state too, when present).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub model: Option<PathBuf>,
+    /// Checkpoint directory to write (may equal --model; replaced atomically).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: Option<PathBuf>,
+    /// grpo: group-normalised advantages, clipped ratio; rloo: leave-one-out baseline;
+    /// sft: maximise the likelihood of each record's "code".
+    #[arg(long, value_enum, default_value_t = Algo::Grpo)]
+    pub algo: Algo,
+    /// Learning rate (default 1e-5 for grpo/rloo, 1e-3 for sft).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Decoupled AdamW weight decay (matrices only).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Sequences per forward/backward pass; gradients accumulate over micro-batches.
+    #[arg(long, default_value_t = 8)]
+    pub micro_batch: usize,
+    /// GRPO: advantages r - mean(group), not divided by the group's std (Dr. GRPO).
+    #[arg(long)]
+    pub no_std_norm: bool,
+    /// GRPO: epsilon in (r - mean) / (std + eps); std is the sample std (n - 1).
+    #[arg(long, default_value_t = 1e-4)]
+    pub adv_eps: f64,
+    /// Lower clip of the importance ratio: ratios below 1 - this stop the gradient of
+    /// negative-advantage tokens.
+    #[arg(long, default_value_t = 0.2)]
+    pub clip_low: f64,
+    /// Upper clip: ratios above 1 + this stop the gradient of positive-advantage tokens.
+    #[arg(long, default_value_t = 0.2)]
+    pub clip_high: f64,
+    /// Reference policy for the KL penalty (k3 estimator); required when --kl-coef > 0.
+    #[arg(long, value_name = "DIR")]
+    pub ref_model: Option<PathBuf>,
+    /// Weight of the KL penalty to --ref-model.
+    #[arg(long, default_value_t = 0.0)]
+    pub kl_coef: f64,
+    /// How per-token losses combine into the loss.
+    #[arg(long, value_enum, default_value_t = LossAgg::TokenMean)]
+    pub loss_agg: LossAgg,
+    /// The constant length of seq-mean-token-sum-norm (default: the longest completion).
+    #[arg(long)]
+    pub norm_length: Option<usize>,
+    /// SFT: passes over the records.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// SFT: stop after this many optimizer steps (default: epochs x batches).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// SFT: sequences per optimizer step.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// SFT: truncate sequences to this many tokens (default: max_position_embeddings).
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    /// SFT: also print a metrics line every N optimizer steps (0: only the final line).
+    #[arg(long, default_value_t = 0)]
+    pub log_every: usize,
+    /// SFT: seed of the shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Start with fresh AdamW moments even if --model has saved ones.
+    #[arg(long)]
+    pub reset_optimizer: bool,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
+/// The metrics line (docs/formats.md, section metrics). Fields that do not apply are null.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Metrics {
+    pub step: u64,
+    pub algo: String,
+    pub updated: bool,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub kl: Option<f64>,
+    pub clip_frac: Option<f64>,
+    pub mean_abs_advantage: Option<f64>,
+    pub zero_advantage_groups: Option<usize>,
+    pub groups: Option<usize>,
+    pub samples: usize,
+    pub tokens: usize,
+    pub skipped_null_rewards: Option<usize>,
+    pub skipped_records: usize,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Run rl-update (init or a training step); metrics go to `out`.
+pub fn run(cli: &Cli, out: impl Write) -> Result<ExitCode> {
+    match &cli.command {
+        Some(Command::Init(a)) => run_init(a, out),
+        None => run_train(&cli.train, out),
+    }
+}
+
+pub fn run_init(a: &InitArgs, mut out: impl Write) -> Result<ExitCode> {
+    let preset = match a.config {
+        ConfigName::Tiny => Preset::Tiny,
+        ConfigName::Small => Preset::Small,
+    };
+    let cfg = rlcode_policy::init_checkpoint(preset, a.seed, &a.out)?;
+    let params = rlcode_policy::model::num_params(&cfg);
+    serde_json::to_writer(
+        &mut out,
+        &serde_json::json!({"step": 0, "params": params, "out": a.out.display().to_string()}),
+    )
+    .map_err(anyhow::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    eprintln!("{PROGRAM}: wrote {} ({params} parameters)", a.out.display());
+    Ok(ExitCode::Success)
+}
+
+/// One training sequence: `tokens[start..]` are the tokens trained on.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub start: usize,
+    /// Sampling log-probs of `tokens[start..]`; `None`: the current policy's (ratio 1).
+    pub old_logprobs: Option<Vec<f32>>,
+    pub advantage: f64,
+    pub temperature: f64,
+}
+
+impl Example {
+    fn completion_len(&self) -> usize {
+        self.tokens.len() - self.start
+    }
+}
+
+/// A scored sample as rl-update reads it.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub problem_id: String,
+    pub reward: f64,
+    pub example: Example,
+}
+
+/// Parse one RL record. `Ok(None)`: `reward` is null (left out and counted).
+pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordError> {
+    let problem_id = line.str_field("problem_id")?.to_string();
+    let reward = match line.value.get("reward") {
+        None => return Err(line.error("missing field \"reward\"")),
+        Some(Value::Null) => return Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|r| r.is_finite())
+            .ok_or_else(|| line.error("field \"reward\" must be a number or null"))?,
+    };
+    let prompt: Vec<u32> = line.typed_field("prompt_tokens")?;
+    let tokens: Vec<u32> = line.typed_field("tokens")?;
+    let old: Option<Vec<f32>> = match line.value.get("logprobs") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(line.typed_field("logprobs")?),
+    };
+    if let Some(o) = &old
+        && o.len() != tokens.len()
+    {
+        return Err(line.error(format!(
+            "field \"logprobs\" has {} values for {} tokens",
+            o.len(),
+            tokens.len()
+        )));
+    }
+    if prompt.is_empty() {
+        return Err(line.error("field \"prompt_tokens\" is empty"));
+    }
+    if let Some(bad) = prompt.iter().chain(&tokens).find(|&&t| t as usize >= vocab) {
+        return Err(line.error(format!(
+            "token id {bad} is outside the model's vocabulary ({vocab})"
+        )));
+    }
+    let temperature = match line.value.get("temperature") {
+        None | Some(Value::Null) => 1.0,
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| line.error("field \"temperature\" must be a number"))?,
+    };
+    let start = prompt.len();
+    let mut all = prompt;
+    all.extend(tokens);
+    Ok(Some(Scored {
+        problem_id,
+        reward,
+        example: Example {
+            tokens: all,
+            start,
+            old_logprobs: old,
+            advantage: 0.0,
+            // Greedy samples (temperature 0) carry logprob 0; train them at temperature 1.
+            temperature: if temperature > 0.0 { temperature } else { 1.0 },
+        },
+    }))
+}
+
+/// Parse one SFT record: `[bos] + tokenize(code) + [eos]`, truncated to `max_len`.
+pub fn parse_sft(
+    line: &Line,
+    tok: &Tokenizer,
+    cfg: &LlamaConfig,
+    max_len: usize,
+) -> Result<Example, RecordError> {
+    let code = line.str_field("code")?;
+    let mut tokens: Vec<u32> = cfg.bos_token_id.into_iter().collect();
+    tokens.extend(tok.encode(code).map_err(|e| line.error(e.to_string()))?);
+    tokens.extend(cfg.eos_ids().first().copied());
+    tokens.truncate(max_len);
+    if tokens.len() < 2 {
+        return Err(line.error("field \"code\" gives fewer than two tokens"));
+    }
+    Ok(Example {
+        tokens,
+        start: 1,
+        old_logprobs: None,
+        advantage: 0.0,
+        temperature: 1.0,
+    })
+}
+
+/// What one pass over a set of examples adds up to.
+#[derive(Debug, Default, Clone)]
+pub struct PassStats {
+    pub loss: f64,
+    pub kl_sum: f64,
+    pub clipped: usize,
+    pub tokens: usize,
+}
+
+/// Loss settings of a pass.
+pub struct LossSpec<'a> {
+    pub rl: bool,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    pub kl_coef: f64,
+    pub reference: Option<&'a Llama>,
+    /// Weight of each example's tokens in the loss (see [`token_weights`]).
+    pub weights: Vec<f64>,
+    pub micro_batch: usize,
+}
+
+/// Per-example token weight so that the loss is Σ_tokens weight × token loss:
+/// token-mean 1/N_tokens; seq-mean-token-mean 1/(N_seqs × len_i);
+/// seq-mean-token-sum-norm 1/(N_seqs × L).
+pub fn token_weights(examples: &[Example], agg: LossAgg, norm_length: Option<usize>) -> Vec<f64> {
+    let n = examples.len().max(1) as f64;
+    let total: usize = examples.iter().map(Example::completion_len).sum();
+    let longest = examples
+        .iter()
+        .map(Example::completion_len)
+        .max()
+        .unwrap_or(1);
+    examples
+        .iter()
+        .map(|e| match agg {
+            LossAgg::TokenMean => 1.0 / total.max(1) as f64,
+            LossAgg::SeqMeanTokenMean => 1.0 / (n * e.completion_len().max(1) as f64),
+            LossAgg::SeqMeanTokenSumNorm => {
+                1.0 / (n * norm_length.unwrap_or(longest).max(1) as f64)
+            }
+        })
+        .collect()
+}
+
+/// Forward and backward over `examples` in micro-batches; gradients summed by parameter name.
+///
+/// RL token loss: −min(ρ·A, clip(ρ, 1−clip_low, 1+clip_high)·A) + kl_coef·k3, with
+/// ρ = exp(logπ − logπ_old) and k3 = exp(logπ_ref − logπ) − (logπ_ref − logπ) − 1.
+/// SFT token loss: −logπ.
+pub fn accumulate(
+    tr: &Trainable,
+    examples: &[Example],
+    spec: &LossSpec<'_>,
+    grads: &mut HashMap<String, Tensor>,
+) -> anyhow::Result<PassStats> {
+    let dev = Device::Cpu;
+    let cfg = &tr.model.cfg;
+    let pad = cfg.pad_token_id.unwrap_or(0);
+    let mut stats = PassStats::default();
+    // Similar lengths together: less padding. Stable, so the order stays deterministic.
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| examples[i].tokens.len());
+    for chunk in order.chunks(spec.micro_batch.max(1)) {
+        let b = chunk.len();
+        let l = chunk
+            .iter()
+            .map(|&i| examples[i].tokens.len() - 1)
+            .max()
+            .unwrap_or(1);
+        let mut inputs = vec![pad; b * l];
+        let mut targets = vec![0u32; b * l];
+        let mut temps = Vec::with_capacity(b);
+        for (r, &i) in chunk.iter().enumerate() {
+            let t = &examples[i].tokens;
+            inputs[r * l..r * l + t.len() - 1].copy_from_slice(&t[..t.len() - 1]);
+            targets[r * l..r * l + t.len() - 1].copy_from_slice(&t[1..]);
+            temps.push(examples[i].temperature as f32);
+        }
+        let inputs = Tensor::from_vec(inputs, (b, l), &dev)?;
+        // Logits only at the positions trained on (not the prompt's, not the padding).
+        let mut rows = Vec::new();
+        let mut row_targets = Vec::new();
+        let mut row_temps = Vec::new();
+        for (r, &i) in chunk.iter().enumerate() {
+            let e = &examples[i];
+            for j in 0..e.completion_len() {
+                let p = r * l + e.start - 1 + j;
+                rows.push(p as u32);
+                row_targets.push(targets[p]);
+                row_temps.push(temps[r]);
+            }
+        }
+        let n = rows.len();
+        if n == 0 {
+            continue;
+        }
+        let rows = Tensor::from_vec(rows, n, &dev)?;
+        let row_targets = Tensor::from_vec(row_targets, n, &dev)?;
+        let row_temps = if temps.iter().all(|&t| t == 1.0) {
+            None
+        } else {
+            Some(Tensor::from_vec(row_temps, (n, 1), &dev)?)
+        };
+        let logprobs_of = |m: &Llama| -> candle_core::Result<Tensor> {
+            let h = m
+                .hidden_train(&inputs)?
+                .reshape((b * l, cfg.hidden_size))?
+                .index_select(&rows, 0)?;
+            let mut logits = m.lm_head(&h)?;
+            if let Some(t) = &row_temps {
+                logits = logits.broadcast_div(t)?;
+            }
+            rlcode_policy::token_logprobs(&logits, &row_targets)
+        };
+        let logp = logprobs_of(&tr.model)?;
+        let lp: Vec<f32> = logp.to_vec1()?;
+        let mut coef = vec![0f32; n];
+        let mut old = lp.clone();
+        let mut kl_coef = vec![0f32; n];
+        let mut reference = lp.clone();
+        if let (true, Some(rm)) = (spec.rl, spec.reference) {
+            reference = logprobs_of(rm)?.to_vec1()?;
+        }
+        let mut p = 0usize;
+        for &i in chunk {
+            let e = &examples[i];
+            let w = spec.weights[i];
+            for j in 0..e.completion_len() {
+                stats.tokens += 1;
+                if !spec.rl {
+                    coef[p] = -(w as f32);
+                    stats.loss -= w * lp[p] as f64;
+                    p += 1;
+                    continue;
+                }
+                if let Some(o) = &e.old_logprobs {
+                    old[p] = o[j];
+                }
+                let a = e.advantage;
+                let log_ratio = (lp[p] as f64 - old[p] as f64).clamp(-20.0, 20.0);
+                let ratio = log_ratio.exp();
+                let clipped = ratio.clamp(1.0 - spec.clip_low, 1.0 + spec.clip_high);
+                let obj = (ratio * a).min(clipped * a);
+                // The gradient of min(ρA, clip(ρ)A) is that of ρA unless the clipped term is
+                // the smaller one and ρ is outside the range: then it is 0.
+                let active = if a >= 0.0 {
+                    ratio <= 1.0 + spec.clip_high
+                } else {
+                    ratio >= 1.0 - spec.clip_low
+                };
+                if active {
+                    coef[p] = (-a * w) as f32;
+                } else {
+                    stats.clipped += 1;
+                }
+                let mut tok_loss = -obj;
+                if spec.reference.is_some() {
+                    let d = (reference[p] as f64 - lp[p] as f64).clamp(-20.0, 20.0);
+                    let k3 = d.exp() - d - 1.0;
+                    stats.kl_sum += k3;
+                    tok_loss += spec.kl_coef * k3;
+                    kl_coef[p] = (spec.kl_coef * w) as f32;
+                }
+                stats.loss += w * tok_loss;
+                p += 1;
+            }
+        }
+        let coef = Tensor::from_vec(coef, n, &dev)?;
+        let loss = if spec.rl {
+            let old = Tensor::from_vec(old, n, &dev)?;
+            let ratio = (&logp - &old)?.clamp(-20f32, 20f32)?.exp()?;
+            let mut loss = (ratio * &coef)?.sum_all()?;
+            if spec.reference.is_some() && spec.kl_coef != 0.0 {
+                let d = (Tensor::from_vec(reference, n, &dev)? - &logp)?.clamp(-20f32, 20f32)?;
+                let k3 = ((d.exp()? - &d)? - 1.0)?;
+                let kc = Tensor::from_vec(kl_coef, n, &dev)?;
+                loss = (loss + (k3 * kc)?.sum_all()?)?;
+            }
+            loss
+        } else {
+            (&logp * &coef)?.sum_all()?
+        };
+        let g = loss.backward()?;
+        for (name, var) in &tr.params {
+            if let Some(t) = g.get(var.as_tensor()) {
+                let t = t.detach();
+                let sum = match grads.remove(name) {
+                    Some(prev) => (prev + t)?,
+                    None => t,
+                };
+                grads.insert(name.clone(), sum);
+            }
+        }
+    }
+    Ok(stats)
+}
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+fn save(
+    out: &Path,
+    ck: &Checkpoint,
+    tr: &Trainable,
+    opt: &AdamW,
+    algo: &str,
+) -> anyhow::Result<()> {
+    let tensors = tr.tensors();
+    let opt_state = opt.state_tensors();
+    let mut files = checkpoint::tokenizer_files(&ck.dir)?;
+    files.push((
+        optim::STATE_FILE.into(),
+        serde_json::to_vec_pretty(&opt.trainer_state(algo))?,
+    ));
+    let extra = if opt_state.is_empty() {
+        Vec::new()
+    } else {
+        vec![(optim::OPTIMIZER_FILE.to_string(), &opt_state)]
+    };
+    checkpoint::save(
+        out,
+        checkpoint::Contents {
+            cfg: &ck.cfg,
+            tensors: &tensors,
+            files,
+            extra_tensors: extra,
+        },
+    )
+    .with_context(|| format!("writing {}", out.display()))
+}
+
+fn write_metrics(out: &mut impl Write, m: &Metrics) -> Result<()> {
+    serde_json::to_writer(&mut *out, m).map_err(anyhow::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let (Some(model_dir), Some(out_dir)) = (&a.model, &a.out) else {
+        return Err(usage("--model and --out are required"));
+    };
+    if a.micro_batch == 0 || a.batch_size == 0 {
+        return Err(usage("--micro-batch and --batch-size must be at least 1"));
+    }
+    if a.kl_coef > 0.0 && a.ref_model.is_none() {
+        return Err(usage("--kl-coef needs --ref-model"));
+    }
+    if !(0.0..1.0).contains(&a.clip_low) || a.clip_high < 0.0 {
+        return Err(usage("--clip-low must be in [0, 1) and --clip-high >= 0"));
+    }
+    let ck = Checkpoint::load(model_dir)?;
+    let tr =
+        Trainable::new(&ck.cfg, &ck.tensors).with_context(|| format!("{}", model_dir.display()))?;
+    let lr =
+        a.lr.unwrap_or(if a.algo == Algo::Sft { 1e-3 } else { 1e-5 });
+    let mut opt = AdamW::new(lr, a.weight_decay);
+    if !a.reset_optimizer {
+        opt.load_state(model_dir, &tr.params)?;
+    }
+    let reader = JsonlReader::open(&a.input.inputs)?;
+    let mut skipper = Skipper::new(PROGRAM, a.input.keep_going);
+    let vocab = ck.cfg.vocab_size;
+    let max_len = a
+        .max_seq_len
+        .unwrap_or(ck.cfg.max_position_embeddings)
+        .min(ck.cfg.max_position_embeddings);
+    let mut scored = Vec::new();
+    let mut sft = Vec::new();
+    let mut null_rewards = 0usize;
+    for line in reader {
+        let line = match line {
+            Ok(l) => l,
+            Err(Error::Record(e)) => {
+                skipper.skip(e)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let parsed = if a.algo == Algo::Sft {
+            parse_sft(&line, &ck.tokenizer, &ck.cfg, max_len).map(|e| sft.push(e))
+        } else {
+            parse_scored(&line, vocab).and_then(|s| {
+                let Some(s) = s else {
+                    null_rewards += 1;
+                    return Ok(());
+                };
+                if s.example.tokens.len() > ck.cfg.max_position_embeddings {
+                    return Err(line.error(format!(
+                        "{} tokens are more than max_position_embeddings ({})",
+                        s.example.tokens.len(),
+                        ck.cfg.max_position_embeddings
+                    )));
+                }
+                scored.push(s);
+                Ok(())
+            })
+        };
+        if let Err(e) = parsed {
+            skipper.skip(e)?;
+        }
+    }
+    let algo_name = format!("{:?}", a.algo).to_lowercase();
+    let mut metrics = Metrics {
+        algo: algo_name.clone(),
+        lr,
+        skipped_records: skipper.skipped(),
+        ..Metrics::default()
+    };
+    if a.algo == Algo::Sft {
+        run_sft(a, &tr, &mut opt, sft, &mut metrics, &mut out)?;
+    } else {
+        let reference = match &a.ref_model {
+            Some(d) => Some(Checkpoint::load(d)?.model()?),
+            None => None,
+        };
+        rl_step(a, &tr, &mut opt, scored, reference.as_ref(), &mut metrics)?;
+        metrics.skipped_null_rewards = Some(null_rewards);
+    }
+    save(out_dir, &ck, &tr, &opt, &algo_name)?;
+    metrics.step = opt.step;
+    metrics.seconds = start.elapsed().as_secs_f64();
+    write_metrics(&mut out, &metrics)?;
+    eprintln!(
+        "{PROGRAM}: step {} ({}), loss {:.4}, {} samples, {} tokens, {:.2} s -> {}",
+        metrics.step,
+        algo_name,
+        metrics.loss,
+        metrics.samples,
+        metrics.tokens,
+        metrics.seconds,
+        out_dir.display()
+    );
+    Ok(skipper.exit_code())
+}
+
+/// Group by problem id (in order of first appearance), compute advantages, and take one
+/// optimizer step over the groups that carry a signal.
+fn rl_step(
+    a: &TrainArgs,
+    tr: &Trainable,
+    opt: &mut AdamW,
+    scored: Vec<Scored>,
+    reference: Option<&Llama>,
+    m: &mut Metrics,
+) -> anyhow::Result<()> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Vec<Scored>> = Vec::new();
+    for s in scored {
+        let g = *index.entry(s.problem_id.clone()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(s);
+    }
+    let mut examples = Vec::new();
+    let mut zero_groups = 0;
+    let mut abs_adv = Vec::new();
+    for g in groups.iter_mut() {
+        let rewards: Vec<f64> = g.iter().map(|s| s.reward).collect();
+        let adv = match a.algo {
+            Algo::Rloo => rlcode_core::advantage::rloo(&rewards),
+            _ => rlcode_core::advantage::grpo(&rewards, !a.no_std_norm, a.adv_eps),
+        };
+        abs_adv.extend(adv.iter().map(|x| x.abs()));
+        if adv.iter().all(|&x| x == 0.0) {
+            zero_groups += 1;
+            continue;
+        }
+        for (s, adv) in g.drain(..).zip(adv) {
+            let mut e = s.example;
+            e.advantage = adv;
+            examples.push(e);
+        }
+    }
+    m.groups = Some(groups.len());
+    m.zero_advantage_groups = Some(zero_groups);
+    m.samples = abs_adv.len();
+    m.mean_abs_advantage = rlcode_core::metrics::mean(&abs_adv).or(Some(0.0));
+    if examples.is_empty() {
+        m.kl = reference.map(|_| 0.0);
+        m.clip_frac = Some(0.0);
+        return Ok(());
+    }
+    let spec = LossSpec {
+        rl: true,
+        clip_low: a.clip_low,
+        clip_high: a.clip_high,
+        kl_coef: a.kl_coef,
+        reference,
+        weights: token_weights(&examples, a.loss_agg, a.norm_length),
+        micro_batch: a.micro_batch,
+    };
+    let mut grads = HashMap::new();
+    let st = accumulate(tr, &examples, &spec, &mut grads)?;
+    m.grad_norm = optim::clip_grad_norm(&mut grads, a.max_grad_norm)?;
+    opt.step(&tr.params, &grads)?;
+    m.updated = true;
+    m.loss = st.loss;
+    m.tokens = st.tokens;
+    let denom = st.tokens.max(1) as f64;
+    m.clip_frac = Some(st.clipped as f64 / denom);
+    m.kl = reference.map(|_| st.kl_sum / denom);
+    Ok(())
+}
+
+fn run_sft(
+    a: &TrainArgs,
+    tr: &Trainable,
+    opt: &mut AdamW,
+    examples: Vec<Example>,
+    m: &mut Metrics,
+    out: &mut impl Write,
+) -> Result<()> {
+    if examples.is_empty() {
+        return Err(usage("no records to train on"));
+    }
+    let per_epoch = examples.len().div_ceil(a.batch_size);
+    let total = a.steps.unwrap_or(a.epochs * per_epoch);
+    let mut order: Vec<usize> = Vec::new();
+    let mut cursor = 0usize;
+    let (mut epoch, mut done) = (0u64, 0usize);
+    let (mut loss_sum, mut tokens) = (0.0, 0usize);
+    let start = std::time::Instant::now();
+    m.samples = examples.len();
+    while done < total {
+        if cursor >= order.len() {
+            order = (0..examples.len()).collect();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                a.seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            order.shuffle(&mut rng);
+            cursor = 0;
+            epoch += 1;
+        }
+        let end = (cursor + a.batch_size).min(order.len());
+        let batch: Vec<Example> = order[cursor..end]
+            .iter()
+            .map(|&i| examples[i].clone())
+            .collect();
+        cursor = end;
+        let spec = LossSpec {
+            rl: false,
+            clip_low: 0.0,
+            clip_high: 0.0,
+            kl_coef: 0.0,
+            reference: None,
+            weights: token_weights(&batch, LossAgg::TokenMean, None),
+            micro_batch: a.micro_batch,
+        };
+        let mut grads = HashMap::new();
+        let st = accumulate(tr, &batch, &spec, &mut grads).map_err(Error::Other)?;
+        m.grad_norm = optim::clip_grad_norm(&mut grads, a.max_grad_norm)?;
+        opt.step(&tr.params, &grads)?;
+        done += 1;
+        loss_sum += st.loss;
+        tokens += st.tokens;
+        m.loss = st.loss;
+        m.tokens = st.tokens;
+        m.updated = true;
+        if a.log_every > 0 && done % a.log_every == 0 && done < total {
+            m.step = opt.step;
+            m.seconds = start.elapsed().as_secs_f64();
+            write_metrics(out, m)?;
+        }
+    }
+    // The final line summarises the run: mean loss over its steps, all tokens seen.
+    m.loss = loss_sum / done.max(1) as f64;
+    m.tokens = tokens;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

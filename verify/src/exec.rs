@@ -1,0 +1,331 @@
+//! One test of one program in a fresh instance, and what its outcome means.
+
+use crate::runtime::{MemoryLimiter, RunState, Runtime};
+use rlcode_core::records::{Status, Test, TestResult};
+use std::time::{Duration, Instant};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+
+const HARNESS: &str = include_str!("harness.py");
+
+/// The limits one test runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    pub fuel: u64,
+    pub memory_bytes: usize,
+    pub wall: Duration,
+    pub stdout_bytes: usize,
+    pub stderr_bytes: usize,
+}
+
+/// One unit of work: a program and one of its problem's tests.
+pub struct Job<'a> {
+    pub program: &'a str,
+    pub setup: &'a str,
+    pub test: &'a Test,
+    pub limits: RunLimits,
+    /// Seeds the guest's random source (and so Python's hash seed): the same job always sees the
+    /// same randomness, so its verdict and fuel are reproducible.
+    pub seed: [u8; 32],
+}
+
+thread_local! {
+    // One single-threaded tokio runtime per worker thread: the WASI host calls are async so that
+    // a guest blocked in one (time.sleep) can still be cut off at its deadline.
+    static TOKIO: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread tokio runtime");
+}
+
+/// What the guest run ended with, before interpretation.
+struct RawRun {
+    exit: Result<i32, wasmtime::Error>,
+    timed_out: bool,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_full: bool,
+    stderr_full: bool,
+    memory_denied: bool,
+    fuel: u64,
+}
+
+pub fn run_test(rt: &Runtime, job: &Job<'_>) -> TestResult {
+    let start = Instant::now();
+    let token = new_token();
+    let raw = TOKIO.with(|tokio| tokio.block_on(run_raw(rt, job, &token)));
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let (status, detail, fuel) = match raw {
+        Ok(raw) => {
+            let (status, detail) = classify(job.test, &token, &raw);
+            (status, detail, Some(raw.fuel))
+        }
+        Err(e) => (Status::Infra, Some(format!("sandbox failure: {e:#}")), None),
+    };
+    TestResult {
+        status,
+        detail: detail.map(|d| truncate(&d, 400)),
+        fuel,
+        ms: Some((ms * 1000.0).round() / 1000.0),
+    }
+}
+
+fn new_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    format!("rlcode-{:032x}", rng.random::<u128>())
+}
+
+fn stdin_bytes(job: &Job<'_>, token: &str) -> Vec<u8> {
+    let (mode, test_code, program_stdin) = match job.test {
+        Test::Assert { code } => ("assert", code.as_str(), ""),
+        Test::Stdio { stdin, .. } => ("stdio", "", stdin.as_str()),
+    };
+    let mut b = format!(
+        "{token}\n{} {} {} {mode}\n",
+        job.program.len(),
+        job.setup.len(),
+        test_code.len()
+    )
+    .into_bytes();
+    b.extend_from_slice(job.program.as_bytes());
+    b.extend_from_slice(job.setup.as_bytes());
+    b.extend_from_slice(test_code.as_bytes());
+    b.extend_from_slice(program_stdin.as_bytes());
+    b
+}
+
+fn seed_bytes(seed: &[u8; 32]) -> Vec<u8> {
+    // Expand the 32-byte seed into a longer stream: CPython reads several kilobytes of entropy at
+    // start-up (hash seed, random module), and `Deterministic` cycles through what it is given.
+    let mut out = Vec::with_capacity(32 * 128);
+    for i in 0u32..128 {
+        let h = rlcode_core::hash::content_hash([&seed[..], &i.to_le_bytes()[..]]);
+        out.extend_from_slice(&hex::decode(h).expect("hex"));
+    }
+    out
+}
+
+async fn run_raw(rt: &Runtime, job: &Job<'_>, token: &str) -> anyhow::Result<RawRun> {
+    let stdout = MemoryOutputPipe::new(job.limits.stdout_bytes);
+    let stderr = MemoryOutputPipe::new(job.limits.stderr_bytes);
+    // No preopened directories, no environment, no network: the program sees only its stdin.
+    let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+        .args(&["python", "-I", "-S", "-B", "-c", HARNESS])
+        .stdin(MemoryInputPipe::new(stdin_bytes(job, token)))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&job.seed)))
+        .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&job.seed)))
+        .insecure_random_seed(u128::from_le_bytes(job.seed[..16].try_into().expect("16")))
+        .build_p1();
+    let mut store = Store::new(
+        &rt.engine,
+        RunState {
+            wasi,
+            limits: MemoryLimiter {
+                max_bytes: job.limits.memory_bytes,
+                denied: false,
+            },
+        },
+    );
+    store.limiter(|s| &mut s.limits);
+    store.set_fuel(job.limits.fuel)?;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+
+    let run = async {
+        let instance = rt.pre.instantiate_async(&mut store).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call_async(&mut store, ()).await
+    };
+    let outcome = tokio::time::timeout(job.limits.wall, run).await;
+    let (exit, timed_out) = match outcome {
+        Err(_elapsed) => (Ok(0), true),
+        Ok(Ok(())) => (Ok(0), false),
+        Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(code) => (Ok(code.0), false),
+            None => (Err(e), false),
+        },
+    };
+    let fuel = job.limits.fuel.saturating_sub(store.get_fuel()?);
+    let memory_denied = store.data().limits.denied;
+    drop(store);
+    let out = stdout.contents().to_vec();
+    let err = stderr.contents().to_vec();
+    let overflow = |e: &Result<i32, wasmtime::Error>| {
+        e.as_ref()
+            .err()
+            .is_some_and(|e| format!("{e:?}").contains("write beyond capacity"))
+    };
+    let full = overflow(&exit);
+    Ok(RawRun {
+        stdout_full: full || out.len() >= job.limits.stdout_bytes,
+        stderr_full: full || err.len() >= job.limits.stderr_bytes,
+        stdout: out,
+        stderr: err,
+        exit,
+        timed_out,
+        memory_denied,
+        fuel,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The last report line the harness wrote after the token: `OK`, `EXC <phase> <type> <msg>` or
+/// `EXIT <phase> <code>`.
+fn harness_report<'a>(stderr: &'a str, token: &str) -> Option<&'a str> {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(token).map(str::trim))
+}
+
+/// stdout equals the expected output up to trailing white space at the ends of lines and of the
+/// output.
+pub fn stdout_matches(got: &str, want: &str) -> bool {
+    fn norm(s: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = s.lines().map(str::trim_end).collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+    norm(got) == norm(want)
+}
+
+fn last_stderr_line(stderr: &str, token: &str) -> String {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with(token))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn classify(test: &Test, token: &str, raw: &RawRun) -> (Status, Option<String>) {
+    if raw.stdout_full || raw.stderr_full {
+        let which = if raw.stdout_full { "stdout" } else { "stderr" };
+        return (Status::OutputLimit, Some(format!("{which} over its cap")));
+    }
+    if raw.timed_out {
+        return (Status::Timeout, Some("wall-clock deadline".into()));
+    }
+    let stderr = String::from_utf8_lossy(&raw.stderr);
+    let code = match &raw.exit {
+        Ok(code) => *code,
+        Err(e) => {
+            return match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => (Status::Timeout, Some("fuel budget exhausted".into())),
+                Some(Trap::Interrupt) => (Status::Timeout, Some("interrupted".into())),
+                Some(_) if raw.memory_denied => {
+                    (Status::Memory, Some(format!("memory cap reached ({e})")))
+                }
+                Some(Trap::StackOverflow) => (Status::Error, Some("stack overflow".into())),
+                // Any other trap is the guest crashing (CPython aborting, say): the program's
+                // doing, with whatever CPython said last.
+                Some(trap) => (
+                    Status::Error,
+                    Some(format!("{trap}: {}", last_stderr_line(&stderr, token))),
+                ),
+                // Not a trap: the host side of the sandbox failed.
+                None => (Status::Infra, Some(format!("{e:#}"))),
+            };
+        }
+    };
+    let report = harness_report(&stderr, token);
+    match report {
+        Some(r) if r.starts_with("EXC ") => {
+            let mut parts = r[4..].splitn(3, ' ');
+            let phase = parts.next().unwrap_or("");
+            let kind = parts.next().unwrap_or("");
+            let msg = parts.next().unwrap_or("");
+            let detail = if msg.is_empty() {
+                format!("{kind} (in {phase})")
+            } else {
+                format!("{kind}: {msg} (in {phase})")
+            };
+            if kind == "MemoryError" || raw.memory_denied {
+                (Status::Memory, Some(detail))
+            } else if kind == "AssertionError" && phase == "test" {
+                (Status::Fail, Some(detail))
+            } else {
+                (Status::Error, Some(detail))
+            }
+        }
+        Some(r) if r.starts_with("EXIT ") => (
+            Status::Error,
+            Some(format!(
+                "SystemExit {} before the test completed",
+                r[5..].trim()
+            )),
+        ),
+        Some("OK") => match test {
+            Test::Assert { .. } => (Status::Pass, None),
+            Test::Stdio { stdout, .. } => stdio_verdict(&raw.stdout, stdout),
+        },
+        _ if raw.memory_denied => (Status::Memory, Some("memory cap reached".into())),
+        // The program ended the interpreter itself (os._exit, a signal-like abort): an assert
+        // test never reached its end; a stdio test is judged on its output if it exited with 0.
+        _ => match test {
+            Test::Stdio { stdout, .. } if code == 0 => stdio_verdict(&raw.stdout, stdout),
+            _ => (
+                Status::Error,
+                Some(format!(
+                    "exited with code {code} before the test completed{}",
+                    match last_stderr_line(&stderr, token) {
+                        l if l.is_empty() => String::new(),
+                        l => format!(": {l}"),
+                    }
+                )),
+            ),
+        },
+    }
+}
+
+fn stdio_verdict(got: &[u8], want: &str) -> (Status, Option<String>) {
+    let got = String::from_utf8_lossy(got);
+    if stdout_matches(&got, want) {
+        (Status::Pass, None)
+    } else {
+        (
+            Status::Fail,
+            Some(format!("wrong output: {:?}", truncate(got.trim_end(), 120))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_comparison_ignores_trailing_white_space_only() {
+        assert!(stdout_matches("3\n", "3"));
+        assert!(stdout_matches("a  \nb\n\n\n", "a\nb"));
+        assert!(!stdout_matches(" 3", "3"));
+        assert!(!stdout_matches("a\n\nb", "a\nb"));
+        assert!(stdout_matches("", "\n"));
+    }
+
+    #[test]
+    fn report_line_is_found_after_the_token_only() {
+        let err = "noise\nrlcode-x fake\n\nrlcode-abc EXC test AssertionError \n";
+        assert_eq!(
+            harness_report(err, "rlcode-abc"),
+            Some("EXC test AssertionError")
+        );
+        assert_eq!(harness_report("rlcode-abcd OK", "rlcode-abce"), None);
+    }
+}

@@ -1,0 +1,47 @@
+# rlcode's test harness: runs inside the sandbox as `python -c`, never on the host.
+# The host feeds, on stdin, a per-run random token, a header line
+# "<program bytes> <setup bytes> <test bytes> <assert|stdio>", the three texts and then the
+# program's own stdin. The harness reports on fd 2 with a line starting with the token. The token
+# is read before the program runs and is never part of any source text or argv, so the program
+# cannot print it, and "OK" is written only after the test code ran to completion: exiting early
+# (sys.exit, os._exit, exit handlers) cannot pass. (The token stays as bytes, never hashed, so the
+# interpreter's work, and so the fuel count, does not depend on its value.)
+import sys, os
+def _rlcode_run():
+    write, hard_exit, out = os.write, os._exit, sys.stdout
+    src = sys.stdin.buffer
+    tok = src.readline().rstrip(b"\n")
+    head = src.readline().split()
+    mode = head[3]
+    texts = [src.read(int(n)).decode("utf-8") for n in head[:3]]
+    sys.argv = ["main.py"]
+    sys.orig_argv = ["python", "main.py"]
+    def report(text):
+        try:
+            write(2, b"\n" + tok + b" " + text.encode("utf-8", "replace") + b"\n")
+        finally:
+            hard_exit(0)
+    scope = {"__name__": "__main__" if mode == b"stdio" else "solution"}
+    phase = "program"
+    try:
+        exec(compile(texts[0], "<program>", "exec"), scope)
+        if mode == b"assert":
+            phase = "setup"
+            exec(compile(texts[1], "<setup>", "exec"), scope)
+            phase = "test"
+            exec(compile(texts[2], "<test>", "exec"), scope)
+    except SystemExit as e:
+        if not (mode == b"stdio" and e.code in (None, 0)):
+            report("EXIT " + phase + " " + repr(e.code)[:80])
+    except BaseException as e:
+        try:
+            msg = str(e)
+        except BaseException:
+            msg = "?"
+        report("EXC " + phase + " " + type(e).__name__ + " " + msg[:300].replace("\n", " "))
+    try:
+        out.flush()
+    except BaseException:
+        pass
+    report("OK")
+_rlcode_run()

@@ -1,0 +1,185 @@
+//! The sandbox's Python: a wasmtime engine and the CPython-on-WASI module, compiled once and
+//! cached on disk.
+
+use anyhow::{Context, Result};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{Config, Engine, Linker, Module};
+
+/// The per-store state of one test run.
+pub struct RunState {
+    pub wasi: wasmtime_wasi::p1::WasiP1Ctx,
+    pub limits: MemoryLimiter,
+}
+
+/// Caps linear memory, and remembers that the program asked for more, so that a failure after a
+/// denied growth is reported as `memory`.
+pub struct MemoryLimiter {
+    pub max_bytes: usize,
+    pub denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// How often the epoch ticks: a running program yields to the host this often, so that its
+/// wall-clock deadline can be enforced while it computes, not only while it waits.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A loaded runtime: the engine, the module ready to instantiate, and its identity.
+pub struct Runtime {
+    pub engine: Engine,
+    pub pre: wasmtime::InstancePre<RunState>,
+    /// `cpython-3.12.0-wasi:<sha256 prefix>`: written into every verdict.
+    pub id: String,
+    /// Full sha256 of the module file.
+    pub sha256: String,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_config() -> Config {
+    let mut c = Config::new();
+    // Fuel makes the CPU limit deterministic: the same program gets the same verdict on a
+    // fast or a loaded machine. Epochs let a wall-clock deadline interrupt pure computation.
+    c.consume_fuel(true);
+    c.epoch_interruption(true);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // CPython recurses on the C stack; keep room for its own RecursionError to fire first.
+    c.max_wasm_stack(4 << 20);
+    c.async_stack_size(5 << 20);
+    c
+}
+
+/// sha256 of the CPython 3.12.0 WASI build that `scripts/setup.sh` fetches.
+pub const PYTHON_3_12_0_SHA256: &str =
+    "e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763";
+
+/// Where `scripts/setup.sh` puts the sandbox's Python.
+pub fn default_python_wasm() -> PathBuf {
+    if let Some(p) = std::env::var_os("RLCODE_PYTHON_WASM") {
+        return PathBuf::from(p);
+    }
+    rlcode_core::paths::home().join("runtime/python-3.12.0.wasm")
+}
+
+impl Runtime {
+    /// Load `wasm`, from the compiled-artifact cache in `cache_dir` when it holds one for this
+    /// module and these engine settings, else compiling it (~5 s) and caching the result.
+    pub fn load(wasm: &Path, cache_dir: Option<&Path>) -> Result<Self> {
+        let engine = Engine::new(&engine_config())?;
+        let sha256 = rlcode_core::hash::file_sha256(wasm).with_context(|| {
+            format!(
+                "{}: cannot read the sandbox's Python (run scripts/setup.sh, or pass --python-wasm)",
+                wasm.display()
+            )
+        })?;
+        let module = match cache_dir {
+            Some(dir) => load_cached(&engine, wasm, &sha256, dir)?,
+            None => Module::from_file(&engine, wasm)?,
+        };
+        let mut linker: Linker<RunState> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)?;
+        let pre = linker.instantiate_pre(&module)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })?;
+        }
+        let name = if sha256 == PYTHON_3_12_0_SHA256 {
+            "cpython-3.12.0-wasi"
+        } else {
+            "python-wasi"
+        };
+        Ok(Runtime {
+            id: format!("{name}:{}", &sha256[..12]),
+            engine,
+            pre,
+            sha256,
+            ticker_stop,
+        })
+    }
+}
+
+/// The artifact's file name: the module's hash and everything about the engine that decides
+/// whether a compiled artifact can be loaded into it.
+fn artifact_key(engine: &Engine, sha256: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{}-{:016x}.cwasm", &sha256[..32], h.finish())
+}
+
+fn load_cached(engine: &Engine, wasm: &Path, sha256: &str, dir: &Path) -> Result<Module> {
+    let path = dir.join(artifact_key(engine, sha256));
+    if path.exists() {
+        // SAFETY: the file was written by `Module::serialize` of this program (the key covers
+        // the module and the engine's settings); a corrupt or foreign file fails the header
+        // checks and we fall back to compiling.
+        match unsafe { Module::deserialize_file(engine, &path) } {
+            Ok(m) => return Ok(m),
+            Err(e) => eprintln!(
+                "rl-verify: ignoring unusable compiled module {}: {e:#}",
+                path.display()
+            ),
+        }
+    }
+    eprintln!(
+        "rl-verify: compiling {} (once; cached in {})",
+        wasm.display(),
+        dir.display()
+    );
+    let module = Module::from_file(engine, wasm)?;
+    if let Err(e) = write_atomic(dir, &path, &module.serialize()?) {
+        eprintln!("rl-verify: could not cache the compiled module: {e:#}");
+    }
+    Ok(module)
+}
+
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    // A temp file beside the target and a rename: a reader never sees half an artifact, and
+    // concurrent writers of the same key simply replace each other's identical bytes.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path)
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(())
+}
