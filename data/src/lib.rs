@@ -6,6 +6,7 @@
 //! commands are pure functions of their flags.
 
 pub mod humaneval;
+pub mod mutants;
 pub mod pysplit;
 pub mod samples;
 pub mod synth;
@@ -70,6 +71,39 @@ pub fn references(reader: JsonlReader, keep_going: bool, out: impl Write) -> Res
 /// `rl-data stubs`: one sample per problem whose body is `pass`.
 pub fn stubs(reader: JsonlReader, keep_going: bool, out: impl Write) -> Result<ExitCode> {
     Ok(map_records(reader, keep_going, out, samples::stub_sample)?.0)
+}
+
+/// `rl-data mutants`: up to `count` mutated references per problem (see [`mutants`]).
+pub fn mutants(
+    reader: JsonlReader,
+    keep_going: bool,
+    count: usize,
+    seed: u64,
+    out: impl Write,
+) -> Result<ExitCode> {
+    let mut skipper = Skipper::new(PROGRAM, keep_going);
+    let mut writer = JsonlWriter::new(out);
+    let (mut problems, mut written) = (0, 0);
+    for record in reader {
+        let made = match record {
+            Ok(line) => mutants::mutant_samples(&line, count, seed),
+            Err(Error::Record(e)) => Err(e),
+            Err(e) => return Err(e),
+        };
+        match made {
+            Ok(samples) => {
+                problems += 1;
+                for s in &samples {
+                    writer.write(s)?;
+                    written += 1;
+                }
+            }
+            Err(e) => skipper.skip(e)?,
+        }
+    }
+    writer.flush()?;
+    eprintln!("{PROGRAM}: {written} mutants of {problems} references");
+    Ok(skipper.exit_code())
 }
 
 /// `rl-data synth`: the first `count` problems of a split of the synthetic world.

@@ -2,7 +2,8 @@ use clap::{Parser, Subcommand};
 use rlcode_core::JsonlReader;
 use rlcode_core::cli::{InputArgs, main_with};
 
-/// Problems in: import HumanEval, make reference or stub samples, generate the synthetic tasks.
+/// Problems in: import HumanEval, make reference, stub or mutant samples, generate the synthetic
+/// tasks.
 #[derive(Parser)]
 #[command(name = "rl-data", version)]
 struct Cli {
@@ -26,6 +27,18 @@ enum Command {
     Stubs {
         #[command(flatten)]
         input: InputArgs,
+    },
+    /// Mutated references (`model: "mutant"`): one small change each (a flipped comparison, an
+    /// operator, an off-by-one constant), the kind of slip that passes some tests but not all.
+    Mutants {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Mutants per problem (at different sites), at most.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Chooses the sites; the same seed gives the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Problems of the synthetic world of small Python functions (see docs/tasks.md).
     Synth {
@@ -80,6 +93,13 @@ fn main() -> std::process::ExitCode {
             Command::Stubs { input } => {
                 rl_data::stubs(JsonlReader::open(&input.inputs)?, input.keep_going, out)
             }
+            Command::Mutants { input, count, seed } => rl_data::mutants(
+                JsonlReader::open(&input.inputs)?,
+                input.keep_going,
+                count,
+                seed,
+                out,
+            ),
             Command::Synth { split, count, seed } => rl_data::synth(split, count, seed, out),
             Command::SynthCorpus {
                 count,

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# The RL loop over the binaries: warm start (fresh init + SFT on the synthetic corpus, or an
+# existing checkpoint), then for each step sample -> verify -> score -> update, with a held-out
+# evaluation every K steps. Resumes after being killed. See docs/training.md.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/train.sh --out DIR [OPTIONS]
+
+The RL loop on the synthetic task world (docs/tasks.md):
+  ckpt/0 = --init DIR, or a fresh `rl-update init` fine-tuned by SFT on `rl-data synth-corpus`;
+  step s = 1..STEPS: rl-sample (problems (s-1)*P .. s*P-1 of the train split, from ckpt/s-1)
+           | rl-verify | (verdicts/s.jsonl) | rl-score | rl-update -> ckpt/s, one line of
+           metrics.jsonl;
+  at step 0, every K steps and the last step: sample the first N held-out problems from
+  ckpt/s, verify, rl-eval -> one line of eval.jsonl.
+Running it again with the same DIR continues after the last complete step (checkpoint written
+and metrics line present); a larger --steps extends the run.
+
+Options (default in brackets):
+  --out DIR               run directory (required)
+  --reward DESIGN         rl-score reward: binary, pass_rate, binary_fallback, power:P,
+                          test_weighted [pass_rate]
+  --algo ALGO             grpo or rloo [grpo]
+  --steps N               RL steps in all (counting steps already done) [20]
+  --group-size K          samples per problem (rl-sample -n) [8]
+  --problems-per-step P   train problems per step [4]
+  --seed S                sampling seed (step s samples with seed S*100000+s), init and SFT
+                          seed [1]
+  --data-seed S           seed of the problem order and of the SFT corpus [1]
+  --temperature T         sampling temperature, training and eval [1.0]
+  --max-tokens N          most tokens per completion, training and eval [96]
+  --lr LR                 RL learning rate [1e-4]
+  --update-args "ARGS"    extra rl-update flags for RL steps, word-split (e.g. "--no-std-norm
+                          --clip-high 0.28") []
+  --eval-every K          evaluate ckpt/0, every K-th step and the last step (0: never) [10]
+  --eval-problems N       held-out problems per evaluation (the first N of the test split) [25]
+  --eval-samples N        samples per held-out problem [4]
+  --eval-seed S           sampling seed of every evaluation (the same each time) [12345]
+  --init DIR              start from this checkpoint (copied to DIR/ckpt/0) instead of
+                          init + SFT
+  --config tiny|small     rl-update init preset, without --init [tiny]
+  --sft-steps N           SFT optimizer steps of the warm start [200]
+  --sft-corpus N          programs in the SFT corpus [4000]
+  --sft-lr LR             SFT learning rate [2e-3]
+  --sft-batch-size N      SFT sequences per step [16]
+  --correct-fraction F    share of correct programs in the SFT corpus [0.6]
+  --keep-checkpoints N    keep the last N step checkpoints (ckpt/0 is always kept; 0 keeps
+                          all) [3]
+  -h, --help              this text
+
+Files under DIR:
+  data/train.jsonl data/test.jsonl   the problems (rl-data synth, --data-seed)
+  data/sft.jsonl  sft.jsonl          the SFT corpus and the SFT metrics (without --init)
+  ckpt/0 ckpt/S                      checkpoints (Hugging Face layout)
+  verdicts/S.jsonl                   every verdict of step S (re-score them with rl-score)
+  eval/S.jsonl                       the verdicts of the evaluation at step S
+  metrics.jsonl                      one line per step: rl-update's metrics plus train_step,
+                                     reward, offset, problems, seconds_* and "train" (rl-eval
+                                     of the step's scored samples)
+  eval.jsonl                         one rl-eval line per evaluation (step, label "test")
+  log.txt                            the binaries' stderr
+Binaries: $RLCODE_BIN, else target/release of this checkout.
+EOF
+}
+
+die() { echo "train.sh: $*${LOGF:+ (see also $LOGF)}" >&2; exit 2; }
+log() { echo "train.sh: $*" >&2; }
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+B=${RLCODE_BIN:-$ROOT/target/release}
+
+OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=4 SEED=1 DATA_SEED=1
+TEMP=1.0 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
+EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=200 SFT_CORPUS=4000
+SFT_LR=2e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3
+
+while (($#)); do
+  case $1 in
+    -h|--help) usage; exit 0 ;;
+    --out|--reward|--algo|--steps|--group-size|--problems-per-step|--seed|--data-seed|\
+    --temperature|--max-tokens|--lr|--update-args|--eval-every|--eval-problems|--eval-samples|\
+    --eval-seed|--init|--config|--sft-steps|--sft-corpus|--sft-lr|--sft-batch-size|\
+    --correct-fraction|--keep-checkpoints)
+      (($# >= 2)) || die "$1 needs a value (see --help)"
+      v=$2
+      case $1 in
+        --out) OUT=$v ;; --reward) REWARD=$v ;; --algo) ALGO=$v ;; --steps) STEPS=$v ;;
+        --group-size) GROUP=$v ;; --problems-per-step) PPS=$v ;; --seed) SEED=$v ;;
+        --data-seed) DATA_SEED=$v ;; --temperature) TEMP=$v ;; --max-tokens) MAX_TOKENS=$v ;;
+        --lr) LR=$v ;; --update-args) UPDATE_ARGS=$v ;; --eval-every) EVAL_EVERY=$v ;;
+        --eval-problems) EVAL_PROBLEMS=$v ;; --eval-samples) EVAL_SAMPLES=$v ;;
+        --eval-seed) EVAL_SEED=$v ;; --init) INIT=$v ;; --config) CONFIG=$v ;;
+        --sft-steps) SFT_STEPS=$v ;; --sft-corpus) SFT_CORPUS=$v ;; --sft-lr) SFT_LR=$v ;;
+        --sft-batch-size) SFT_BATCH=$v ;; --correct-fraction) CORRECT_FRACTION=$v ;;
+        --keep-checkpoints) KEEP=$v ;;
+      esac
+      shift 2 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+[[ -n $OUT ]] || die "--out DIR is required (see --help)"
+case $ALGO in grpo|rloo) ;; *) die "--algo must be grpo or rloo, not '$ALGO'" ;; esac
+for pair in "steps:$STEPS" "group-size:$GROUP" "problems-per-step:$PPS" "seed:$SEED" \
+  "data-seed:$DATA_SEED" "max-tokens:$MAX_TOKENS" "eval-every:$EVAL_EVERY" \
+  "eval-problems:$EVAL_PROBLEMS" "eval-samples:$EVAL_SAMPLES" "eval-seed:$EVAL_SEED" \
+  "sft-steps:$SFT_STEPS" "sft-corpus:$SFT_CORPUS" "sft-batch-size:$SFT_BATCH" \
+  "keep-checkpoints:$KEEP"; do
+  [[ ${pair#*:} =~ ^[0-9]+$ ]] || die "--${pair%%:*} must be a non-negative integer, not '${pair#*:}'"
+done
+((GROUP >= 1 && PPS >= 1 && EVAL_SAMPLES >= 1)) || die "--group-size, --problems-per-step and --eval-samples must be at least 1"
+[[ -z $INIT || -f $INIT/config.json ]] || die "--init $INIT: no config.json there"
+for b in rl-data rl-sample rl-verify rl-score rl-update rl-eval; do
+  [[ -x $B/$b ]] || die "$B/$b is missing (build with cargo build --release, or set RLCODE_BIN)"
+done
+read -r -a EXTRA <<<"$UPDATE_ARGS"
+
+mkdir -p "$OUT"/{data,ckpt,verdicts,eval}
+OUT=$(cd "$OUT" && pwd)
+TRAIN=$OUT/data/train.jsonl TEST=$OUT/data/test.jsonl
+METRICS=$OUT/metrics.jsonl EVALS=$OUT/eval.jsonl LOGF=$OUT/log.txt
+touch "$METRICS" "$EVALS"
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# Write stdin's output of a command to FILE atomically: "$@" > FILE.tmp, then mv.
+atomic() {
+  local file=$1; shift
+  "$@" > "$file.tmp.$$"
+  mv -f "$file.tmp.$$" "$file"
+}
+
+# ---- data (a pure function of --data-seed; regenerated only when missing) ----
+[[ -s $TRAIN ]] || atomic "$TRAIN" "$B/rl-data" synth --split train --count 1000000 --seed "$DATA_SEED"
+[[ -s $TEST ]] || atomic "$TEST" "$B/rl-data" synth --split test --count 1000000 --seed "$DATA_SEED"
+NTRAIN=$(wc -l < "$TRAIN")
+
+# ---- resume: the last complete step L ----
+# Valid metrics lines are whole lines of the form {"train_step":N,...}; anything else is a
+# partial write of a killed run.
+metric_steps() {
+  sed -n 's/^{"train_step":\([0-9][0-9]*\),.*}$/\1/p' "$METRICS"
+}
+L=0
+if [[ -d $OUT/ckpt/0 ]]; then
+  for s in $(metric_steps | sort -rn); do
+    if [[ -f $OUT/ckpt/$s/model.safetensors ]]; then L=$s; break; fi
+  done
+fi
+# Drop what lies beyond L: later or partial metrics/eval lines, checkpoints and step files.
+awk -v L="$L" 'match($0, /^\{"train_step":[0-9]+,.*\}$/) {
+    s = $0; sub(/^\{"train_step":/, "", s); sub(/,.*/, "", s); if (s + 0 <= L) print }' \
+  "$METRICS" > "$METRICS.tmp.$$" && mv -f "$METRICS.tmp.$$" "$METRICS"
+awk -v L="$L" 'match($0, /^\{"step":[0-9]+,.*\}$/) {
+    s = $0; sub(/^\{"step":/, "", s); sub(/,.*/, "", s); if (s + 0 <= L) print }' \
+  "$EVALS" > "$EVALS.tmp.$$" && mv -f "$EVALS.tmp.$$" "$EVALS"
+rm -rf "$OUT"/ckpt/.*.tmp-* "$OUT"/ckpt/.*.old-* "$OUT"/*/*.tmp.* 2>/dev/null || true
+for d in "$OUT"/ckpt/*/; do
+  s=$(basename "$d")
+  [[ $s =~ ^[0-9]+$ ]] && ((s > L)) && rm -rf "$d"
+done
+for f in "$OUT"/verdicts/*.jsonl "$OUT"/eval/*.jsonl; do
+  [[ -e $f ]] || continue
+  s=$(basename "$f" .jsonl)
+  [[ $s =~ ^[0-9]+$ ]] && ((s > L)) && rm -f "$f"
+done
+
+# ---- warm start: ckpt/0 ----
+if [[ ! -f $OUT/ckpt/0/model.safetensors ]]; then
+  rm -rf "$OUT/ckpt/0"
+  if [[ -n $INIT ]]; then
+    log "ckpt/0 = copy of $INIT"
+    rm -rf "$OUT/ckpt/.0.copy"
+    cp -r "$INIT" "$OUT/ckpt/.0.copy"
+    mv "$OUT/ckpt/.0.copy" "$OUT/ckpt/0"
+  else
+    t0=$(now)
+    log "init --config $CONFIG --seed $SEED, then SFT: $SFT_STEPS steps of $SFT_BATCH on $SFT_CORPUS programs (lr $SFT_LR)"
+    rm -rf "$OUT/ckpt/init"
+    "$B/rl-update" init --config "$CONFIG" --seed "$SEED" --out "$OUT/ckpt/init" >/dev/null
+    atomic "$OUT/data/sft.jsonl" "$B/rl-data" synth-corpus --count "$SFT_CORPUS" \
+      --seed "$DATA_SEED" --correct-fraction "$CORRECT_FRACTION"
+    "$B/rl-update" --model "$OUT/ckpt/init" --out "$OUT/ckpt/0" --algo sft \
+      --steps "$SFT_STEPS" --batch-size "$SFT_BATCH" --lr "$SFT_LR" --seed "$SEED" \
+      --log-every 25 "$OUT/data/sft.jsonl" > "$OUT/sft.jsonl.tmp.$$"
+    mv -f "$OUT/sft.jsonl.tmp.$$" "$OUT/sft.jsonl"
+    rm -rf "$OUT/ckpt/init"
+    log "warm start done in $(secs "$t0" "$(now)") s"
+  fi
+fi
+
+# ---- evaluation of ckpt/S on the first --eval-problems held-out problems ----
+evaluate() {
+  local s=$1 t0; t0=$(now)
+  "$B/rl-sample" --model "$OUT/ckpt/$s" --problems "$TEST" --limit "$EVAL_PROBLEMS" \
+    -n "$EVAL_SAMPLES" --seed "$EVAL_SEED" --temperature "$TEMP" --max-tokens "$MAX_TOKENS" \
+    2>>"$LOGF" | "$B/rl-verify" --problems "$TEST" 2>>"$LOGF" > "$OUT/eval/$s.jsonl.tmp.$$"
+  mv -f "$OUT/eval/$s.jsonl.tmp.$$" "$OUT/eval/$s.jsonl"
+  local ks=1
+  ((EVAL_SAMPLES > 1)) && ks=1,$EVAL_SAMPLES
+  local line
+  line=$("$B/rl-eval" --k "$ks" --step "$s" --label test "$OUT/eval/$s.jsonl")
+  printf '%s\n' "$line" >> "$EVALS"
+  log "eval step $s ($(secs "$t0" "$(now)") s): $line"
+}
+eval_due() { ((EVAL_EVERY > 0)) && (($1 % EVAL_EVERY == 0 || $1 == STEPS)); }
+has_eval() { grep -q "^{\"step\":$1," "$EVALS"; }
+
+prune() {
+  ((KEEP > 0)) || return 0
+  local d s
+  for d in "$OUT"/ckpt/*/; do
+    s=$(basename "$d")
+    [[ $s =~ ^[0-9]+$ ]] && ((s > 0 && s <= $1 - KEEP)) && rm -rf "$d"
+  done
+  return 0
+}
+
+((L > 0)) && log "resuming after step $L"
+if eval_due "$L" && ! has_eval "$L"; then evaluate "$L"; fi
+
+for ((s = L + 1; s <= STEPS; s++)); do
+  prev=$((s - 1))
+  off=$(((prev * PPS) % NTRAIN))
+  lim=$PPS
+  ((off + lim > NTRAIN)) && lim=$((NTRAIN - off))
+  t0=$(now)
+  "$B/rl-sample" --model "$OUT/ckpt/$prev" --problems "$TRAIN" --offset "$off" --limit "$lim" \
+    -n "$GROUP" --seed $((SEED * 100000 + s)) --temperature "$TEMP" --max-tokens "$MAX_TOKENS" \
+    2>>"$LOGF" > "$OUT/verdicts/$s.samples.tmp.$$"
+  t1=$(now)
+  "$B/rl-verify" --problems "$TRAIN" "$OUT/verdicts/$s.samples.tmp.$$" 2>>"$LOGF" \
+    > "$OUT/verdicts/$s.jsonl.tmp.$$"
+  rm -f "$OUT/verdicts/$s.samples.tmp.$$"
+  mv -f "$OUT/verdicts/$s.jsonl.tmp.$$" "$OUT/verdicts/$s.jsonl"
+  t2=$(now)
+  scored=$OUT/verdicts/.$s.scored.tmp.$$
+  "$B/rl-score" --reward "$REWARD" "$OUT/verdicts/$s.jsonl" 2>>"$LOGF" > "$scored"
+  train=$("$B/rl-eval" --k 1 "$scored")
+  reset=()
+  ((prev == 0)) && reset=(--reset-optimizer)
+  upd=$("$B/rl-update" --model "$OUT/ckpt/$prev" --out "$OUT/ckpt/$s" --algo "$ALGO" \
+    --lr "$LR" "${reset[@]}" "${EXTRA[@]}" "$scored" 2>>"$LOGF")
+  rm -f "$scored"
+  t3=$(now)
+  [[ $upd == "{"*"}" ]] || die "step $s: rl-update wrote no metrics line"
+  line="{\"train_step\":$s,\"reward\":\"$REWARD\",\"offset\":$off,\"problems\":$lim"
+  line+=",\"seconds_sample\":$(secs "$t0" "$t1"),\"seconds_verify\":$(secs "$t1" "$t2")"
+  line+=",\"seconds_update\":$(secs "$t2" "$t3"),\"train\":$train,${upd#\{}"
+  printf '%s\n' "$line" >> "$METRICS"
+  log "step $s/$STEPS ($(secs "$t0" "$t3") s): train $train"
+  if eval_due "$s"; then evaluate "$s"; fi
+  prune "$s"
+done
+log "done: $STEPS steps in $OUT"
