@@ -29,7 +29,7 @@ Options (default in brackets):
   --seed S                sampling seed (step s samples with seed S*100000+s), init and SFT
                           seed [1]
   --data-seed S           seed of the problem order and of the SFT corpus [1]
-  --temperature T         sampling temperature, training and eval [1.0]
+  --temperature T         sampling temperature, training and eval [0.7]
   --max-tokens N          most tokens per completion, training and eval [96]
   --lr LR                 RL learning rate [1e-4]
   --update-args "ARGS"    extra rl-update flags for RL steps, word-split (e.g. "--no-std-norm
@@ -41,7 +41,7 @@ Options (default in brackets):
   --init DIR              start from this checkpoint (copied to DIR/ckpt/0) instead of
                           init + SFT
   --config tiny|small     rl-update init preset, without --init [tiny]
-  --sft-steps N           SFT optimizer steps of the warm start [200]
+  --sft-steps N           SFT optimizer steps of the warm start [260]
   --sft-corpus N          programs in the SFT corpus [4000]
   --sft-lr LR             SFT learning rate [2e-3]
   --sft-batch-size N      SFT sequences per step [16]
@@ -72,8 +72,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
 
 OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=4 SEED=1 DATA_SEED=1
-TEMP=1.0 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
-EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=200 SFT_CORPUS=4000
+TEMP=0.7 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
+EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=260 SFT_CORPUS=4000
 SFT_LR=2e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3
 
 while (($#)); do
