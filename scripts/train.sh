@@ -156,7 +156,8 @@ awk -v L="$L" 'match($0, /^\{"train_step":[0-9]+,.*\}$/) {
 awk -v L="$L" 'match($0, /^\{"step":[0-9]+,.*\}$/) {
     s = $0; sub(/^\{"step":/, "", s); sub(/,.*/, "", s); if (s + 0 <= L) print }' \
   "$EVALS" > "$EVALS.tmp.$$" && mv -f "$EVALS.tmp.$$" "$EVALS"
-rm -rf "$OUT"/ckpt/.*.tmp-* "$OUT"/ckpt/.*.old-* "$OUT"/*/*.tmp.* 2>/dev/null || true
+rm -rf "$OUT"/ckpt/.*.tmp-* "$OUT"/ckpt/.*.old-* "$OUT"/*/*.tmp.* "$OUT"/verdicts/.*.tmp.* \
+  "$OUT"/*.tmp.* 2>/dev/null || true
 for d in "$OUT"/ckpt/*/; do
   s=$(basename "$d")
   [[ $s =~ ^[0-9]+$ ]] && ((s > L)) && rm -rf "$d"
