@@ -17,13 +17,13 @@ use std::io::Write;
 
 pub const PROGRAM: &str = "rl-data";
 
-/// Write `convert(record)` for every input record; bad records stop the run, or are reported
-/// and skipped with `keep_going`.
-fn map_records<T: serde::Serialize>(
+/// Write every value of `convert(record)` for every input record; bad records stop the run, or
+/// are reported and skipped with `keep_going`. Returns the exit code and the values written.
+fn map_records<T: serde::Serialize, I: IntoIterator<Item = T>>(
     reader: JsonlReader,
     keep_going: bool,
     out: impl Write,
-    mut convert: impl FnMut(&Line) -> Result<T, RecordError>,
+    mut convert: impl FnMut(&Line) -> Result<I, RecordError>,
 ) -> Result<(ExitCode, usize)> {
     let mut skipper = Skipper::new(PROGRAM, keep_going);
     let mut writer = JsonlWriter::new(out);
@@ -35,9 +35,11 @@ fn map_records<T: serde::Serialize>(
             Err(e) => return Err(e),
         };
         match converted {
-            Ok(value) => {
-                writer.write(&value)?;
-                written += 1;
+            Ok(values) => {
+                for value in values {
+                    writer.write(&value)?;
+                    written += 1;
+                }
             }
             Err(e) => skipper.skip(e)?,
         }
@@ -54,7 +56,7 @@ pub fn import_humaneval(
 ) -> Result<ExitCode> {
     let mut stats = humaneval::ImportStats::default();
     let (code, _) = map_records(reader, keep_going, out, |line| {
-        humaneval::problem_from_record(line, &mut stats)
+        humaneval::problem_from_record(line, &mut stats).map(std::iter::once)
     })?;
     eprintln!(
         "{PROGRAM}: imported {} problems, {} tests ({} checks kept whole, {} `assert True` dropped)",
@@ -65,12 +67,18 @@ pub fn import_humaneval(
 
 /// `rl-data references`: one sample per problem, its reference program.
 pub fn references(reader: JsonlReader, keep_going: bool, out: impl Write) -> Result<ExitCode> {
-    Ok(map_records(reader, keep_going, out, samples::reference_sample)?.0)
+    Ok(map_records(reader, keep_going, out, |l| {
+        samples::reference_sample(l).map(std::iter::once)
+    })?
+    .0)
 }
 
 /// `rl-data stubs`: one sample per problem whose body is `pass`.
 pub fn stubs(reader: JsonlReader, keep_going: bool, out: impl Write) -> Result<ExitCode> {
-    Ok(map_records(reader, keep_going, out, samples::stub_sample)?.0)
+    Ok(map_records(reader, keep_going, out, |l| {
+        samples::stub_sample(l).map(std::iter::once)
+    })?
+    .0)
 }
 
 /// `rl-data mutants`: up to `count` mutated references per problem (see [`mutants`]).
@@ -81,29 +89,14 @@ pub fn mutants(
     seed: u64,
     out: impl Write,
 ) -> Result<ExitCode> {
-    let mut skipper = Skipper::new(PROGRAM, keep_going);
-    let mut writer = JsonlWriter::new(out);
-    let (mut problems, mut written) = (0, 0);
-    for record in reader {
-        let made = match record {
-            Ok(line) => mutants::mutant_samples(&line, count, seed),
-            Err(Error::Record(e)) => Err(e),
-            Err(e) => return Err(e),
-        };
-        match made {
-            Ok(samples) => {
-                problems += 1;
-                for s in &samples {
-                    writer.write(s)?;
-                    written += 1;
-                }
-            }
-            Err(e) => skipper.skip(e)?,
-        }
-    }
-    writer.flush()?;
+    let mut problems = 0;
+    let (code, written) = map_records(reader, keep_going, out, |line| {
+        let made = mutants::mutant_samples(line, count, seed)?;
+        problems += 1;
+        Ok::<_, RecordError>(made)
+    })?;
     eprintln!("{PROGRAM}: {written} mutants of {problems} references");
-    Ok(skipper.exit_code())
+    Ok(code)
 }
 
 /// `rl-data synth`: the first `count` problems of a split of the synthetic world.
