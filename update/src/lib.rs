@@ -156,6 +156,11 @@ pub struct TrainArgs {
     /// SFT: seed of the shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// SFT: which tokens the loss covers. `completion`: only the record's "completion" where
+    /// "code" ends with it (the prompt is context, as in RL), else all of "code"; `code`: all of
+    /// "code".
+    #[arg(long, value_enum, default_value_t = SftLoss::Completion)]
+    pub sft_loss: SftLoss,
     /// Start with fresh AdamW moments even if --model has saved ones.
     #[arg(long)]
     pub reset_optimizer: bool,
@@ -292,24 +297,52 @@ pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordE
     }))
 }
 
-/// Parse one SFT record: `[bos] + tokenize(code) + [eos]`, truncated to `max_len`.
+/// Which tokens of an SFT record the loss covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SftLoss {
+    Code,
+    Completion,
+}
+
+/// Parse one SFT record: `[bos] + tokenize(code) + [eos]`, truncated to `max_len`. With
+/// [`SftLoss::Completion`] and a "completion" that "code" ends with, the loss starts at the
+/// completion's first token (the prompt and the completion are tokenized apart, as rl-sample
+/// does); otherwise at the first token of "code".
 pub fn parse_sft(
     line: &Line,
     tok: &Tokenizer,
     cfg: &LlamaConfig,
     max_len: usize,
+    loss: SftLoss,
 ) -> Result<Example, RecordError> {
     let code = line.str_field("code")?;
+    let enc = |s: &str| tok.encode(s).map_err(|e| line.error(e.to_string()));
     let mut tokens: Vec<u32> = cfg.bos_token_id.into_iter().collect();
-    tokens.extend(tok.encode(code).map_err(|e| line.error(e.to_string()))?);
+    let bos = tokens.len();
+    let mut start = bos.max(1);
+    let completion = match loss {
+        SftLoss::Completion => line
+            .value
+            .get("completion")
+            .and_then(|c| c.as_str())
+            .filter(|c| !c.is_empty() && code.ends_with(c)),
+        SftLoss::Code => None,
+    };
+    if let Some(c) = completion {
+        tokens.extend(enc(&code[..code.len() - c.len()])?);
+        start = tokens.len().max(1);
+        tokens.extend(enc(c)?);
+    } else {
+        tokens.extend(enc(code)?);
+    }
     tokens.extend(cfg.eos_ids().first().copied());
     tokens.truncate(max_len);
-    if tokens.len() < 2 {
-        return Err(line.error("field \"code\" gives fewer than two tokens"));
+    if tokens.len() < 2 || start >= tokens.len() {
+        return Err(line.error("field \"code\" gives no tokens to train on"));
     }
     Ok(Example {
         tokens,
-        start: 1,
+        start,
         old_logprobs: None,
         advantage: 0.0,
         temperature: 1.0,
@@ -598,7 +631,7 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
             Err(e) => return Err(e),
         };
         let parsed = if a.algo == Algo::Sft {
-            parse_sft(&line, &ck.tokenizer, &ck.cfg, max_len).map(|e| sft.push(e))
+            parse_sft(&line, &ck.tokenizer, &ck.cfg, max_len, a.sft_loss).map(|e| sft.push(e))
         } else {
             parse_scored(&line, vocab).and_then(|s| {
                 let Some(s) = s else {

@@ -1,0 +1,409 @@
+//! `rl-eval summary`: one row per run of a study (a configuration and a seed), and a table of
+//! mean ± std per configuration, from the files `scripts/train.sh` writes.
+//!
+//! Input layout: `RUNS/<config>/seed-<s>/{eval.jsonl,metrics.jsonl}`, the layout
+//! `scripts/reproduce.sh` makes. `eval.jsonl` holds one `rl-eval --step S` line per held-out
+//! evaluation, `metrics.jsonl` one line per RL step (rl-update's metrics line plus train.sh's
+//! fields). Figures a run lacks (no diagnostics, no evaluation) are left empty, never zero.
+
+use rlcode_core::metrics::{mean, sample_std};
+use rlcode_core::{Error, JsonlReader, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Summarise a study's runs.
+#[derive(Debug, Clone, clap::Parser)]
+pub struct SummaryArgs {
+    /// Directory with one `<config>/seed-<s>/` folder per run.
+    #[arg(long, value_name = "DIR")]
+    pub runs: PathBuf,
+    /// Write `summary.csv` and `summary.md` here (default: print the CSV on stdout).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RunRow {
+    pub config: String,
+    pub seed: String,
+    pub reward: Option<String>,
+    pub algo: Option<String>,
+    /// RL steps done (metrics lines).
+    pub steps: usize,
+    /// Held-out pass@1 at step 0 (the warm start) and at the last evaluation.
+    pub initial_pass1: Option<f64>,
+    pub final_pass1: Option<f64>,
+    /// The largest k other than 1 that the evaluations report, and pass@k at the last one.
+    pub k: Option<u64>,
+    pub final_pass_k: Option<f64>,
+    /// Best held-out pass@1 over every evaluation after step 0.
+    pub best_pass1: Option<f64>,
+    /// Mean over steps of the share of groups whose advantages are not all zero.
+    pub reward_density: Option<f64>,
+    /// Means over steps of the diagnostics of `rl-update --diagnostics` (docs/diagnostics.md).
+    pub cancellation: Option<f64>,
+    pub cancellation_partial: Option<f64>,
+    pub alignment: Option<f64>,
+    pub partial_share: Option<f64>,
+    /// Seconds spent in sampling, verifying and updating, summed over steps.
+    pub train_seconds: f64,
+}
+
+/// Diagnostics fields read from the metrics lines, in the order of the row's fields.
+const DIAGNOSTICS: [&str; 4] = [
+    "cancellation",
+    "cancellation_partial",
+    "alignment",
+    "partial_share",
+];
+
+fn read_lines(path: &Path) -> Result<Vec<Value>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut reader = JsonlReader::open(&[path.to_path_buf()])?;
+    let mut out = Vec::new();
+    while let Some(line) = reader.next_record() {
+        out.push(Value::Object(line?.value));
+    }
+    Ok(out)
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
+}
+
+fn mean_of(lines: &[Value], f: impl Fn(&Value) -> Option<f64>) -> Option<f64> {
+    mean(&lines.iter().filter_map(f).collect::<Vec<_>>())
+}
+
+/// Share of groups with a non-zero advantage in one metrics line: `reward_density` where
+/// rl-update reports it, else 1 − zero_advantage_groups / groups.
+fn density(m: &Value) -> Option<f64> {
+    num(m, "reward_density").or_else(|| {
+        let groups = num(m, "groups")?;
+        (groups > 0.0).then(|| 1.0 - num(m, "zero_advantage_groups").unwrap_or(0.0) / groups)
+    })
+}
+
+/// A metrics line's diagnostic: top level, or under `diagnostics`.
+fn diagnostic(m: &Value, key: &str) -> Option<f64> {
+    num(m, key).or_else(|| m.get("diagnostics").and_then(|d| num(d, key)))
+}
+
+/// The figures of the run in `dir`.
+pub fn run_row(config: &str, seed: &str, dir: &Path) -> Result<RunRow> {
+    let evals = read_lines(&dir.join("eval.jsonl"))?;
+    let metrics = read_lines(&dir.join("metrics.jsonl"))?;
+    let pass = |e: &Value, k: &str| {
+        e.get("pass_at_k")
+            .and_then(|p| p.get(k))
+            .and_then(Value::as_f64)
+    };
+    let step = |e: &Value| e.get("step").and_then(Value::as_u64);
+    let k = evals
+        .iter()
+        .flat_map(|e| {
+            e.get("pass_at_k")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|(k, _)| k.parse::<u64>().ok())
+        .filter(|&k| k > 1)
+        .max();
+    let last = evals.iter().max_by_key(|e| step(e));
+    let mut row = RunRow {
+        config: config.to_string(),
+        seed: seed.to_string(),
+        reward: metrics
+            .iter()
+            .find_map(|m| m.get("reward")?.as_str().map(String::from)),
+        algo: metrics
+            .iter()
+            .find_map(|m| m.get("algo")?.as_str().map(String::from)),
+        steps: metrics.len(),
+        initial_pass1: evals
+            .iter()
+            .find(|e| step(e) == Some(0))
+            .and_then(|e| pass(e, "1")),
+        final_pass1: last.and_then(|e| pass(e, "1")),
+        k,
+        final_pass_k: k.and_then(|k| last.and_then(|e| pass(e, &k.to_string()))),
+        best_pass1: evals
+            .iter()
+            .filter(|e| step(e).is_some_and(|s| s > 0))
+            .filter_map(|e| pass(e, "1"))
+            .reduce(f64::max),
+        reward_density: mean_of(&metrics, density),
+        train_seconds: metrics
+            .iter()
+            .map(|m| {
+                ["seconds_sample", "seconds_verify", "seconds_update"]
+                    .iter()
+                    .filter_map(|k| num(m, k))
+                    .sum::<f64>()
+            })
+            .sum(),
+        ..RunRow::default()
+    };
+    let d: Vec<Option<f64>> = DIAGNOSTICS
+        .iter()
+        .map(|key| mean_of(&metrics, |m| diagnostic(m, key)))
+        .collect();
+    (
+        row.cancellation,
+        row.cancellation_partial,
+        row.alignment,
+        row.partial_share,
+    ) = (d[0], d[1], d[2], d[3]);
+    Ok(row)
+}
+
+/// Every run under `runs`, sorted by configuration and seed.
+pub fn collect(runs: &Path) -> Result<Vec<RunRow>> {
+    let io = |source: std::io::Error| Error::Open {
+        path: runs.to_path_buf(),
+        source,
+    };
+    let mut rows = Vec::new();
+    for config in std::fs::read_dir(runs).map_err(io)? {
+        let config = config.map_err(io)?.path();
+        if !config.is_dir() {
+            continue;
+        }
+        for seed in std::fs::read_dir(&config).map_err(io)? {
+            let seed = seed.map_err(io)?.path();
+            let name = seed.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let (Some(s), true) = (name.strip_prefix("seed-"), seed.is_dir()) {
+                let c = config.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                rows.push(run_row(c, s, &seed)?);
+            }
+        }
+    }
+    rows.sort_by(|a, b| {
+        (&a.config, a.seed.parse::<u64>().ok(), &a.seed).cmp(&(
+            &b.config,
+            b.seed.parse::<u64>().ok(),
+            &b.seed,
+        ))
+    });
+    Ok(rows)
+}
+
+fn cell(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.4}")).unwrap_or_default()
+}
+
+/// The per-run CSV.
+pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    let csv_err = |e: csv::Error| Error::Other(e.into());
+    w.write_record([
+        "config",
+        "seed",
+        "reward",
+        "algo",
+        "steps",
+        "initial_pass@1",
+        "final_pass@1",
+        "k",
+        "final_pass@k",
+        "best_pass@1",
+        "reward_density",
+        "cancellation",
+        "cancellation_partial",
+        "alignment",
+        "partial_share",
+        "train_seconds",
+    ])
+    .map_err(csv_err)?;
+    for r in rows {
+        w.write_record([
+            r.config.clone(),
+            r.seed.clone(),
+            r.reward.clone().unwrap_or_default(),
+            r.algo.clone().unwrap_or_default(),
+            r.steps.to_string(),
+            cell(r.initial_pass1),
+            cell(r.final_pass1),
+            r.k.map(|k| k.to_string()).unwrap_or_default(),
+            cell(r.final_pass_k),
+            cell(r.best_pass1),
+            cell(r.reward_density),
+            cell(r.cancellation),
+            cell(r.cancellation_partial),
+            cell(r.alignment),
+            cell(r.partial_share),
+            format!("{:.1}", r.train_seconds),
+        ])
+        .map_err(csv_err)?;
+    }
+    w.flush().map_err(Error::Io)
+}
+
+/// "mean ± std" over the runs that have the figure (std over seeds, n − 1); "–" without any.
+fn mean_std(xs: impl Iterator<Item = Option<f64>>) -> String {
+    let v: Vec<f64> = xs.flatten().collect();
+    match mean(&v) {
+        Some(m) if v.len() > 1 => format!("{m:.3} ± {:.3}", sample_std(&v)),
+        Some(m) => format!("{m:.3}"),
+        None => "–".to_string(),
+    }
+}
+
+/// The Markdown table: one line per configuration, mean ± std over its seeds.
+pub fn markdown(rows: &[RunRow]) -> String {
+    let mut by: BTreeMap<&str, Vec<&RunRow>> = BTreeMap::new();
+    for r in rows {
+        by.entry(&r.config).or_default().push(r);
+    }
+    let k = rows.iter().filter_map(|r| r.k).max();
+    let pk = k
+        .map(|k| format!("pass@{k}"))
+        .unwrap_or_else(|| "pass@k".into());
+    let mut s = format!(
+        "| config | seeds | final pass@1 | best pass@1 | final {pk} | reward density | \
+         cancellation | cancellation (partial) | alignment | partial share | train s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for (config, rs) in by {
+        let col = |f: &dyn Fn(&RunRow) -> Option<f64>| mean_std(rs.iter().map(|r| f(r)));
+        s += &format!(
+            "| {config} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            rs.len(),
+            col(&|r| r.final_pass1),
+            col(&|r| r.best_pass1),
+            col(&|r| r.final_pass_k),
+            col(&|r| r.reward_density),
+            col(&|r| r.cancellation),
+            col(&|r| r.cancellation_partial),
+            col(&|r| r.alignment),
+            col(&|r| r.partial_share),
+            mean_std(rs.iter().map(|r| Some(r.train_seconds))).replace(".000", ""),
+        );
+    }
+    s
+}
+
+/// `rl-eval summary`.
+pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
+    let rows = collect(&args.runs)?;
+    if rows.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: no runs (expected <config>/seed-<s>/ folders)",
+            args.runs.display()
+        )));
+    }
+    match &args.out {
+        None => write_csv(&rows, stdout),
+        Some(dir) => {
+            let io = |source: std::io::Error| Error::Open {
+                path: dir.clone(),
+                source,
+            };
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let mut buf = Vec::new();
+            write_csv(&rows, &mut buf)?;
+            std::fs::write(dir.join("summary.csv"), buf).map_err(io)?;
+            std::fs::write(dir.join("summary.md"), markdown(&rows)).map_err(io)?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, lines: &[&str]) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(name), lines.join("\n") + "\n").unwrap();
+    }
+
+    fn study() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (seed, p0, p1, p2) in [(1, 0.1, 0.3, 0.2), (2, 0.1, 0.2, 0.4)] {
+            let d = t.path().join(format!("pass_rate-grpo/seed-{seed}"));
+            let e = |s: u32, p: f64| {
+                format!(
+                    r#"{{"step":{s},"pass_at_k":{{"1":{p},"4":{}}},"label":"test"}}"#,
+                    p * 2.0
+                )
+            };
+            write(&d, "eval.jsonl", &[&e(0, p0), &e(5, p1), &e(10, p2)]);
+            let m = |s: u32, zero: u32, canc: f64| {
+                format!(
+                    r#"{{"train_step":{s},"reward":"pass_rate","algo":"grpo","seconds_sample":1.5,"seconds_verify":0.5,"seconds_update":1.0,"groups":4,"zero_advantage_groups":{zero},"diagnostics":{{"cancellation":{canc}}}}}"#
+                )
+            };
+            write(&d, "metrics.jsonl", &[&m(1, 1, 0.5), &m(2, 3, 0.3)]);
+        }
+        t
+    }
+
+    #[test]
+    fn rows_from_a_study() {
+        let t = study();
+        let rows = collect(t.path()).unwrap();
+        assert_eq!(rows.len(), 2);
+        let r = &rows[0];
+        assert_eq!(
+            (r.config.as_str(), r.seed.as_str(), r.steps),
+            ("pass_rate-grpo", "1", 2)
+        );
+        assert_eq!(r.reward.as_deref(), Some("pass_rate"));
+        assert_eq!(r.algo.as_deref(), Some("grpo"));
+        assert_eq!(r.initial_pass1, Some(0.1));
+        assert_eq!(r.final_pass1, Some(0.2));
+        assert_eq!(r.best_pass1, Some(0.3));
+        assert_eq!((r.k, r.final_pass_k), (Some(4), Some(0.4)));
+        // densities 1 - 1/4 and 1 - 3/4
+        assert!((r.reward_density.unwrap() - 0.5).abs() < 1e-12);
+        assert!((r.cancellation.unwrap() - 0.4).abs() < 1e-12);
+        assert_eq!(r.alignment, None);
+        assert!((r.train_seconds - 6.0).abs() < 1e-9);
+        assert_eq!(rows[1].best_pass1, Some(0.4));
+    }
+
+    #[test]
+    fn markdown_is_mean_and_std_over_seeds() {
+        let t = study();
+        let md = markdown(&collect(t.path()).unwrap());
+        let line = md.lines().nth(2).unwrap();
+        // final pass@1 0.2 and 0.4: mean 0.3, sample std 0.141
+        assert!(
+            line.starts_with("| pass_rate-grpo | 2 | 0.300 ± 0.141 |"),
+            "{line}"
+        );
+        assert!(line.contains("| – |"), "alignment is absent: {line}");
+    }
+
+    #[test]
+    fn csv_has_a_row_per_run() {
+        let t = study();
+        let mut buf = Vec::new();
+        write_csv(&collect(t.path()).unwrap(), &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("pass_rate-grpo,1,pass_rate,grpo,2,")
+        );
+    }
+
+    #[test]
+    fn an_empty_directory_is_a_usage_error() {
+        let t = tempfile::tempdir().unwrap();
+        let args = SummaryArgs {
+            runs: t.path().into(),
+            out: None,
+        };
+        assert!(matches!(run(&args, Vec::new()), Err(Error::Usage(_))));
+    }
+}
