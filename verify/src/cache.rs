@@ -186,9 +186,10 @@ impl VerdictCache {
     /// Open (creating it and its directory if need be) the cache at `path`. A file that is not a
     /// verdict cache, or is damaged, is an error that names it.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        Self::open_inner(path).with_context(|| {
-            format!(
-                "verdict cache {}: cannot use it (delete the file, or pass --no-cache or \
+        // The cause goes into the message itself: a binary reports only an error's outer line.
+        Self::open_inner(path).map_err(|e| {
+            anyhow!(
+                "verdict cache {}: cannot use it: {e:#} (delete the file, or pass --no-cache or \
                  --cache OTHER_PATH)",
                 path.display()
             )
@@ -276,10 +277,11 @@ impl VerdictCache {
     }
 
     fn err(&self, e: impl Into<anyhow::Error>) -> anyhow::Error {
-        e.into().context(format!(
-            "verdict cache {}: unreadable or damaged (delete the file, or pass --no-cache)",
-            self.path.display()
-        ))
+        anyhow!(
+            "verdict cache {}: unreadable or damaged: {:#} (delete the file, or pass --no-cache)",
+            self.path.display(),
+            e.into()
+        )
     }
 
     /// Look every key up, in one read transaction.
