@@ -183,6 +183,27 @@ fn validate(problems: &ProblemSet, line: Line) -> Result<Pending, RecordError> {
     })
 }
 
+/// The guest's random seed for test `ti` of a program is
+/// `content_hash([problem id, program, ti as u64 LE])`: the hash state after the first two parts,
+/// shared by a sample's tests.
+fn seed_prefix(problem_id: &str, program: &str) -> sha2::Sha256 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [problem_id.as_bytes(), program.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h
+}
+
+fn test_seed(prefix: &sha2::Sha256, ti: usize) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = prefix.clone();
+    h.update(8u64.to_le_bytes());
+    h.update((ti as u64).to_le_bytes());
+    h.finalize().into()
+}
+
 /// The runtime, loaded on first use: a run whose every test is in the cache compiles and
 /// instantiates nothing.
 struct LazyRuntime {
@@ -235,14 +256,9 @@ fn verify_batch(
         let limits = limits_for(args, prob.limits);
         let setup = prob.setup.as_deref().unwrap_or("");
         let sample_key = cache.map(|c| c.keys.sample(&limits, &p.code, setup));
+        let seed_base = seed_prefix(&prob.id, &p.code);
         for (ti, test) in prob.tests.iter().enumerate() {
-            let seed_hex = rlcode_core::hash::content_hash([
-                prob.id.as_bytes(),
-                p.code.as_bytes(),
-                &(ti as u64).to_le_bytes(),
-            ]);
-            let mut seed = [0u8; 32];
-            seed.copy_from_slice(&hex::decode(seed_hex).expect("hex")[..32]);
+            let seed = test_seed(&seed_base, ti);
             if let Some(k) = &sample_key {
                 keys.push(k.test(&seed, test));
             }
@@ -465,4 +481,20 @@ fn progress_bar() -> indicatif::ProgressBar {
             .expect("template"),
     );
     pb
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seeds_are_the_content_hash_of_problem_program_and_index() {
+        for (id, code, ti) in [("HumanEval/0", "def f(): pass\n", 0usize), ("p", "", 7)] {
+            let want = rlcode_core::hash::content_hash([
+                id.as_bytes(),
+                code.as_bytes(),
+                &(ti as u64).to_le_bytes(),
+            ]);
+            let got = super::test_seed(&super::seed_prefix(id, code), ti);
+            assert_eq!(hex::encode(got), want);
+        }
+    }
 }

@@ -139,11 +139,13 @@ pub fn identify_with(
     wasm: &Path,
     sha256_of: impl FnOnce(&Path) -> Result<String>,
 ) -> Result<(String, String)> {
-    let sha256 = sha256_of(wasm).with_context(|| {
-        format!(
-            "{}: cannot read the sandbox's Python (run scripts/setup.sh, or pass --python-wasm)",
+    let sha256 = sha256_of(wasm).map_err(|e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => anyhow::anyhow!(
+            "{}: cannot read the sandbox's Python: {io} (run scripts/setup.sh, or pass \
+             --python-wasm)",
             wasm.display()
-        )
+        ),
+        None => e,
     })?;
     let name = if sha256 == PYTHON_3_12_0_SHA256 {
         "cpython-3.12.0-wasi"
