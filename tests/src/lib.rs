@@ -82,7 +82,10 @@ pub fn run_env(name: &str, args: &[&str], stdin: impl AsRef<[u8]>, env: &[(&str,
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Tests run every test afresh and never touch the user's verdict cache; those of the
+        // cache itself name one with --cache or override this.
+        .env("RLCODE_VERDICT_CACHE", "off");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -26,6 +26,7 @@ fn train_cmd(out: &Path, steps: u32, extra: &[&str]) -> Command {
         .args(["--eval-samples", "1"])
         .args(extra)
         .env("RLCODE_BIN", bin_dir)
+        .env("RLCODE_VERDICT_CACHE", "off")
         .stdin(Stdio::null());
     cmd
 }

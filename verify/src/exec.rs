@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
-const HARNESS: &str = include_str!("harness.py");
+pub(crate) const HARNESS: &str = include_str!("harness.py");
+
+/// The detail of a timeout by fuel exhaustion: the only deterministic kind of timeout.
+pub const FUEL_EXHAUSTED: &str = "fuel budget exhausted";
 
 /// The limits one test runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +230,7 @@ fn classify(test: &Test, token: &str, raw: &RawRun) -> (Status, Option<String>) 
         Ok(code) => *code,
         Err(e) => {
             return match e.downcast_ref::<Trap>() {
-                Some(Trap::OutOfFuel) => (Status::Timeout, Some("fuel budget exhausted".into())),
+                Some(Trap::OutOfFuel) => (Status::Timeout, Some(FUEL_EXHAUSTED.into())),
                 Some(Trap::Interrupt) => (Status::Timeout, Some("interrupted".into())),
                 Some(_) if raw.memory_denied => {
                     (Status::Memory, Some(format!("memory cap reached ({e})")))

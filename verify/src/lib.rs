@@ -5,18 +5,23 @@
 //! deadline that also covers time blocked in host calls, a memory cap and caps on captured
 //! output. The guest has no preopened directories, no environment, no network, no subprocesses.
 //! Output order equals input order whatever `--jobs` is.
+//!
+//! Per-test results are cached in SQLite (see [`cache`]); the runtime is only loaded once some
+//! test is not in the cache.
 
+pub mod cache;
 pub mod exec;
 pub mod runtime;
 
+use cache::{Key, KeyContext, VerdictCache};
 use exec::{Job, RunLimits, run_test};
 use rayon::prelude::*;
 use rlcode_core::cli::InputArgs;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Line, Skipper};
-use rlcode_core::records::{Limits, ProblemSet, Status, Verdict};
+use rlcode_core::records::{Limits, ProblemSet, Status, TestResult, Verdict};
 use rlcode_core::{Error, ExitCode, RecordError};
 use runtime::Runtime;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -72,6 +77,29 @@ pub struct Args {
     /// Samples verified per batch (memory stays bounded; output is written batch by batch).
     #[arg(long, default_value_t = 256, hide = true)]
     pub batch: usize,
+    /// The verdict cache, an SQLite file shared safely by concurrent runs (default:
+    /// $RLCODE_VERDICT_CACHE, or <cache dir>/verdicts.sqlite; RLCODE_VERDICT_CACHE=off is
+    /// --no-cache).
+    #[arg(long, value_name = "PATH")]
+    pub cache: Option<PathBuf>,
+    /// Neither read nor write the verdict cache: run every test.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+}
+
+/// Where the verdict cache is, or `None` when it is off.
+pub fn cache_path(args: &Args) -> Option<PathBuf> {
+    if args.no_cache {
+        return None;
+    }
+    if let Some(p) = &args.cache {
+        return Some(p.clone());
+    }
+    match std::env::var_os("RLCODE_VERDICT_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => Some(rlcode_core::paths::cache_dir().join("verdicts.sqlite")),
+    }
 }
 
 /// Counts for the closing summary.
@@ -81,6 +109,18 @@ pub struct Summary {
     pub tests: usize,
     pub statuses: BTreeMap<Status, usize>,
     pub seconds: f64,
+    /// Verdict cache counts; `None` when the cache is off.
+    pub cache: Option<CacheCounts>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CacheCounts {
+    /// Tests whose result came from the cache.
+    pub hits: usize,
+    /// Tests not in the cache (run now, or copied from an identical test of the same batch).
+    pub misses: usize,
+    /// Misses that were not run: an identical test earlier in the same batch was.
+    pub duplicates: usize,
 }
 
 impl Summary {
@@ -89,8 +129,16 @@ impl Summary {
             .iter()
             .filter_map(|s| self.statuses.get(s).map(|n| format!("{} {n}", s.as_str())))
             .collect();
+        let cache = match self.cache {
+            None => "; verdict cache off".to_string(),
+            Some(c) if c.duplicates > 0 => format!(
+                "; verdict cache: {} hits, {} misses ({} of them duplicates, not rerun)",
+                c.hits, c.misses, c.duplicates
+            ),
+            Some(c) => format!("; verdict cache: {} hits, {} misses", c.hits, c.misses),
+        };
         format!(
-            "{PROGRAM}: {} samples, {} tests ({}) in {:.2} s, {:.1} tests/s",
+            "{PROGRAM}: {} samples, {} tests ({}) in {:.2} s, {:.1} tests/s{cache}",
             self.samples,
             self.tests,
             if statuses.is_empty() {
@@ -135,31 +183,90 @@ fn validate(problems: &ProblemSet, line: Line) -> Result<Pending, RecordError> {
     })
 }
 
-/// Run every test of every pending sample on the pool, in input order.
+/// The guest's random seed for test `ti` of a program is
+/// `content_hash([problem id, program, ti as u64 LE])`: the hash state after the first two parts,
+/// shared by a sample's tests.
+fn seed_prefix(problem_id: &str, program: &str) -> sha2::Sha256 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [problem_id.as_bytes(), program.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h
+}
+
+fn test_seed(prefix: &sha2::Sha256, ti: usize) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = prefix.clone();
+    h.update(8u64.to_le_bytes());
+    h.update((ti as u64).to_le_bytes());
+    h.finalize().into()
+}
+
+/// The runtime, loaded on first use: a run whose every test is in the cache compiles and
+/// instantiates nothing.
+struct LazyRuntime {
+    /// What [`Runtime::id`] will be: the cache keys on it.
+    id: String,
+    wasm: PathBuf,
+    module_cache: Option<PathBuf>,
+    rt: Option<Runtime>,
+}
+
+impl LazyRuntime {
+    fn get(&mut self) -> Result<&Runtime, Error> {
+        if self.rt.is_none() {
+            let rt = Runtime::load(&self.wasm, self.module_cache.as_deref())?;
+            if rt.id != self.id {
+                return Err(Error::Usage(format!(
+                    "{}: the sandbox's Python changed during the run ({} became {})",
+                    self.wasm.display(),
+                    self.id,
+                    rt.id
+                )));
+            }
+            self.rt = Some(rt);
+        }
+        Ok(self.rt.as_ref().expect("loaded"))
+    }
+}
+
+/// The verdict cache of a run and the key state its keys share.
+struct Cache {
+    db: VerdictCache,
+    keys: KeyContext,
+}
+
+/// Run every test of every pending sample on the pool, in input order; with a cache, only the
+/// tests it does not hold, and each distinct one once per batch.
 fn verify_batch(
-    rt: &Runtime,
+    rt: &mut LazyRuntime,
     pool: &rayon::ThreadPool,
     args: &Args,
     problems: &ProblemSet,
     batch: &[Pending],
-) -> Vec<Verdict> {
+    cache: Option<&Cache>,
+    counts: Option<&mut CacheCounts>,
+) -> Result<Vec<Verdict>, Error> {
     let mut jobs = Vec::new();
+    let mut keys: Vec<Key> = Vec::new();
     for (si, p) in batch.iter().enumerate() {
         let prob = &problems.problems[p.problem];
         let limits = limits_for(args, prob.limits);
+        let setup = prob.setup.as_deref().unwrap_or("");
+        let sample_key = cache.map(|c| c.keys.sample(&limits, &p.code, setup));
+        let seed_base = seed_prefix(&prob.id, &p.code);
         for (ti, test) in prob.tests.iter().enumerate() {
-            let seed_hex = rlcode_core::hash::content_hash([
-                prob.id.as_bytes(),
-                p.code.as_bytes(),
-                &(ti as u64).to_le_bytes(),
-            ]);
-            let mut seed = [0u8; 32];
-            seed.copy_from_slice(&hex::decode(seed_hex).expect("hex")[..32]);
+            let seed = test_seed(&seed_base, ti);
+            if let Some(k) = &sample_key {
+                keys.push(k.test(&seed, test));
+            }
             jobs.push((
                 si,
                 Job {
                     program: &p.code,
-                    setup: prob.setup.as_deref().unwrap_or(""),
+                    setup,
                     test,
                     limits,
                     seed,
@@ -167,20 +274,69 @@ fn verify_batch(
             ));
         }
     }
-    let results: Vec<_> = pool.install(|| {
-        jobs.par_iter()
-            .with_max_len(1)
-            .map(|(si, job)| (*si, run_test(rt, job)))
-            .collect()
-    });
-    let mut per_sample: Vec<Vec<_>> = vec![Vec::new(); batch.len()];
-    for (si, r) in results {
-        per_sample[si].push(r);
+    let mut results: Vec<Option<TestResult>> = match cache {
+        Some(c) => c.db.lookup(&keys)?,
+        None => vec![None; jobs.len()],
+    };
+    let from_cache: Vec<bool> = results.iter().map(Option::is_some).collect();
+    // The tests to run; a test identical to one before it in this batch (the same key) is not
+    // run again but gets that one's result.
+    let mut run = Vec::new();
+    let mut copies = Vec::new();
+    let mut first: HashMap<&Key, usize> = HashMap::new();
+    for (j, r) in results.iter().enumerate() {
+        if r.is_some() {
+            continue;
+        }
+        match keys.get(j) {
+            Some(k) => match first.get(k) {
+                Some(&src) => copies.push((j, src)),
+                None => {
+                    first.insert(k, j);
+                    run.push(j);
+                }
+            },
+            None => run.push(j),
+        }
     }
-    per_sample
+    if let Some(counts) = counts {
+        counts.hits += from_cache.iter().filter(|&&h| h).count();
+        counts.misses += run.len() + copies.len();
+        counts.duplicates += copies.len();
+    }
+    if !run.is_empty() {
+        let rt = rt.get()?;
+        let ran: Vec<TestResult> = pool.install(|| {
+            run.par_iter()
+                .with_max_len(1)
+                .map(|&j| run_test(rt, &jobs[j].1))
+                .collect()
+        });
+        // Stored before the verdicts are written: a verdict on stdout is in the cache.
+        if let Some(c) = cache {
+            c.db.insert(run.iter().map(|&j| &keys[j]).zip(&ran))?;
+        }
+        for (&j, r) in run.iter().zip(ran) {
+            results[j] = Some(r);
+        }
+        for &(j, src) in &copies {
+            results[j] = results[src].clone();
+        }
+    }
+    let mut per_sample: Vec<(Vec<TestResult>, bool)> = vec![(Vec::new(), true); batch.len()];
+    for (((si, _), r), hit) in jobs.iter().zip(results).zip(from_cache) {
+        let s = &mut per_sample[*si];
+        s.0.push(r.expect("every test has a result"));
+        s.1 &= hit;
+    }
+    Ok(per_sample
         .into_iter()
-        .map(|tests| Verdict::from_tests(tests, rt.id.clone(), false))
-        .collect()
+        .map(|(tests, all_hit)| {
+            // `cached`: every test came from the cache, and there was at least one.
+            let cached = all_hit && !tests.is_empty();
+            Verdict::from_tests(tests, rt.id.clone(), cached)
+        })
+        .collect())
 }
 
 /// Read samples from `args.input`, write verdicts to `out`.
@@ -191,7 +347,7 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
         .python_wasm
         .clone()
         .unwrap_or_else(runtime::default_python_wasm);
-    let cache = if args.no_module_cache {
+    let module_cache = if args.no_module_cache {
         None
     } else {
         Some(
@@ -200,7 +356,25 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
                 .unwrap_or_else(|| rlcode_core::paths::cache_dir().join("modules")),
         )
     };
-    let rt = Runtime::load(&wasm, cache.as_deref())?;
+    let db = cache_path(args)
+        .map(|path| VerdictCache::open(&path))
+        .transpose()?;
+    // Hashing the 25 MB module costs more than looking up thousands of verdicts: with a cache,
+    // its hash is remembered by file identity (size, times, inode).
+    let (id, _) = match &db {
+        Some(db) => runtime::identify_with(&wasm, |p| db.file_sha256(p))?,
+        None => runtime::identify(&wasm)?,
+    };
+    let cache = db.map(|db| Cache {
+        keys: KeyContext::new(&id),
+        db,
+    });
+    let mut rt = LazyRuntime {
+        id,
+        wasm,
+        module_cache,
+        rt: None,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.jobs.unwrap_or(0))
         .build()
@@ -210,20 +384,24 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
                 args.jobs.unwrap_or(0)
             ))
         })?;
-    verify_stream(&rt, &pool, args, &problems, reader, out)
+    verify_stream(&mut rt, &pool, args, &problems, reader, cache.as_ref(), out)
 }
 
 fn verify_stream(
-    rt: &Runtime,
+    rt: &mut LazyRuntime,
     pool: &rayon::ThreadPool,
     args: &Args,
     problems: &ProblemSet,
     mut reader: JsonlReader,
+    cache: Option<&Cache>,
     out: impl Write,
 ) -> Result<ExitCode, Error> {
     let mut writer = JsonlWriter::new(out);
     let mut skipper = Skipper::new(PROGRAM, args.input.keep_going);
-    let mut summary = Summary::default();
+    let mut summary = Summary {
+        cache: cache.map(|_| CacheCounts::default()),
+        ..Summary::default()
+    };
     let started = Instant::now();
     let progress = progress_bar();
     loop {
@@ -250,7 +428,15 @@ fn verify_stream(
         {
             stop = Some(e);
         }
-        let verdicts = verify_batch(rt, pool, args, problems, &pending);
+        let verdicts = verify_batch(
+            rt,
+            pool,
+            args,
+            problems,
+            &pending,
+            cache,
+            summary.cache.as_mut(),
+        )?;
         for (p, v) in pending.into_iter().zip(verdicts) {
             summary.samples += 1;
             summary.tests += v.total;
@@ -295,4 +481,20 @@ fn progress_bar() -> indicatif::ProgressBar {
             .expect("template"),
     );
     pb
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seeds_are_the_content_hash_of_problem_program_and_index() {
+        for (id, code, ti) in [("HumanEval/0", "def f(): pass\n", 0usize), ("p", "", 7)] {
+            let want = rlcode_core::hash::content_hash([
+                id.as_bytes(),
+                code.as_bytes(),
+                &(ti as u64).to_le_bytes(),
+            ]);
+            let got = super::test_seed(&super::seed_prefix(id, code), ti);
+            assert_eq!(hex::encode(got), want);
+        }
+    }
 }

@@ -97,12 +97,7 @@ impl Runtime {
     /// module and these engine settings, else compiling it (~5 s) and caching the result.
     pub fn load(wasm: &Path, cache_dir: Option<&Path>) -> Result<Self> {
         let engine = Engine::new(&engine_config())?;
-        let sha256 = rlcode_core::hash::file_sha256(wasm).with_context(|| {
-            format!(
-                "{}: cannot read the sandbox's Python (run scripts/setup.sh, or pass --python-wasm)",
-                wasm.display()
-            )
-        })?;
+        let (id, sha256) = identify(wasm)?;
         let module = match cache_dir {
             Some(dir) => load_cached(&engine, wasm, &sha256, dir)?,
             None => Module::from_file(&engine, wasm)?,
@@ -123,19 +118,41 @@ impl Runtime {
                     }
                 })?;
         }
-        let name = if sha256 == PYTHON_3_12_0_SHA256 {
-            "cpython-3.12.0-wasi"
-        } else {
-            "python-wasi"
-        };
         Ok(Runtime {
-            id: format!("{name}:{}", &sha256[..12]),
+            id,
             engine,
             pre,
             sha256,
             ticker_stop,
         })
     }
+}
+
+/// The identity of the runtime in `wasm` (what [`Runtime::id`] will be) and the module's full
+/// sha256, without compiling or loading anything: the verdict cache keys on it.
+pub fn identify(wasm: &Path) -> Result<(String, String)> {
+    identify_with(wasm, |p| Ok(rlcode_core::hash::file_sha256(p)?))
+}
+
+/// [`identify`] with the module's sha256 from `sha256_of` (a memo of file hashes, say).
+pub fn identify_with(
+    wasm: &Path,
+    sha256_of: impl FnOnce(&Path) -> Result<String>,
+) -> Result<(String, String)> {
+    let sha256 = sha256_of(wasm).map_err(|e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => anyhow::anyhow!(
+            "{}: cannot read the sandbox's Python: {io} (run scripts/setup.sh, or pass \
+             --python-wasm)",
+            wasm.display()
+        ),
+        None => e,
+    })?;
+    let name = if sha256 == PYTHON_3_12_0_SHA256 {
+        "cpython-3.12.0-wasi"
+    } else {
+        "python-wasi"
+    };
+    Ok((format!("{name}:{}", &sha256[..12]), sha256))
 }
 
 /// The artifact's file name: the module's hash and everything about the engine that decides
