@@ -5,6 +5,9 @@
 //! reward density: they are neither passes nor failures. The output fields are documented on
 //! [`Report`] and [`ProblemRow`], and in docs/formats.md.
 
+pub mod calibration;
+pub mod plot;
+
 use rlcode_core::advantage::all_equal;
 use rlcode_core::cli::InputArgs;
 use rlcode_core::jsonl::Skipper;
@@ -46,6 +49,54 @@ pub struct Args {
     /// Free-form label to record in the output (`label`): a checkpoint, a reward, a split.
     #[arg(long)]
     pub label: Option<String>,
+    /// Instead of metrics: how well a problem's mean pass rate at one step predicts that it is
+    /// solved at a later step, from verdicts of several steps (one file per step, named S.jsonl
+    /// as scripts/train.sh writes DIR/eval/S.jsonl, or see --steps). docs/calibration.md.
+    #[arg(long, conflicts_with_all = ["format", "step"])]
+    pub calibration: bool,
+    /// With --calibration: the step of each input file, in order (instead of the file names).
+    #[arg(long, value_delimiter = ',', requires = "calibration")]
+    pub steps: Vec<u64>,
+    /// With --calibration: the number of mean-pass-rate buckets strictly between 0 and 1.
+    #[arg(long, default_value_t = 5, requires = "calibration",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub buckets: usize,
+}
+
+/// The command line: the metrics (the default), or `rl-eval plot`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "rl-eval",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub eval: Args,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Plot the runs of a results directory (PNG and SVG). docs/plots.md.
+    Plot(plot::PlotArgs),
+}
+
+/// What `main` runs: the subcommand, the calibration, or the metrics.
+pub fn main(cli: &Cli, output: impl Write) -> Result<ExitCode> {
+    match &cli.command {
+        Some(Command::Plot(a)) => plot::run(a, output),
+        None if cli.eval.calibration => {
+            let inputs = calibration::open_inputs(&cli.eval)?;
+            calibration::run(&cli.eval, inputs, output)
+        }
+        None => {
+            let input = JsonlReader::open(&cli.eval.input.inputs)?;
+            run(&cli.eval, input, output)
+        }
+    }
 }
 
 /// What rl-eval keeps of one sample.
