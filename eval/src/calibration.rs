@@ -539,3 +539,377 @@ fn run_inner(args: &Args, inputs: Vec<Input>, mut output: impl Write) -> Result<
     }
     Ok(skipper.exit_code())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Sample;
+    use clap::Parser;
+    use rlcode_core::records::{Status, TestResult, Verdict};
+    use std::io::Cursor;
+
+    /// A sample from a string of statuses: `p`ass, `f`ail, `i`nfra.
+    fn s(statuses: &str) -> Sample {
+        let tests = statuses
+            .chars()
+            .map(|c| TestResult {
+                status: match c {
+                    'p' => Status::Pass,
+                    'f' => Status::Fail,
+                    'i' => Status::Infra,
+                    _ => panic!("status {c}"),
+                },
+                detail: None,
+                fuel: None,
+                ms: None,
+            })
+            .collect();
+        Sample {
+            verdict: Verdict::from_tests(tests, "r".into(), false),
+            reward: None,
+        }
+    }
+
+    /// Problems of one step: id and the statuses of each sample.
+    type Step<'a> = (u64, &'a [(&'a str, &'a [&'a str])]);
+
+    fn steps(spec: &[Step]) -> BTreeMap<u64, Vec<Group>> {
+        spec.iter()
+            .map(|(step, problems)| {
+                let mut g = Groups::default();
+                for (id, samples) in *problems {
+                    for x in *samples {
+                        g.push(id, s(x));
+                    }
+                }
+                (*step, g.groups)
+            })
+            .collect()
+    }
+
+    fn close(a: Option<f64>, b: f64) {
+        let a = a.expect("a value");
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+
+    #[test]
+    fn average_ranks_share_ties() {
+        assert_eq!(
+            average_ranks(&[0.5, 0.1, 0.5, 0.9, 0.5]),
+            [3.0, 1.0, 3.0, 5.0, 3.0]
+        );
+        assert_eq!(average_ranks(&[1.0, 1.0]), [1.5, 1.5]);
+        assert!(average_ranks(&[]).is_empty());
+    }
+
+    #[test]
+    fn spearman_matches_a_hand_computed_value_with_ties() {
+        // x ranks (2, 3.5, 3.5, 5, 1), y ranks (2, 4.5, 2, 4.5, 2); both means 3.
+        // Σdx·dy = 1 + 0.75 − 0.5 + 3 + 2 = 6.25, Σdx² = 9.5, Σdy² = 7.5.
+        let x = [0.1, 0.4, 0.4, 0.9, 0.0];
+        let y = [0.0, 1.0, 0.0, 1.0, 0.0];
+        close(spearman(&x, &y), 6.25 / (9.5f64 * 7.5).sqrt());
+        close(spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 25.0]), 1.0);
+        close(spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), -1.0);
+        // Undefined: one point, or a constant variable.
+        assert_eq!(spearman(&[0.3], &[1.0]), None);
+        assert_eq!(spearman(&[0.1, 0.5], &[1.0, 1.0]), None);
+        assert_eq!(spearman(&[0.5, 0.5], &[0.0, 1.0]), None);
+    }
+
+    #[test]
+    fn buckets_split_off_exact_zero_and_one() {
+        let labels: Vec<String> = bucket_bounds(5).into_iter().map(|b| b.0).collect();
+        assert_eq!(
+            labels,
+            [
+                "0",
+                "(0,0.2)",
+                "[0.2,0.4)",
+                "[0.4,0.6)",
+                "[0.6,0.8)",
+                "[0.8,1)",
+                "1"
+            ]
+        );
+        let b = |r: f64| bucket_of(r, 5);
+        assert_eq!(b(0.0), 0);
+        assert_eq!(b(1e-6), 1);
+        assert_eq!(b(0.19), 1);
+        assert_eq!(b(0.2), 2);
+        // Means that land a hair below a boundary in floating point still go above it.
+        assert_eq!(b((0.6 + 0.2) / 2.0), 3);
+        assert_eq!(b((1.0 + 0.2) / 2.0), 4);
+        assert_eq!(b(0.8), 5);
+        assert_eq!(b(0.999), 5);
+        assert_eq!(b(1.0), 6);
+        let labels: Vec<String> = bucket_bounds(3).into_iter().map(|b| b.0).collect();
+        assert_eq!(
+            labels,
+            ["0", "(0,0.333)", "[0.333,0.667)", "[0.667,1)", "1"]
+        );
+        assert_eq!(bucket_of(2.0 / 3.0, 3), 3);
+    }
+
+    /// Steps 0, 5, 10 of five problems; `e` is missing at the final step and `c`'s infra
+    /// sample is left out.
+    fn fixture() -> BTreeMap<u64, Vec<Group>> {
+        steps(&[
+            (
+                0,
+                &[
+                    ("a", &["pf", "ff"]),     // 0.25
+                    ("b", &["pp", "pf"]),     // 0.75, solved
+                    ("c", &["ff", "ff"]),     // 0
+                    ("d", &["pppf", "pfff"]), // 0.5
+                    ("e", &["pf"]),           // 0.5, never seen again
+                ],
+            ),
+            (
+                5,
+                &[
+                    ("a", &["pp", "ff"]),     // 0.5, solved
+                    ("b", &["pf"]),           // 0.5
+                    ("c", &["ff"]),           // 0
+                    ("d", &["pppp", "pppp"]), // 1, solved
+                ],
+            ),
+            (
+                10,
+                &[
+                    ("a", &["ff"]),
+                    ("b", &["pp"]),
+                    ("c", &["ff", "fi"]),
+                    ("d", &["pppp"]),
+                ],
+            ),
+        ])
+    }
+
+    #[test]
+    fn calibration_of_a_hand_built_run() {
+        let c = calibrate(&fixture(), 5);
+        assert_eq!(c.steps, [0, 5, 10]);
+        assert_eq!(c.final_step, Some(10));
+        assert_eq!(c.bucket_edges, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+        let s0 = &c.by_step[0];
+        assert_eq!((s0.step, s0.problems, s0.solved), (0, 5, 1));
+        close(s0.mean_pass_rate, (0.25 + 0.75 + 0.0 + 0.5 + 0.5) / 5.0);
+        let later = s0.later.as_ref().unwrap();
+        assert_eq!((later.problems, later.missing_final), (4, 1));
+        // solved at the final step: a no, b yes, c no, d yes; at step 5 or 10: a, b, d.
+        let by_label: HashMap<&str, &Bucket> = later
+            .buckets
+            .iter()
+            .map(|b| (b.label.as_str(), b))
+            .collect();
+        let counts = |l: &str| {
+            let b = by_label[l];
+            (b.problems, b.solved_now, b.solved_final, b.solved_later)
+        };
+        assert_eq!(counts("0"), (1, 0, 0, 0)); // c
+        assert_eq!(counts("(0,0.2)"), (0, 0, 0, 0));
+        assert_eq!(counts("[0.2,0.4)"), (1, 0, 0, 1)); // a
+        assert_eq!(counts("[0.4,0.6)"), (1, 0, 1, 1)); // d
+        assert_eq!(counts("[0.6,0.8)"), (1, 1, 1, 1)); // b
+        assert_eq!(counts("1"), (0, 0, 0, 0));
+        assert_eq!(by_label["(0,0.2)"].p_solved_final, None);
+        close(by_label["[0.2,0.4)"].p_solved_later, 1.0);
+        close(by_label["[0.2,0.4)"].p_solved_final, 0.0);
+        // x = (0.25, 0.75, 0, 0.5): ranks (2, 4, 1, 3).
+        // final y = (0, 1, 0, 1): ranks (1.5, 3.5, 1.5, 3.5); Σdx·dy = 4, Σdx² = 5, Σdy² = 4.
+        close(later.spearman.final_step, 4.0 / 20f64.sqrt());
+        // later y = (1, 1, 0, 1): ranks (3, 3, 1, 3); Σdx·dy = 3, Σdy² = 3.
+        close(later.spearman.any_later, 3.0 / 15f64.sqrt());
+        // Unsolved at step 0: a, c, d; x ranks (2, 1, 3); final (0, 0, 1), later (1, 0, 1).
+        assert_eq!(later.unsolved.problems, 3);
+        close(later.unsolved.spearman.final_step, 1.5 / 3f64.sqrt());
+        close(later.unsolved.spearman.any_later, 1.5 / 3f64.sqrt());
+
+        // Step 5: a 0.5 (solved), b 0.5, c 0, d 1 (solved); later = the final step only.
+        let l5 = c.by_step[1].later.as_ref().unwrap();
+        assert_eq!((l5.problems, l5.missing_final), (4, 0));
+        let b5: HashMap<&str, &Bucket> = l5.buckets.iter().map(|b| (b.label.as_str(), b)).collect();
+        assert_eq!(
+            (b5["[0.4,0.6)"].problems, b5["[0.4,0.6)"].solved_now),
+            (2, 1)
+        );
+        assert_eq!(b5["[0.4,0.6)"].solved_final, 1);
+        assert_eq!((b5["1"].problems, b5["1"].solved_final), (1, 1));
+        assert_eq!(b5["[0.4,0.6)"].solved_later, b5["[0.4,0.6)"].solved_final);
+
+        // The final step relates to nothing later; c's infra sample is not counted.
+        let s10 = &c.by_step[2];
+        assert_eq!(s10.later, None);
+        assert_eq!((s10.problems, s10.solved), (4, 2));
+    }
+
+    #[test]
+    fn within_group_counts_partial_passes_pushed_up() {
+        let c = calibrate(&fixture(), 5);
+        // Step 0: groups with a pass a, b, d, e; only b has a full pass. b's partial (0.5) is
+        // below its mean (0.75). Without a full pass: a's 0.5 > 0.25 (up), d's 0.75 > 0.5 (up),
+        // d's 0.25 (down), e's 0.5 = its own mean (not up).
+        let w = &c.by_step[0].within_group;
+        assert_eq!((w.groups, w.top_is_full), (4, 1));
+        close(w.top_is_full_rate, 0.25);
+        assert_eq!(
+            (w.partial_with_full, w.partial_above_mean_with_full),
+            (1, 0)
+        );
+        assert_eq!(
+            (w.partial_without_full, w.partial_above_mean_without_full),
+            (4, 2)
+        );
+        close(w.partial_above_mean_without_full_rate, 0.5);
+        close(w.partial_above_mean_with_full_rate, 0.0);
+        // A partial pass above the mean beside a full pass: the conflict pass_rate creates.
+        let g = steps(&[(0, &[("x", &["pppp", "pppf", "pfff", "ffff"])])]);
+        let w = calibrate(&g, 5).within_group;
+        assert_eq!(
+            (w.partial_with_full, w.partial_above_mean_with_full),
+            (2, 1)
+        );
+        // Summed over steps: step 5 has a, b, d (a and d full; b alone, no partial above its
+        // own mean), step 10 has b and d (both full, no partials).
+        let total = calibrate(&fixture(), 5).within_group;
+        assert_eq!((total.groups, total.top_is_full), (4 + 3 + 2, 1 + 2 + 2));
+        assert_eq!(total.partial_without_full, 4 + 1);
+        close(total.top_is_full_rate, 5.0 / 9.0);
+    }
+
+    #[test]
+    fn one_step_or_none_gives_no_later_and_null_correlations() {
+        let c = calibrate(&steps(&[(3, &[("a", &["pf"])])]), 5);
+        assert_eq!(c.final_step, Some(3));
+        assert_eq!(c.by_step[0].later, None);
+        let c = calibrate(&BTreeMap::new(), 5);
+        assert_eq!(c.final_step, None);
+        assert!(c.by_step.is_empty());
+        assert_eq!(c.within_group.top_is_full_rate, None);
+    }
+
+    #[test]
+    fn steps_come_from_flags_names_or_records() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            file_steps(
+                &[
+                    p("run/eval/10.jsonl"),
+                    p("3.jsonl.gz"),
+                    p("x.jsonl"),
+                    p("1e2.jsonl")
+                ],
+                &[]
+            )
+            .unwrap(),
+            [Some(10), Some(3), None, None]
+        );
+        assert_eq!(
+            file_steps(&[p("a.jsonl"), p("b.jsonl")], &[7, 9]).unwrap(),
+            [Some(7), Some(9)]
+        );
+        assert_eq!(file_steps(&[], &[]).unwrap(), [None]);
+        assert_eq!(file_steps(&[], &[4]).unwrap(), [Some(4)]);
+        let e = file_steps(&[p("a.jsonl")], &[1, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--steps gives 2 steps for 1 input files"), "{e}");
+    }
+
+    fn args(argv: &[&str]) -> Args {
+        Args::try_parse_from(
+            ["rl-eval", "--calibration"]
+                .into_iter()
+                .chain(argv.iter().copied()),
+        )
+        .unwrap()
+    }
+
+    fn record(step: Option<u64>, id: &str, passed: usize, total: usize) -> String {
+        let tests: Vec<String> = (0..total)
+            .map(|i| {
+                let st = if i < passed { "pass" } else { "fail" };
+                format!("{{\"status\":\"{st}\"}}")
+            })
+            .collect();
+        let step = step.map(|s| format!("\"step\":{s},")).unwrap_or_default();
+        format!(
+            "{{{step}\"problem_id\":\"{id}\",\"verdict\":{{\"passed\":{passed},\"total\":{total},\"tests\":[{}],\"runtime\":\"r\"}}}}\n",
+            tests.join(",")
+        )
+    }
+
+    fn run_on(argv: &[&str], inputs: Vec<(Option<u64>, String)>) -> (Result<ExitCode>, String) {
+        let inputs = inputs
+            .into_iter()
+            .map(|(step, text)| Input {
+                step,
+                reader: JsonlReader::from_reader("-", Cursor::new(text.into_bytes())),
+            })
+            .collect();
+        let mut out = Vec::new();
+        let res = run(&args(argv), inputs, &mut out);
+        (res, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn run_reads_steps_from_records_and_writes_one_line() {
+        let text = [
+            record(Some(0), "a", 1, 2),
+            record(Some(0), "b", 0, 2),
+            record(Some(4), "a", 2, 2),
+            record(Some(4), "b", 0, 2),
+        ]
+        .concat();
+        let (res, out) = run_on(&["--label", "pr"], vec![(None, text)]);
+        assert_eq!(res.unwrap(), ExitCode::Success);
+        assert!(out.ends_with('\n') && out.lines().count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["label"], "pr");
+        assert_eq!(v["steps"], serde_json::json!([0, 4]));
+        assert_eq!(v["samples"], 4);
+        assert_eq!(v["by_step"][0]["later"]["spearman"]["final"], 1.0);
+        assert_eq!(v["by_step"][1]["later"], serde_json::Value::Null);
+        assert_eq!(v["by_step"][0]["later"]["buckets"][3]["label"], "[0.4,0.6)");
+        assert_eq!(v["by_step"][0]["later"]["buckets"][3]["solved_final"], 1);
+    }
+
+    #[test]
+    fn a_file_step_wins_and_a_record_without_a_step_is_invalid() {
+        // The file's step (from its name or --steps) is used; a record's own step is ignored.
+        let (res, out) = run_on(
+            &[],
+            vec![
+                (Some(2), record(Some(99), "a", 0, 1)),
+                (Some(3), record(None, "a", 1, 1)),
+            ],
+        );
+        assert_eq!(res.unwrap(), ExitCode::Success);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["steps"], serde_json::json!([2, 3]));
+
+        let text = [record(Some(0), "a", 0, 1), record(None, "a", 1, 1)].concat();
+        let (res, out) = run_on(&[], vec![(None, text.clone())]);
+        let e = res.unwrap_err().to_string();
+        assert!(e.starts_with("-:2: no step for this record"), "{e}");
+        assert!(out.is_empty());
+        let (res, out) = run_on(&["--keep-going"], vec![(None, text)]);
+        assert_eq!(res.unwrap(), ExitCode::Skipped);
+        assert_eq!(out.lines().count(), 1);
+    }
+
+    #[test]
+    fn calibration_flags_are_checked() {
+        for bad in [
+            &["rl-eval", "--calibration", "--format", "csv"][..],
+            &["rl-eval", "--calibration", "--step", "3"],
+            &["rl-eval", "--steps", "1,2"],
+            &["rl-eval", "--buckets", "4"],
+            &["rl-eval", "--calibration", "--buckets", "0"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(args(&["--buckets", "4"]).buckets, 4);
+    }
+}

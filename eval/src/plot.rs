@@ -572,3 +572,307 @@ fn run_inner(args: &PlotArgs, mut output: impl Write) -> Result<ExitCode> {
     }
     Ok(skipper.exit_code())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(v: Value) -> Line {
+        let Value::Object(value) = v else {
+            panic!("an object")
+        };
+        Line {
+            file: std::sync::Arc::from("f"),
+            line: 1,
+            value,
+        }
+    }
+
+    fn run(config: &str, name: &str, lines: &[Value]) -> (Run, Vec<Line>) {
+        (
+            Run {
+                config: config.into(),
+                name: name.into(),
+                dir: PathBuf::from(name),
+            },
+            lines.iter().cloned().map(line).collect(),
+        )
+    }
+
+    fn eval_line(step: u64, p1: Value) -> Value {
+        json!({"step": step, "label": "test", "pass_at_k": {"1": p1, "4": 0.9}, "mean_pass_rate": 0.5})
+    }
+
+    #[test]
+    fn series_pool_runs_of_a_config_by_step() {
+        let runs = [
+            run(
+                "a",
+                "seed-1",
+                &[eval_line(0, json!(0.1)), eval_line(10, json!(0.3))],
+            ),
+            run(
+                "a",
+                "seed-2",
+                // Step 10 appears twice (an appended log): the last line counts.
+                &[
+                    eval_line(0, json!(0.2)),
+                    eval_line(10, json!(0.9)),
+                    eval_line(10, json!(0.5)),
+                ],
+            ),
+            run(
+                "b",
+                "seed-1",
+                &[eval_line(0, Value::Null), eval_line(10, json!(0.4))],
+            ),
+            run("c", "seed-1", &[json!({"step": 0})]),
+        ];
+        let s = series(spec_by_name("pass_at_1"), &runs);
+        // c has no point at all: no series.
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].config.as_str(), s[0].runs), ("a", 2));
+        let p = &s[0].points;
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].x, p[0].min, p[0].max, p[0].runs), (0.0, 0.1, 0.2, 2));
+        assert!((p[0].mean - 0.15).abs() < 1e-12);
+        assert_eq!((p[1].x, p[1].min, p[1].max), (10.0, 0.3, 0.5));
+        // b's null at step 0 is no point.
+        assert_eq!(s[1].points.len(), 1);
+        assert_eq!((s[1].points[0].x, s[1].points[0].mean), (10.0, 0.4));
+    }
+
+    #[test]
+    fn reward_density_prefers_the_field_and_falls_back_on_group_counts() {
+        let m = |v: Value| line(v).value;
+        assert_eq!(
+            reward_density(&m(
+                json!({"reward_density": 0.25, "groups": 4, "zero_advantage_groups": 0})
+            )),
+            Some(0.25)
+        );
+        assert_eq!(
+            reward_density(&m(
+                json!({"reward_density": null, "groups": 4, "zero_advantage_groups": 1})
+            )),
+            Some(0.75)
+        );
+        assert_eq!(
+            reward_density(&m(json!({"groups": 0, "zero_advantage_groups": 0}))),
+            None
+        );
+        assert_eq!(reward_density(&m(json!({"groups": null}))), None);
+        // metrics.jsonl's x is train_step (scripts/train.sh), else rl-update's step.
+        assert_eq!(
+            x_of(Source::Metrics, &m(json!({"train_step": 3, "step": 0}))),
+            Some(3.0)
+        );
+        assert_eq!(x_of(Source::Metrics, &m(json!({"step": 5}))), Some(5.0));
+    }
+
+    fn two_configs() -> (Vec<Series>, Vec<String>) {
+        let runs = [
+            run(
+                "pass_rate-grpo",
+                "seed-1",
+                &[eval_line(0, json!(0.1)), eval_line(10, json!(0.3))],
+            ),
+            run(
+                "pass_rate-grpo",
+                "seed-2",
+                &[eval_line(0, json!(0.1)), eval_line(10, json!(0.2))],
+            ),
+            run(
+                "binary-grpo",
+                "seed-1",
+                &[eval_line(0, json!(0.1)), eval_line(10, json!(0.15))],
+            ),
+        ];
+        let configs = vec!["binary-grpo".to_string(), "pass_rate-grpo".to_string()];
+        (series(spec_by_name("pass_at_1"), &runs), configs)
+    }
+
+    #[test]
+    fn png_decodes_and_has_text_in_the_title_band() {
+        let (s, configs) = two_configs();
+        let bytes = render_png("pass_at_1", &s, &configs, (640, 400)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (640, 400));
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        let px = |x: usize, y: usize| {
+            let i = (y * 640 + x) * 3;
+            (buf[i], buf[i + 1], buf[i + 2])
+        };
+        // The caption is drawn in black between the top margin and the plot area: dark
+        // pixels there mean glyphs were rasterised from the embedded font.
+        let dark = (0..40)
+            .flat_map(|y| (0..640).map(move |x| (x, y)))
+            .filter(|&(x, y)| {
+                let (r, g, b) = px(x, y);
+                r < 80 && g < 80 && b < 80
+            })
+            .count();
+        assert!(dark > 50, "{dark} dark pixels in the title band");
+        // The corner is background.
+        assert_eq!(px(0, 399), (255, 255, 255));
+        // The config colours appear (Tableau blue for the first config, orange for the second).
+        let has = |c: (u8, u8, u8)| (0..400).any(|y| (0..640).any(|x| px(x, y) == c));
+        assert!(has((31, 119, 180)) && has((255, 127, 14)));
+    }
+
+    #[test]
+    fn svg_has_the_title_legend_and_curves() {
+        let (s, configs) = two_configs();
+        let svg = render_svg("pass_at_1", &s, &configs, (640, 400)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("held-out pass@1"));
+        assert!(svg.contains("pass_rate-grpo (mean, min–max of 2 runs)"));
+        assert!(svg.contains("binary-grpo (1 run)"));
+        assert!(svg.contains("<polyline") || svg.contains("<path"));
+        assert!(svg.contains("<polygon"), "the min–max band");
+    }
+
+    #[test]
+    fn tick_labels() {
+        assert_eq!(tick(10.0), "10");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(-0.0001), "0");
+        assert_eq!(tick(0.1 + 0.2), "0.3");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("800x500"), Ok((800, 500)));
+        for bad in ["800", "x500", "10x10", "800x500x2", "axb"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn write(dir: &Path, rel: &str, lines: &[Value]) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn a_results_directory_gives_files_and_a_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        for seed in [1, 2] {
+            write(
+                &runs,
+                &format!("pass_rate-grpo/seed-{seed}/eval.jsonl"),
+                &[
+                    eval_line(0, json!(0.1)),
+                    eval_line(10, json!(0.2 + seed as f64 / 10.0)),
+                ],
+            );
+            write(
+                &runs,
+                &format!("pass_rate-grpo/seed-{seed}/metrics.jsonl"),
+                &[json!({"train_step": 1, "step": 1, "groups": 4, "zero_advantage_groups": 1})],
+            );
+        }
+        // A config directory holding the files itself is one run; hidden dirs are ignored.
+        write(
+            &runs,
+            "binary-grpo/eval.jsonl",
+            &[eval_line(0, json!(0.05))],
+        );
+        write(
+            &runs,
+            ".cache/seed-1/eval.jsonl",
+            &[eval_line(0, json!(0.5))],
+        );
+        let found = discover(&runs).unwrap();
+        let names: Vec<(String, String)> = found
+            .iter()
+            .map(|r| (r.config.clone(), r.name.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("binary-grpo".into(), ".".into()),
+                ("pass_rate-grpo".into(), "seed-1".into()),
+                ("pass_rate-grpo".into(), "seed-2".into())
+            ]
+        );
+
+        let out = dir.path().join("plots");
+        let args = PlotArgs {
+            runs: runs.clone(),
+            out: out.clone(),
+            size: (480, 320),
+            keep_going: false,
+        };
+        let mut stdout = Vec::new();
+        assert_eq!(super::run(&args, &mut stdout).unwrap(), ExitCode::Success);
+        let v: Value = serde_json::from_slice(&stdout).unwrap();
+        assert_eq!(v["runs"], 3);
+        let plotted: Vec<&str> = v["plots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            plotted,
+            ["pass_at_1", "heldout_pass_rate", "reward_density"]
+        );
+        assert_eq!(v["skipped"][0]["name"], "alignment");
+        for name in plotted {
+            let png = std::fs::read(out.join(format!("{name}.png"))).unwrap();
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+            let svg = std::fs::read_to_string(out.join(format!("{name}.svg"))).unwrap();
+            assert!(svg.starts_with("<svg"));
+        }
+        assert!(!out.join("alignment.png").exists());
+        // reward density = 1 − 1/4 in both runs.
+        assert_eq!(v["plots"][2]["series"][0]["points"][0]["mean"], 0.75);
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn an_empty_results_directory_and_a_bad_line_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |keep_going| PlotArgs {
+            runs: dir.path().join("runs"),
+            out: dir.path().join("out"),
+            size: (480, 320),
+            keep_going,
+        };
+        std::fs::create_dir_all(dir.path().join("runs/empty-config")).unwrap();
+        let e = super::run(&args(false), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no runs under"), "{e}");
+        let p = dir.path().join("runs/c/seed-1/eval.jsonl");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(
+            &p,
+            format!("{}\n{{\"step\":1,\"pass_at", eval_line(0, json!(0.1))),
+        )
+        .unwrap();
+        let e = super::run(&args(false), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("eval.jsonl:2"), "{e}");
+        let mut out = Vec::new();
+        assert_eq!(
+            super::run(&args(true), &mut out).unwrap(),
+            ExitCode::Skipped
+        );
+        assert!(dir.path().join("out/pass_at_1.png").exists());
+    }
+}
