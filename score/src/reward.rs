@@ -505,7 +505,10 @@ mod tests {
 
     /// GRPO advantages (std-normalised) of a group's rewards; the group has no infra samples.
     fn advantages(spec: &str, group: &[&str]) -> Vec<f64> {
-        let r: Vec<f64> = rewards(spec, group).into_iter().map(Option::unwrap).collect();
+        let r: Vec<f64> = rewards(spec, group)
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
         rlcode_core::advantage::grpo(&r, true, 1e-6)
     }
 
