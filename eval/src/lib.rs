@@ -63,7 +63,9 @@ pub struct Args {
     pub buckets: usize,
 }
 
-/// The command line: the metrics (the default), or `rl-eval plot`.
+/// Evaluate verdicts: pass@k, pass rate, reward density, test statuses (the default); with
+/// --calibration, how well pass rate predicts later full passes; `rl-eval plot`: plot the runs
+/// of a results directory.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "rl-eval",
