@@ -6,6 +6,8 @@
 //! [`Report`] and [`ProblemRow`], and in docs/formats.md.
 
 pub mod summary;
+pub mod calibration;
+pub mod plot;
 
 use rlcode_core::advantage::all_equal;
 use rlcode_core::cli::InputArgs;
@@ -48,6 +50,60 @@ pub struct Args {
     /// Free-form label to record in the output (`label`): a checkpoint, a reward, a split.
     #[arg(long)]
     pub label: Option<String>,
+    /// Instead of metrics: how well a problem's mean pass rate at one step predicts that it is
+    /// solved at a later step, from verdicts of several steps (one file per step, named S.jsonl
+    /// as scripts/train.sh writes DIR/eval/S.jsonl, or see --steps). docs/calibration.md.
+    #[arg(long, conflicts_with_all = ["format", "step"])]
+    pub calibration: bool,
+    /// With --calibration: the step of each input file, in order (instead of the file names).
+    #[arg(long, value_delimiter = ',', requires = "calibration")]
+    pub steps: Vec<u64>,
+    /// With --calibration: the number of mean-pass-rate buckets strictly between 0 and 1.
+    #[arg(long, default_value_t = 5, requires = "calibration",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub buckets: usize,
+}
+
+/// Evaluate verdicts: pass@k, pass rate, reward density, test statuses (the default); with
+/// --calibration, how well pass rate predicts later full passes; `rl-eval plot`: plot the runs
+/// of a results directory.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "rl-eval",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub eval: Args,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Plot the runs of a results directory (PNG and SVG). docs/plots.md.
+    Plot(plot::PlotArgs),
+    /// One row per run of a results directory (summary.csv) and mean ± std per configuration
+    /// (summary.md). docs/reproduce.md.
+    Summary(summary::SummaryArgs),
+}
+
+/// What `main` runs: the subcommand, the calibration, or the metrics.
+pub fn main(cli: &Cli, output: impl Write) -> Result<ExitCode> {
+    match &cli.command {
+        Some(Command::Plot(a)) => plot::run(a, output),
+        Some(Command::Summary(a)) => summary::run(a, output).map(|()| ExitCode::Success),
+        None if cli.eval.calibration => {
+            let inputs = calibration::open_inputs(&cli.eval)?;
+            calibration::run(&cli.eval, inputs, output)
+        }
+        None => {
+            let input = JsonlReader::open(&cli.eval.input.inputs)?;
+            run(&cli.eval, input, output)
+        }
+    }
 }
 
 /// What rl-eval keeps of one sample.

@@ -28,8 +28,10 @@ pub struct Args {
     pub input: InputArgs,
     /// The reward design: binary (1 iff every test passed), pass_rate (passed/total),
     /// binary_fallback (binary where the group has a full pass, else pass_rate), power:P
-    /// (pass_rate^P), test_weighted (tests weighted by how rarely the group passes them).
-    /// See docs/rewards.md.
+    /// (pass_rate^P), test_weighted (tests weighted by how rarely the group passes them),
+    /// full_anchor:C (binary where the group has a full pass, else C*pass_rate, 0 < C < 1),
+    /// best_partial (binary where the group has a full pass, else 0.5 for the group's best
+    /// partial pass rate and 0 for the rest). See docs/rewards.md.
     #[arg(long, value_name = "DESIGN", value_parser = reward::parse)]
     pub reward: Arc<dyn Reward>,
 }

@@ -71,6 +71,20 @@ pub const DESIGNS: &[Design] = &[
         summary: "tests weighted by how rarely the group passes them; 1 only for a full pass",
         build: |_| Ok(Arc::new(TestWeighted)),
     },
+    Design {
+        name: "full_anchor",
+        param: Some("C"),
+        summary: "binary where the group has a full pass, else C*pass_rate (0 < C < 1): partial \
+                  credit only without a full pass, and always below one",
+        build: |p| FullAnchor::parse(p.unwrap_or_default()).map(|d| Arc::new(d) as Arc<dyn Reward>),
+    },
+    Design {
+        name: "best_partial",
+        param: None,
+        summary: "binary where the group has a full pass, else 0.5 for the group's highest pass \
+                  rate (if > 0) and 0 for the rest: one partial direction per group",
+        build: |_| Ok(Arc::new(BestPartial)),
+    },
 ];
 
 /// The designs, one per line, for `--help` and error messages.
@@ -260,6 +274,81 @@ impl Reward for TestWeighted {
     }
 }
 
+/// Binary where the group has a full pass; C·pass_rate where it does not, with 0 < C < 1.
+///
+/// Where a full pass exists, no partial sample can get a positive advantage (they all score 0,
+/// like a sample that passes nothing), so the group pushes only toward full passes. Where none
+/// exists, partial credit is kept but capped at C < 1, so that a partial pass is never worth as
+/// much as a full one anywhere in the batch: with advantages that are not normalised per group
+/// (`--no-std-norm`, RLOO) a partial-only group moves the policy C times less than the same
+/// contrast between full passes and failures. Under per-group std normalisation the scale C
+/// cancels and the design scores like `binary_fallback`.
+#[derive(Debug)]
+pub struct FullAnchor {
+    cap: f64,
+}
+
+impl FullAnchor {
+    fn parse(p: &str) -> Result<Self, String> {
+        match p.trim().parse::<f64>() {
+            Ok(cap) if cap > 0.0 && cap < 1.0 => Ok(FullAnchor { cap }),
+            _ => Err(format!(
+                "reward \"full_anchor:{p}\": the cap must be a number with 0 < C < 1"
+            )),
+        }
+    }
+}
+
+impl Reward for FullAnchor {
+    fn name(&self) -> String {
+        format!("full_anchor:{}", self.cap)
+    }
+    fn score(&self, group: &[&Verdict], _: &mut Vec<String>) -> Vec<f64> {
+        if group.iter().any(|v| v.full_pass()) {
+            group.iter().map(|v| binary(v)).collect()
+        } else {
+            group.iter().map(|v| self.cap * pass_rate(v)).collect()
+        }
+    }
+}
+
+/// Binary where the group has a full pass; where it does not, 0.5 for every sample at the
+/// group's highest pass rate (when that is above 0) and 0 for the others.
+///
+/// Under `pass_rate`, every partial sample above the group mean gets a positive advantage: a
+/// group at 3/7, 5/7 and 6/7 pushes toward two or three different wrong programs at once.
+/// Here at most one pass-rate level per group is pushed up (the most complete attempt), every
+/// other sample is pushed down alike, and a partial pass is worth half a full pass.
+#[derive(Debug)]
+pub struct BestPartial;
+
+impl Reward for BestPartial {
+    fn name(&self) -> String {
+        "best_partial".into()
+    }
+    fn score(&self, group: &[&Verdict], _: &mut Vec<String>) -> Vec<f64> {
+        if group.iter().any(|v| v.full_pass()) {
+            return group.iter().map(|v| binary(v)).collect();
+        }
+        // Compare counts, not floats: passed_i / total_i vs passed_j / total_j exactly.
+        let best = group
+            .iter()
+            .map(|v| (v.passed, v.total))
+            .max_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
+            .expect("a group is never empty");
+        group
+            .iter()
+            .map(|v| {
+                if best.0 > 0 && v.passed * best.1 == best.0 * v.total {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,7 +409,7 @@ mod tests {
     fn infra_and_empty_verdicts_get_no_reward_under_every_design() {
         for d in DESIGNS {
             let spec = if d.param.is_some() {
-                format!("{}:2", d.name)
+                format!("{}:0.5", d.name)
             } else {
                 d.name.to_string()
             };
@@ -412,6 +501,112 @@ mod tests {
         close(&got, &[Some(0.5), Some(1.0 / 3.0)]);
         assert_eq!(notes.len(), 1);
         assert!(notes[0].contains("falls back to pass_rate"), "{notes:?}");
+    }
+
+    /// GRPO advantages (std-normalised) of a group's rewards; the group has no infra samples.
+    fn advantages(spec: &str, group: &[&str]) -> Vec<f64> {
+        let r: Vec<f64> = rewards(spec, group)
+            .into_iter()
+            .map(Option::unwrap)
+            .collect();
+        rlcode_core::advantage::grpo(&r, true, 1e-6)
+    }
+
+    #[test]
+    fn full_anchor_gates_partial_credit_on_a_full_pass_and_caps_it() {
+        // With a full pass: binary, so the 3/4 and 1/4 samples score like the 0/4 one.
+        close(
+            &rewards("full_anchor:0.5", &["pppp", "pppf", "pfff", "ffff"]),
+            &[Some(1.0), Some(0.0), Some(0.0), Some(0.0)],
+        );
+        // Without one: 0.5 · pass_rate, below any full pass.
+        close(
+            &rewards("full_anchor:0.5", &["pppf", "pfff", "ffff"]),
+            &[Some(0.375), Some(0.125), Some(0.0)],
+        );
+        close(
+            &rewards("full_anchor:0.25", &["pf", "ff"]),
+            &[Some(0.125), Some(0.0)],
+        );
+        assert_eq!(parse("full_anchor:0.5").unwrap().name(), "full_anchor:0.5");
+        for bad in [
+            "full_anchor",
+            "full_anchor:",
+            "full_anchor:0",
+            "full_anchor:1",
+            "full_anchor:1.5",
+            "full_anchor:-0.5",
+            "full_anchor:nan",
+            "full_anchor:x",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn no_partial_sample_is_pushed_up_beside_a_full_pass() {
+        // Under pass_rate, the 3/4 sample is above the group mean (0.5625): a positive
+        // advantage for a wrong program in a group that has a right one.
+        let group = ["pppp", "pppf", "pfff", "ffff"];
+        assert!(advantages("pass_rate", &group)[1] > 0.0);
+        for spec in ["full_anchor:0.5", "best_partial", "binary_fallback"] {
+            let a = advantages(spec, &group);
+            assert!(a[0] > 0.0, "{spec}: {a:?}");
+            assert!(a[1..].iter().all(|&x| x < 0.0), "{spec}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn best_partial_pushes_up_only_the_most_complete_attempts() {
+        close(
+            &rewards("best_partial", &["pppf", "ppff", "pfff", "ffff"]),
+            &[Some(0.5), Some(0.0), Some(0.0), Some(0.0)],
+        );
+        // pass_rate pushes up both 3/4 and 2/4 (mean 0.375); best_partial only 3/4.
+        let pr = advantages("pass_rate", &["pppf", "ppff", "pfff", "ffff"]);
+        assert!(pr[0] > 0.0 && pr[1] > 0.0);
+        let bp = advantages("best_partial", &["pppf", "ppff", "pfff", "ffff"]);
+        assert!(bp[0] > 0.0 && bp[1..].iter().all(|&x| x < 0.0), "{bp:?}");
+        // Ties at the top share it; equal rates over different test counts are a tie (2/4 =
+        // 1/2), compared exactly.
+        close(
+            &rewards("best_partial", &["ppff", "pf", "pfff"]),
+            &[Some(0.5), Some(0.5), Some(0.0)],
+        );
+        // Nothing passes anything: all 0, no gradient (there is no direction to prefer).
+        close(
+            &rewards("best_partial", &["ff", "fe"]),
+            &[Some(0.0), Some(0.0)],
+        );
+        // A full pass in the group: binary.
+        close(
+            &rewards("best_partial", &["pp", "pf", "ff"]),
+            &[Some(1.0), Some(0.0), Some(0.0)],
+        );
+        // The infra sample (which would have been the best) takes no part.
+        close(
+            &rewards("best_partial", &["ppi", "pff", "fff"]),
+            &[None, Some(0.5), Some(0.0)],
+        );
+        assert_eq!(parse("best_partial").unwrap().name(), "best_partial");
+    }
+
+    #[test]
+    fn every_design_keeps_rewards_in_0_1_with_1_for_a_full_pass() {
+        let group = ["ppp", "ppf", "pff", "fff", "ppe", "pt"];
+        for d in DESIGNS {
+            let spec = if d.param.is_some() {
+                format!("{}:0.5", d.name)
+            } else {
+                d.name.to_string()
+            };
+            let got = rewards(&spec, &group);
+            assert_eq!(got[0], Some(1.0), "{spec}");
+            for r in &got {
+                let r = r.expect("every sample is scorable");
+                assert!((0.0..=1.0).contains(&r), "{spec}: {got:?}");
+            }
+        }
     }
 
     #[test]
