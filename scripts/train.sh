@@ -29,6 +29,8 @@ Options (default in brackets):
   --seed S                sampling seed (step s samples with seed S*100000+s), init and SFT
                           seed [1]
   --data-seed S           seed of the problem order and of the SFT corpus [1]
+  --families LIST         only these task families, comma-separated (rl-data synth
+                          --families; docs/tasks.md) [all]
   --temperature T         sampling temperature, training and eval [0.7]
   --max-tokens N          most tokens per completion, training and eval [96]
   --lr LR                 RL learning rate [1e-4]
@@ -46,6 +48,8 @@ Options (default in brackets):
   --sft-lr LR             SFT learning rate [2e-3]
   --sft-batch-size N      SFT sequences per step [16]
   --correct-fraction F    share of correct programs in the SFT corpus [0.6]
+  --sft-args "ARGS"       extra rl-update flags for the SFT warm start, word-split
+                          [--lr-schedule cosine --warmup-steps 20]
   --keep-checkpoints N    keep the last N step checkpoints (ckpt/0 is always kept; 0 keeps
                           all) [3]
   -h, --help              this text
@@ -74,7 +78,8 @@ B=${RLCODE_BIN:-$ROOT/target/release}
 OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=4 SEED=1 DATA_SEED=1
 TEMP=0.7 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
 EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=260 SFT_CORPUS=4000
-SFT_LR=2e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3
+SFT_LR=2e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3 FAMILIES=""
+SFT_ARGS="--lr-schedule cosine --warmup-steps 20"
 
 while (($#)); do
   case $1 in
@@ -82,7 +87,7 @@ while (($#)); do
     --out|--reward|--algo|--steps|--group-size|--problems-per-step|--seed|--data-seed|\
     --temperature|--max-tokens|--lr|--update-args|--eval-every|--eval-problems|--eval-samples|\
     --eval-seed|--init|--config|--sft-steps|--sft-corpus|--sft-lr|--sft-batch-size|\
-    --correct-fraction|--keep-checkpoints)
+    --correct-fraction|--keep-checkpoints|--families|--sft-args)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       v=$2
       case $1 in
@@ -94,7 +99,7 @@ while (($#)); do
         --eval-seed) EVAL_SEED=$v ;; --init) INIT=$v ;; --config) CONFIG=$v ;;
         --sft-steps) SFT_STEPS=$v ;; --sft-corpus) SFT_CORPUS=$v ;; --sft-lr) SFT_LR=$v ;;
         --sft-batch-size) SFT_BATCH=$v ;; --correct-fraction) CORRECT_FRACTION=$v ;;
-        --keep-checkpoints) KEEP=$v ;;
+        --keep-checkpoints) KEEP=$v ;; --families) FAMILIES=$v ;; --sft-args) SFT_ARGS=$v ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -116,6 +121,9 @@ for b in rl-data rl-sample rl-verify rl-score rl-update rl-eval; do
   [[ -x $B/$b ]] || die "$B/$b is missing (build with cargo build --release, or set RLCODE_BIN)"
 done
 read -r -a EXTRA <<<"$UPDATE_ARGS"
+read -r -a SFT_EXTRA <<<"$SFT_ARGS"
+FAM=()
+[[ -n $FAMILIES ]] && FAM=(--families "$FAMILIES")
 
 mkdir -p "$OUT"/{data,ckpt,verdicts,eval}
 OUT=$(cd "$OUT" && pwd)
@@ -133,8 +141,8 @@ atomic() {
 }
 
 # ---- data (a pure function of --data-seed; regenerated only when missing) ----
-[[ -s $TRAIN ]] || atomic "$TRAIN" "$B/rl-data" synth --split train --count 1000000 --seed "$DATA_SEED"
-[[ -s $TEST ]] || atomic "$TEST" "$B/rl-data" synth --split test --count 1000000 --seed "$DATA_SEED"
+[[ -s $TRAIN ]] || atomic "$TRAIN" "$B/rl-data" synth --split train --count 1000000 --seed "$DATA_SEED" "${FAM[@]}"
+[[ -s $TEST ]] || atomic "$TEST" "$B/rl-data" synth --split test --count 1000000 --seed "$DATA_SEED" "${FAM[@]}"
 NTRAIN=$(wc -l < "$TRAIN")
 
 # ---- resume: the last complete step L ----
@@ -182,10 +190,10 @@ if [[ ! -f $OUT/ckpt/0/model.safetensors ]]; then
     rm -rf "$OUT/ckpt/init"
     "$B/rl-update" init --config "$CONFIG" --seed "$SEED" --out "$OUT/ckpt/init" >/dev/null
     atomic "$OUT/data/sft.jsonl" "$B/rl-data" synth-corpus --count "$SFT_CORPUS" \
-      --seed "$DATA_SEED" --correct-fraction "$CORRECT_FRACTION"
+      --seed "$DATA_SEED" --correct-fraction "$CORRECT_FRACTION" "${FAM[@]}"
     "$B/rl-update" --model "$OUT/ckpt/init" --out "$OUT/ckpt/0" --algo sft \
       --steps "$SFT_STEPS" --batch-size "$SFT_BATCH" --lr "$SFT_LR" --seed "$SEED" \
-      --log-every 25 "$OUT/data/sft.jsonl" > "$OUT/sft.jsonl.tmp.$$"
+      --log-every 25 "${SFT_EXTRA[@]}" "$OUT/data/sft.jsonl" > "$OUT/sft.jsonl.tmp.$$"
     mv -f "$OUT/sft.jsonl.tmp.$$" "$OUT/sft.jsonl"
     rm -rf "$OUT/ckpt/init"
     log "warm start done in $(secs "$t0" "$(now)") s"

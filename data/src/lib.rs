@@ -100,8 +100,15 @@ pub fn mutants(
 }
 
 /// `rl-data synth`: the first `count` problems of a split of the synthetic world.
-pub fn synth(split: synth::Split, count: usize, seed: u64, out: impl Write) -> Result<ExitCode> {
-    let problems = synth::problems(split, count, seed);
+pub fn synth(
+    split: synth::Split,
+    count: usize,
+    seed: u64,
+    families: &[String],
+    out: impl Write,
+) -> Result<ExitCode> {
+    let families = synth::select(families).map_err(Error::Usage)?;
+    let problems = synth::problems(split, count, seed, &families);
     let mut writer = JsonlWriter::new(out);
     for p in &problems {
         writer.write(p)?;
@@ -122,14 +129,16 @@ pub fn synth_corpus(
     count: usize,
     seed: u64,
     correct_fraction: f64,
+    families: &[String],
     out: impl Write,
 ) -> Result<ExitCode> {
+    let families = synth::select(families).map_err(Error::Usage)?;
     if !(0.0..=1.0).contains(&correct_fraction) {
         return Err(Error::Usage(format!(
             "--correct-fraction must be between 0 and 1, not {correct_fraction}"
         )));
     }
-    let records = synth::corpus(count, seed, correct_fraction);
+    let records = synth::corpus(count, seed, correct_fraction, &families);
     let mut writer = JsonlWriter::new(out);
     for r in &records {
         writer.write(r)?;

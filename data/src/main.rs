@@ -51,6 +51,9 @@ enum Command {
         /// Chooses which problems and their order; the same seed gives the same bytes.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Only these families, comma-separated (default: all; docs/tasks.md lists them).
+        #[arg(long, value_delimiter = ',')]
+        families: Vec<String>,
     },
     /// An SFT corpus of full programs for train problems, correct or near-miss.
     SynthCorpus {
@@ -64,6 +67,9 @@ enum Command {
         /// not all.
         #[arg(long, default_value_t = 0.6)]
         correct_fraction: f64,
+        /// Only programs of these families, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        families: Vec<String>,
     },
 }
 
@@ -100,12 +106,18 @@ fn main() -> std::process::ExitCode {
                 seed,
                 out,
             ),
-            Command::Synth { split, count, seed } => rl_data::synth(split, count, seed, out),
+            Command::Synth {
+                split,
+                count,
+                seed,
+                families,
+            } => rl_data::synth(split, count, seed, &families, out),
             Command::SynthCorpus {
                 count,
                 seed,
                 correct_fraction,
-            } => rl_data::synth_corpus(count, seed, correct_fraction, out),
+                families,
+            } => rl_data::synth_corpus(count, seed, correct_fraction, &families, out),
         }
     })
 }

@@ -161,6 +161,13 @@ pub struct TrainArgs {
     /// "code".
     #[arg(long, value_enum, default_value_t = SftLoss::Completion)]
     pub sft_loss: SftLoss,
+    /// SFT: learning-rate schedule over the run's steps: `constant`, or `cosine` (linear
+    /// warm-up over --warmup-steps, then cosine decay to a tenth of --lr at the last step).
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    pub lr_schedule: LrSchedule,
+    /// SFT: warm-up steps of the cosine schedule.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
     /// Start with fresh AdamW moments even if --model has saved ones.
     #[arg(long)]
     pub reset_optimizer: bool,
@@ -295,6 +302,33 @@ pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordE
             temperature: if temperature > 0.0 { temperature } else { 1.0 },
         },
     }))
+}
+
+/// Learning-rate schedules of an SFT run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LrSchedule {
+    Constant,
+    Cosine,
+}
+
+/// The learning rate of step `done` (0-based) of `total` under `schedule`.
+pub fn scheduled_lr(
+    lr: f64,
+    schedule: LrSchedule,
+    warmup: usize,
+    done: usize,
+    total: usize,
+) -> f64 {
+    match schedule {
+        LrSchedule::Constant => lr,
+        LrSchedule::Cosine if done < warmup => lr * (done + 1) as f64 / warmup as f64,
+        LrSchedule::Cosine => {
+            let span = total.saturating_sub(warmup).saturating_sub(1).max(1) as f64;
+            let t = ((done - warmup) as f64 / span).min(1.0);
+            let floor = 0.1 * lr;
+            floor + (lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+        }
+    }
 }
 
 /// Which tokens of an SFT record the loss covers.
@@ -770,6 +804,7 @@ fn run_sft(
     }
     let per_epoch = examples.len().div_ceil(a.batch_size);
     let total = a.steps.unwrap_or(a.epochs * per_epoch);
+    let base_lr = opt.lr;
     let mut order: Vec<usize> = Vec::new();
     let mut cursor = 0usize;
     let (mut epoch, mut done) = (0u64, 0usize);
@@ -804,7 +839,9 @@ fn run_sft(
         let mut grads = HashMap::new();
         let st = accumulate(tr, &batch, &spec, &mut grads).map_err(Error::Other)?;
         m.grad_norm = optim::clip_grad_norm(&mut grads, a.max_grad_norm)?;
+        opt.lr = scheduled_lr(base_lr, a.lr_schedule, a.warmup_steps, done, total);
         opt.step(&tr.params, &grads)?;
+        m.lr = opt.lr;
         done += 1;
         loss_sum += st.loss;
         tokens += st.tokens;

@@ -279,3 +279,16 @@ fn loss_weights_follow_the_aggregation() {
         vec![0.05, 0.05]
     );
 }
+
+#[test]
+fn cosine_schedule_warms_up_then_decays_to_a_tenth() {
+    use crate::{LrSchedule, scheduled_lr};
+    let lr = |d| scheduled_lr(1.0, LrSchedule::Cosine, 4, d, 14);
+    assert_eq!(lr(0), 0.25);
+    assert_eq!(lr(3), 1.0);
+    assert!((lr(4) - 1.0).abs() < 1e-12);
+    assert!((lr(9) - 0.55).abs() < 1e-12, "{}", lr(9));
+    assert!((lr(13) - 0.1).abs() < 1e-12);
+    assert!(lr(5) < lr(4) && lr(12) > lr(13));
+    assert_eq!(scheduled_lr(0.5, LrSchedule::Constant, 4, 0, 14), 0.5);
+}

@@ -180,9 +180,34 @@ impl Instance {
 /// Every instance of a split, in the order the seed gives: each family's instances are
 /// shuffled, then the families take turns, so any prefix mixes the families evenly.
 pub fn instances(split: Split, seed: u64) -> Vec<Instance> {
+    instances_of(split, seed, &FAMILIES.iter().collect::<Vec<_>>())
+}
+
+/// The families named in `names` (all of them when empty), in the order of [`FAMILIES`]; an
+/// unknown name is an error that lists the known ones.
+pub fn select(names: &[String]) -> Result<Vec<&'static Family>, String> {
+    for n in names {
+        if !FAMILIES.iter().any(|f| f.name == n) {
+            let known: Vec<&str> = FAMILIES.iter().map(|f| f.name).collect();
+            return Err(format!(
+                "unknown family \"{n}\" (known: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(FAMILIES
+        .iter()
+        .filter(|f| names.is_empty() || names.iter().any(|n| n == f.name))
+        .collect())
+}
+
+/// [`instances`] restricted to some families. A problem's split and parameters do not depend
+/// on which families are chosen; its position does (the chosen families take turns).
+pub fn instances_of(split: Split, seed: u64, families: &[&Family]) -> Vec<Instance> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut queues: Vec<std::vec::IntoIter<Instance>> = FAMILIES
         .iter()
+        .filter(|f| families.iter().any(|g| g.name == f.name))
         .map(|family| {
             let mut of_split: Vec<Instance> = (family.space)()
                 .into_iter()
@@ -205,8 +230,8 @@ pub fn instances(split: Split, seed: u64) -> Vec<Instance> {
 
 /// The first `count` problems of a split for `seed` (all of them, with a warning, when the split
 /// has fewer).
-pub fn problems(split: Split, count: usize, seed: u64) -> Vec<Problem> {
-    let all = instances(split, seed);
+pub fn problems(split: Split, count: usize, seed: u64, families: &[&Family]) -> Vec<Problem> {
+    let all = instances_of(split, seed, families);
     if count > all.len() {
         eprintln!(
             "{}: the {} split has only {} problems; writing all of them",
@@ -219,9 +244,9 @@ pub fn problems(split: Split, count: usize, seed: u64) -> Vec<Problem> {
 }
 
 /// One record of the SFT corpus: a full program for a train problem, correct or a near-miss.
-pub fn corpus(count: usize, seed: u64, correct_fraction: f64) -> Vec<Value> {
+pub fn corpus(count: usize, seed: u64, correct_fraction: f64, families: &[&Family]) -> Vec<Value> {
     use rand::Rng;
-    let pool = instances(Split::Train, seed);
+    let pool = instances_of(Split::Train, seed, families);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // A stream of its own, so that the choices here do not shift with the shuffles above.
     rng.set_stream(1);
@@ -259,6 +284,39 @@ pub fn corpus(count: usize, seed: u64, correct_fraction: f64) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn all() -> Vec<&'static Family> {
+        select(&[]).unwrap()
+    }
+
+    #[test]
+    fn families_can_be_chosen() {
+        let names = vec!["clamp".to_string(), "in_range".to_string()];
+        let chosen = select(&names).unwrap();
+        assert_eq!(chosen.len(), 2);
+        let some = problems(Split::Test, 1000, 1, &chosen);
+        assert!(
+            some.iter()
+                .all(|p| p.id.starts_with("synth/clamp/") || p.id.starts_with("synth/in_range/"))
+        );
+        // the same problems as in the full split, each in its split whatever the choice
+        let full: HashSet<String> = problems(Split::Test, 100_000, 1, &all())
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert!(some.iter().all(|p| full.contains(&p.id)));
+        let e = select(&["nope".to_string()]).unwrap_err();
+        assert!(
+            e.contains("unknown family \"nope\"") && e.contains("clamp"),
+            "{e}"
+        );
+        let corpus = corpus(50, 1, 0.5, &chosen);
+        assert!(
+            corpus
+                .iter()
+                .all(|r| r["family"] == "clamp" || r["family"] == "in_range")
+        );
+    }
     use std::collections::HashSet;
 
     fn every_instance() -> Vec<Instance> {
@@ -347,13 +405,13 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_problems_and_a_prefix_for_a_smaller_count() {
-        let a = serde_json::to_string(&problems(Split::Train, 300, 7)).unwrap();
-        let b = serde_json::to_string(&problems(Split::Train, 300, 7)).unwrap();
+        let a = serde_json::to_string(&problems(Split::Train, 300, 7, &all())).unwrap();
+        let b = serde_json::to_string(&problems(Split::Train, 300, 7, &all())).unwrap();
         assert_eq!(a, b);
-        let c = serde_json::to_string(&problems(Split::Train, 300, 8)).unwrap();
+        let c = serde_json::to_string(&problems(Split::Train, 300, 8, &all())).unwrap();
         assert_ne!(a, c);
-        let small = problems(Split::Train, 10, 7);
-        assert_eq!(small, problems(Split::Train, 300, 7)[..10]);
+        let small = problems(Split::Train, 10, 7, &all());
+        assert_eq!(small, problems(Split::Train, 300, 7, &all())[..10]);
         // The first turns visit every family.
         let families: HashSet<&str> = instances(Split::Train, 7)[..FAMILIES.len()]
             .iter()
@@ -389,8 +447,8 @@ mod tests {
 
     #[test]
     fn corpus_mixes_correct_and_near_miss_programs_as_asked() {
-        let records = corpus(2000, 3, 0.6);
-        assert_eq!(records, corpus(2000, 3, 0.6));
+        let records = corpus(2000, 3, 0.6, &all());
+        assert_eq!(records, corpus(2000, 3, 0.6, &all()));
         let correct = records.iter().filter(|r| r["kind"] == "correct").count();
         assert!((1100..1300).contains(&correct), "{correct}");
         let test_ids: HashSet<String> = instances(Split::Test, 3)
@@ -412,7 +470,7 @@ mod tests {
                     .ends_with(r["completion"].as_str().unwrap())
             );
         }
-        let all_correct = corpus(50, 3, 1.0);
+        let all_correct = corpus(50, 3, 1.0, &all());
         assert!(all_correct.iter().all(|r| r["kind"] == "correct"));
     }
 }
