@@ -319,7 +319,8 @@ pub struct DiagDetail {
     pub full_pass: usize,
     pub partial_pass: usize,
     pub zero_pass: usize,
-    /// Samples whose gradient was computed (those of groups with a non-zero advantage).
+    /// Samples whose gradient was computed (those of groups with a non-zero advantage, empty
+    /// completions excepted).
     pub gradients: usize,
     /// Wall time the diagnostics added to the invocation.
     pub seconds: f64,
@@ -402,7 +403,10 @@ pub fn sequence_logprobs(
     examples: &[&Example],
     micro_batch: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let mut order: Vec<usize> = (0..examples.len()).collect();
+    // An empty completion has log-probability 0 (nothing to compute).
+    let mut order: Vec<usize> = (0..examples.len())
+        .filter(|&i| examples[i].tokens.len() > examples[i].start)
+        .collect();
     order.sort_by_key(|&i| examples[i].tokens.len());
     let mut out = vec![0.0; examples.len()];
     for chunk in order.chunks(micro_batch.max(1)) {
@@ -451,6 +455,10 @@ pub fn before_step(
         }
         let mut acc = GroupAccum::new(dim);
         for (e, &o) in g.examples.iter().zip(&g.outcomes) {
+            if e.tokens.len() == e.start {
+                // An empty completion: log π = 0 whatever the weights, g_i = 0.
+                continue;
+            }
             let lp = completion_logprobs(model, &[e])?.sum_all()?;
             let grads = lp.backward()?;
             let v = proj.project_grads(params, &grads)?;
