@@ -36,6 +36,10 @@ Options (default in brackets):
   --lr LR                 RL learning rate [1e-4]
   --update-args "ARGS"    extra rl-update flags for RL steps, word-split (e.g. "--no-std-norm
                           --clip-high 0.28") []
+  --diagnostics           add rl-update's gradient diagnostics (docs/diagnostics.md) to every
+                          RL step's metrics line (one extra backward per sample)
+  --diagnostics-dim D     with --diagnostics: sketch each per-sample gradient to D dimensions
+                          instead of keeping it whole (large models) [exact]
   --eval-every K          evaluate ckpt/0, every K-th step and the last step (0: never) [10]
   --eval-problems N       held-out problems per evaluation (the first N of the test split) [25]
   --eval-samples N        samples per held-out problem [4]
@@ -78,16 +82,17 @@ B=${RLCODE_BIN:-$ROOT/target/release}
 OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=4 SEED=1 DATA_SEED=1
 TEMP=0.7 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
 EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=260 SFT_CORPUS=4000
-SFT_LR=2e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3 FAMILIES=""
+SFT_LR=2e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3 FAMILIES="" DIAG=0 DIAG_DIM=""
 SFT_ARGS="--lr-schedule cosine --warmup-steps 20"
 
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
+    --diagnostics) DIAG=1; shift ;;
     --out|--reward|--algo|--steps|--group-size|--problems-per-step|--seed|--data-seed|\
     --temperature|--max-tokens|--lr|--update-args|--eval-every|--eval-problems|--eval-samples|\
     --eval-seed|--init|--config|--sft-steps|--sft-corpus|--sft-lr|--sft-batch-size|\
-    --correct-fraction|--keep-checkpoints|--families|--sft-args)
+    --correct-fraction|--keep-checkpoints|--families|--sft-args|--diagnostics-dim)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       v=$2
       case $1 in
@@ -100,6 +105,7 @@ while (($#)); do
         --sft-steps) SFT_STEPS=$v ;; --sft-corpus) SFT_CORPUS=$v ;; --sft-lr) SFT_LR=$v ;;
         --sft-batch-size) SFT_BATCH=$v ;; --correct-fraction) CORRECT_FRACTION=$v ;;
         --keep-checkpoints) KEEP=$v ;; --families) FAMILIES=$v ;; --sft-args) SFT_ARGS=$v ;;
+        --diagnostics-dim) DIAG_DIM=$v ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -120,10 +126,18 @@ done
 for b in rl-data rl-sample rl-verify rl-score rl-update rl-eval; do
   [[ -x $B/$b ]] || die "$B/$b is missing (build with cargo build --release, or set RLCODE_BIN)"
 done
+if [[ -n $DIAG_DIM ]]; then
+  ((DIAG)) || die "--diagnostics-dim needs --diagnostics"
+  [[ $DIAG_DIM =~ ^[1-9][0-9]*$ ]] || die "--diagnostics-dim must be a positive integer, not '$DIAG_DIM'"
+fi
 read -r -a EXTRA <<<"$UPDATE_ARGS"
 read -r -a SFT_EXTRA <<<"$SFT_ARGS"
 FAM=()
 [[ -n $FAMILIES ]] && FAM=(--families "$FAMILIES")
+if ((DIAG)); then
+  EXTRA+=(--diagnostics)
+  if [[ -n $DIAG_DIM ]]; then EXTRA+=(--diagnostics-dim "$DIAG_DIM"); fi
+fi
 
 mkdir -p "$OUT"/{data,ckpt,verdicts,eval}
 OUT=$(cd "$OUT" && pwd)

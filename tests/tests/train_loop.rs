@@ -2,8 +2,9 @@
 //! a few SFT steps, 2 problems per step, groups of 2, an evaluation on 2 held-out problems after
 //! every step (one sample each). The first run is killed (the whole process group, SIGKILL) after
 //! its first step; running it again finishes step 2 without redoing the warm start or step 1; a
-//! third run with `--steps 3` (over the leftovers of a simulated kill: a partial metrics line, a
-//! checkpoint with no metrics line, a temporary file) continues from step 2.
+//! third run with `--steps 3 --diagnostics` (over the leftovers of a simulated kill: a partial
+//! metrics line, a checkpoint with no metrics line, a temporary file) continues from step 2 and
+//! adds rl-update's diagnostics to step 3's line.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -203,11 +204,19 @@ fn train_loop_runs_is_killed_and_resumes() {
     text.push_str("{\"train_step\":3,\"reward\":\"pass");
     std::fs::write(&metrics, text).unwrap();
 
-    // Run 3: one more step, from step 2; keep only the last 2 step checkpoints.
-    let log = train_ok(&out, 3, &["--keep-checkpoints", "2"]);
+    // Run 3: one more step, from step 2, with diagnostics; keep only the last 2 step
+    // checkpoints.
+    let log = train_ok(&out, 3, &["--keep-checkpoints", "2", "--diagnostics"]);
     assert!(log.contains("resuming after step 2"), "{log}");
     let m3 = check_metrics(&out, 3);
     assert_eq!(m3[..2], m[..]);
+    assert!(m3[..2].iter().all(|r| r.get("diagnostics").is_none()));
+    assert_eq!(m3[2]["diagnostics"]["method"], "exact", "{}", m3[2]);
+    assert_eq!(
+        m3[2]["diagnostics"]["groups"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(m3[2]["reward_density"].is_number(), "{}", m3[2]);
     for s in [0, 2, 3] {
         assert_ckpt(&out, s);
     }

@@ -10,10 +10,12 @@
 //! The losses, the advantage and std conventions, clipping, KL and loss aggregation are
 //! described in docs/policy.md; the metrics line in docs/formats.md (section metrics).
 
+pub mod diagnostics;
 pub mod optim;
 
 use anyhow::Context;
 use candle_core::{Device, Tensor};
+use diagnostics::{DiagGroup, DiagSummary, Outcome, Projection};
 use optim::AdamW;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -171,6 +173,19 @@ pub struct TrainArgs {
     /// Start with fresh AdamW moments even if --model has saved ones.
     #[arg(long)]
     pub reset_optimizer: bool,
+    /// GRPO/RLOO: add gradient diagnostics to the metrics line (reward density, cancellation,
+    /// alignment with the full-pass direction, log-prob changes; docs/diagnostics.md). One
+    /// extra backward per sample; the update itself is unchanged.
+    #[arg(long)]
+    pub diagnostics: bool,
+    /// Project each per-sample gradient to this many dimensions (a seeded CountSketch) instead
+    /// of keeping it whole: memory O(D) instead of O(parameters), inner products kept in
+    /// expectation.
+    #[arg(long, value_name = "D", requires = "diagnostics")]
+    pub diagnostics_dim: Option<usize>,
+    /// Seed of the --diagnostics-dim sketch.
+    #[arg(long, default_value_t = 0, requires = "diagnostics_dim")]
+    pub diagnostics_seed: u64,
     #[command(flatten)]
     pub input: InputArgs,
 }
@@ -194,6 +209,9 @@ pub struct Metrics {
     pub skipped_records: usize,
     pub lr: f64,
     pub seconds: f64,
+    /// With --diagnostics: batch aggregates (top level) and the `diagnostics` object.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<DiagSummary>,
 }
 
 /// Run rl-update (init or a training step); metrics go to `out`.
@@ -245,6 +263,8 @@ pub struct Scored {
     pub problem_id: String,
     pub reward: f64,
     pub example: Example,
+    /// What the record's `verdict` says (for --diagnostics).
+    pub outcome: Outcome,
 }
 
 /// Parse one RL record. `Ok(None)`: `reward` is null (left out and counted).
@@ -293,6 +313,7 @@ pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordE
     Ok(Some(Scored {
         problem_id,
         reward,
+        outcome: Outcome::of(line.value.get("verdict")),
         example: Example {
             tokens: all,
             start,
@@ -636,6 +657,14 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
     if !(0.0..1.0).contains(&a.clip_low) || a.clip_high < 0.0 {
         return Err(usage("--clip-low must be in [0, 1) and --clip-high >= 0"));
     }
+    if a.diagnostics && a.algo == Algo::Sft {
+        return Err(usage(
+            "--diagnostics applies to --algo grpo and rloo, not sft",
+        ));
+    }
+    if a.diagnostics_dim == Some(0) {
+        return Err(usage("--diagnostics-dim must be at least 1"));
+    }
     let ck = Checkpoint::load(model_dir)?;
     let tr =
         Trainable::new(&ck.cfg, &ck.tensors).with_context(|| format!("{}", model_dir.display()))?;
@@ -743,6 +772,7 @@ fn rl_step(
     let mut examples = Vec::new();
     let mut zero_groups = 0;
     let mut abs_adv = Vec::new();
+    let mut diag_groups = Vec::new();
     for g in groups.iter_mut() {
         let rewards: Vec<f64> = g.iter().map(|s| s.reward).collect();
         let adv = match a.algo {
@@ -750,6 +780,21 @@ fn rl_step(
             _ => rlcode_core::advantage::grpo(&rewards, !a.no_std_norm, a.adv_eps),
         };
         abs_adv.extend(adv.iter().map(|x| x.abs()));
+        if a.diagnostics {
+            diag_groups.push(DiagGroup {
+                problem_id: g[0].problem_id.clone(),
+                examples: g
+                    .iter()
+                    .zip(&adv)
+                    .map(|(s, &adv)| Example {
+                        advantage: adv,
+                        ..s.example.clone()
+                    })
+                    .collect(),
+                outcomes: g.iter().map(|s| s.outcome).collect(),
+                nonzero_advantage: adv.iter().any(|&x| x != 0.0),
+            });
+        }
         if adv.iter().all(|&x| x == 0.0) {
             zero_groups += 1;
             continue;
@@ -764,9 +809,38 @@ fn rl_step(
     m.zero_advantage_groups = Some(zero_groups);
     m.samples = abs_adv.len();
     m.mean_abs_advantage = rlcode_core::metrics::mean(&abs_adv).or(Some(0.0));
+    let proj = match a.diagnostics_dim {
+        Some(dim) => Projection::Sketch {
+            dim,
+            seed: a.diagnostics_seed,
+        },
+        None => Projection::Exact,
+    };
+    // At the current weights, before the step; touches neither the weights nor `grads`.
+    let before = if a.diagnostics {
+        Some(diagnostics::before_step(
+            &tr.model,
+            &tr.params,
+            &diag_groups,
+            proj,
+            a.micro_batch,
+        )?)
+    } else {
+        None
+    };
     if examples.is_empty() {
         m.kl = reference.map(|_| 0.0);
         m.clip_frac = Some(0.0);
+        if let Some(b) = before {
+            m.diagnostics = Some(diagnostics::after_step(
+                &tr.model,
+                &diag_groups,
+                b,
+                proj,
+                a.micro_batch,
+                false,
+            )?);
+        }
         return Ok(());
     }
     let spec = LossSpec {
@@ -788,6 +862,16 @@ fn rl_step(
     let denom = st.tokens.max(1) as f64;
     m.clip_frac = Some(st.clipped as f64 / denom);
     m.kl = reference.map(|_| st.kl_sum / denom);
+    if let Some(b) = before {
+        m.diagnostics = Some(diagnostics::after_step(
+            &tr.model,
+            &diag_groups,
+            b,
+            proj,
+            a.micro_batch,
+            true,
+        )?);
+    }
     Ok(())
 }
 

@@ -292,3 +292,187 @@ fn cosine_schedule_warms_up_then_decays_to_a_tenth() {
     assert!(lr(5) < lr(4) && lr(12) > lr(13));
     assert_eq!(scheduled_lr(0.5, LrSchedule::Constant, 4, 0, 14), 0.5);
 }
+
+/// A scored record with a verdict of `passed` of `total` tests and the pass rate as reward.
+fn verdict_record(
+    pid: &str,
+    prompt: &[u32],
+    tokens: &[u32],
+    passed: usize,
+    total: usize,
+) -> String {
+    let tests: Vec<Value> = (0..total)
+        .map(|i| json!({"status": if i < passed { "pass" } else { "fail" }}))
+        .collect();
+    json!({"problem_id": pid, "prompt_tokens": prompt, "tokens": tokens, "temperature": 1.0,
+           "reward": passed as f64 / total as f64, "reward_name": "pass_rate",
+           "verdict": {"passed": passed, "total": total, "tests": tests, "runtime": "r"}})
+    .to_string()
+}
+
+#[test]
+fn diagnostics_leave_the_update_alone_and_measure_the_real_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny(dir.path());
+    let prompt = [vec![rlcode_policy::tokenizer::BOS_ID], bytes("def f(x):\n")].concat();
+    let full = bytes("    return x\n");
+    let partial = bytes("    return 0\n");
+    let zero = bytes("    pass\n");
+    let text = [
+        verdict_record("a", &prompt, &full, 3, 3),
+        verdict_record("a", &prompt, &partial, 1, 3),
+        verdict_record("a", &prompt, &zero, 0, 3),
+        verdict_record("b", &prompt, &partial, 1, 2),
+        verdict_record("b", &prompt, &zero, 0, 2),
+        // An empty completion: no gradient, log π 0 before and after.
+        verdict_record("b", &prompt, &[], 0, 2),
+        verdict_record("c", &prompt, &zero, 0, 2),
+        verdict_record("c", &prompt, &partial, 0, 2),
+    ]
+    .join("\n");
+    let input = dir.path().join("scored.jsonl");
+    std::fs::write(&input, text).unwrap();
+    let step = |name: &str, extra: &[&str]| -> (PathBuf, Value) {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "--model",
+            ck.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--lr",
+            "1e-3",
+            "--micro-batch",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        args.push(input.to_str().unwrap());
+        let (r, lines) = run_cli(&args);
+        assert_eq!(r.unwrap(), ExitCode::Success);
+        (out, lines.into_iter().next().unwrap())
+    };
+    let (plain, m0) = step("plain", &[]);
+    let (exact, m1) = step("exact", &["--diagnostics"]);
+    let (sketch, m2) = step(
+        "sketch",
+        &[
+            "--diagnostics",
+            "--diagnostics-dim",
+            "16384",
+            "--diagnostics-seed",
+            "5",
+        ],
+    );
+    // The same update, bit for bit, with or without diagnostics.
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        let want = std::fs::read(plain.join(f)).unwrap();
+        assert!(want == std::fs::read(exact.join(f)).unwrap(), "{f}");
+        assert!(want == std::fs::read(sketch.join(f)).unwrap(), "{f}");
+    }
+    for k in ["loss", "grad_norm", "tokens", "samples"] {
+        assert_eq!(m0[k], m1[k], "{k}");
+    }
+    assert!(m0.get("diagnostics").is_none() && m0.get("cancellation").is_none());
+    assert_eq!(m1["diagnostics"]["method"], "exact");
+    assert_eq!(m2["diagnostics"]["method"], "sketch");
+    assert_eq!(m2["diagnostics"]["dim"], 16384);
+    // Groups a and b have a signal, c (all rewards 0) has none.
+    assert!((m1["reward_density"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    let groups = m1["diagnostics"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3);
+    assert_eq!(m1["diagnostics"]["gradients"], 5);
+    let (a, b, c) = (&groups[0], &groups[1], &groups[2]);
+    assert_eq!(
+        (&a["full_pass"], &a["partial_pass"], &a["zero_pass"]),
+        (&json!(1), &json!(1), &json!(1))
+    );
+    assert!(
+        b["alignment"].is_null() && b["partial_share"].is_null(),
+        "{b}"
+    );
+    assert!(b["delta_logprob_full"].is_null());
+    assert_eq!(b["zero_pass"], 2);
+    assert_eq!(c["nonzero_advantage"], false);
+    assert!(c["cancellation"].is_null(), "{c}");
+    // The change of log π, as recomputed independently from the two checkpoints.
+    let delta =
+        |tokens: &[u32]| seq_logprob(&exact, &prompt, tokens) - seq_logprob(&ck, &prompt, tokens);
+    let close = |what: &str, x: &Value, want: f64| {
+        let x = x.as_f64().unwrap();
+        assert!(
+            (x - want).abs() < 2e-3 * (1.0 + want.abs()),
+            "{what}: {x} vs {want}"
+        );
+    };
+    close("a full", &a["delta_logprob_full"], delta(&full));
+    close("a partial", &a["delta_logprob_partial"], delta(&partial));
+    close("a zero", &a["delta_logprob_zero"], delta(&zero));
+    // Both samples of c passed no test: the mean of their changes.
+    let c_zero = (delta(&zero) + delta(&partial)) / 2.0;
+    close("c zero", &c["delta_logprob_zero"], c_zero);
+    // In b, the empty completion's change is 0.
+    close("b zero", &b["delta_logprob_zero"], delta(&zero) / 2.0);
+    // The full-pass sample had the largest advantage: its probability went up. (Nothing as
+    // simple holds for the others: AdamW's first step moves every weight by about lr, and the
+    // samples share the prompt and most of their tokens across groups.)
+    assert!(a["delta_logprob_full"].as_f64().unwrap() > 0.0);
+    // The sketch agrees with the exact values.
+    let g2 = m2["diagnostics"]["groups"].as_array().unwrap();
+    for (ge, gs) in groups.iter().zip(g2) {
+        for k in [
+            "cancellation",
+            "cancellation_partial",
+            "alignment",
+            "partial_share",
+        ] {
+            match (ge[k].as_f64(), gs[k].as_f64()) {
+                (Some(x), Some(y)) => assert!((x - y).abs() < 0.05, "{k}: {x} vs {y}"),
+                (x, y) => assert_eq!(x, y, "{k}"),
+            }
+        }
+        for k in [
+            "delta_logprob_full",
+            "delta_logprob_partial",
+            "delta_logprob_zero",
+        ] {
+            assert_eq!(ge[k], gs[k], "{k}: exact in both");
+        }
+    }
+    eprintln!("exact {m1}\nsketch {m2}");
+}
+
+#[test]
+fn diagnostics_usage() {
+    let parse = |args: &[&str]| {
+        let mut v = vec!["rl-update", "--model", "m", "--out", "o"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)
+    };
+    assert!(parse(&["--diagnostics-dim", "8"]).is_err());
+    assert!(parse(&["--diagnostics", "--diagnostics-seed", "1"]).is_err());
+    assert!(
+        parse(&[
+            "--diagnostics",
+            "--diagnostics-dim",
+            "8",
+            "--diagnostics-seed",
+            "1"
+        ])
+        .is_ok()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny(dir.path());
+    let out = dir.path().join("o");
+    for extra in [&["--algo", "sft"][..], &["--diagnostics-dim", "0"][..]] {
+        let mut args = vec![
+            "--model",
+            ck.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--diagnostics",
+        ];
+        args.extend_from_slice(extra);
+        args.push("/dev/null");
+        let (r, _) = run_cli(&args);
+        assert!(matches!(r, Err(Error::Usage(_))), "{extra:?}");
+    }
+}
