@@ -29,8 +29,9 @@ Options (default in brackets):
   --seed S                sampling seed (step s samples with seed S*100000+s), init and SFT
                           seed [1]
   --data-seed S           seed of the problem order and of the SFT corpus [1]
-  --families LIST         only these task families, comma-separated (rl-data synth
-                          --families; docs/tasks.md) [all]
+  --families LIST         task families, comma-separated (rl-data synth --families;
+                          docs/tasks.md), or "all"
+                          [threshold_count,clamp,in_range,three_way,distance_from]
   --temperature T         sampling temperature, training and eval [0.7]
   --max-tokens N          most tokens per completion, training and eval [96]
   --lr LR                 RL learning rate [1e-4]
@@ -47,9 +48,9 @@ Options (default in brackets):
   --init DIR              start from this checkpoint (copied to DIR/ckpt/0) instead of
                           init + SFT
   --config tiny|small     rl-update init preset, without --init [tiny]
-  --sft-steps N           SFT optimizer steps of the warm start [260]
-  --sft-corpus N          programs in the SFT corpus [4000]
-  --sft-lr LR             SFT learning rate [2e-3]
+  --sft-steps N           SFT optimizer steps of the warm start [400]
+  --sft-corpus N          programs in the SFT corpus [8000]
+  --sft-lr LR             SFT peak learning rate [3e-3]
   --sft-batch-size N      SFT sequences per step [16]
   --correct-fraction F    share of correct programs in the SFT corpus [0.6]
   --sft-args "ARGS"       extra rl-update flags for the SFT warm start, word-split
@@ -81,8 +82,8 @@ B=${RLCODE_BIN:-$ROOT/target/release}
 
 OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=4 SEED=1 DATA_SEED=1
 TEMP=0.7 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
-EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=260 SFT_CORPUS=4000
-SFT_LR=2e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3 FAMILIES="" DIAG=0 DIAG_DIM=""
+EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=400 SFT_CORPUS=8000
+SFT_LR=3e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3 FAMILIES=threshold_count,clamp,in_range,three_way,distance_from DIAG=0 DIAG_DIM=""
 SFT_ARGS="--lr-schedule cosine --warmup-steps 20"
 
 while (($#)); do
@@ -133,7 +134,7 @@ fi
 read -r -a EXTRA <<<"$UPDATE_ARGS"
 read -r -a SFT_EXTRA <<<"$SFT_ARGS"
 FAM=()
-[[ -n $FAMILIES ]] && FAM=(--families "$FAMILIES")
+[[ $FAMILIES != all ]] && FAM=(--families "$FAMILIES")
 if ((DIAG)); then
   EXTRA+=(--diagnostics)
   if [[ -n $DIAG_DIM ]]; then EXTRA+=(--diagnostics-dim "$DIAG_DIM"); fi

@@ -5,9 +5,9 @@
 //! reward density: they are neither passes nor failures. The output fields are documented on
 //! [`Report`] and [`ProblemRow`], and in docs/formats.md.
 
-pub mod summary;
 pub mod calibration;
 pub mod plot;
+pub mod summary;
 
 use rlcode_core::advantage::all_equal;
 use rlcode_core::cli::InputArgs;

@@ -245,14 +245,19 @@ pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
     w.flush().map_err(Error::Io)
 }
 
-/// "mean ± std" over the runs that have the figure (std over seeds, n − 1); "–" without any.
-fn mean_std(xs: impl Iterator<Item = Option<f64>>) -> String {
+/// "mean ± std" over the runs that have the figure (std over seeds, n − 1) with `digits`
+/// decimals; "–" without any.
+fn mean_std_with(xs: impl Iterator<Item = Option<f64>>, digits: usize) -> String {
     let v: Vec<f64> = xs.flatten().collect();
     match mean(&v) {
-        Some(m) if v.len() > 1 => format!("{m:.3} ± {:.3}", sample_std(&v)),
-        Some(m) => format!("{m:.3}"),
+        Some(m) if v.len() > 1 => format!("{m:.digits$} ± {:.digits$}", sample_std(&v)),
+        Some(m) => format!("{m:.digits$}"),
         None => "–".to_string(),
     }
+}
+
+fn mean_std(xs: impl Iterator<Item = Option<f64>>) -> String {
+    mean_std_with(xs, 3)
 }
 
 /// The Markdown table: one line per configuration, mean ± std over its seeds.
@@ -283,7 +288,7 @@ pub fn markdown(rows: &[RunRow]) -> String {
             col(&|r| r.cancellation_partial),
             col(&|r| r.alignment),
             col(&|r| r.partial_share),
-            mean_std(rs.iter().map(|r| Some(r.train_seconds))).replace(".000", ""),
+            mean_std_with(rs.iter().map(|r| Some(r.train_seconds)), 0),
         );
     }
     s

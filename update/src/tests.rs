@@ -283,13 +283,14 @@ fn loss_weights_follow_the_aggregation() {
 #[test]
 fn cosine_schedule_warms_up_then_decays_to_a_tenth() {
     use crate::{LrSchedule, scheduled_lr};
-    let lr = |d| scheduled_lr(1.0, LrSchedule::Cosine, 4, d, 14);
+    // 4 warm-up steps, then steps 4..=12 decay: step 8 is half way, step 12 the last.
+    let lr = |d| scheduled_lr(1.0, LrSchedule::Cosine, 4, d, 13);
     assert_eq!(lr(0), 0.25);
     assert_eq!(lr(3), 1.0);
     assert!((lr(4) - 1.0).abs() < 1e-12);
-    assert!((lr(9) - 0.55).abs() < 1e-12, "{}", lr(9));
-    assert!((lr(13) - 0.1).abs() < 1e-12);
-    assert!(lr(5) < lr(4) && lr(12) > lr(13));
+    assert!((lr(8) - 0.55).abs() < 1e-12, "{}", lr(8));
+    assert!((lr(12) - 0.1).abs() < 1e-12);
+    assert!(lr(5) < lr(4) && lr(11) > lr(12));
     assert_eq!(scheduled_lr(0.5, LrSchedule::Constant, 4, 0, 14), 0.5);
 }
 

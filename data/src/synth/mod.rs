@@ -305,7 +305,9 @@ mod tests {
             .map(|p| p.id)
             .collect();
         assert!(some.iter().all(|p| full.contains(&p.id)));
-        let e = select(&["nope".to_string()]).unwrap_err();
+        let Err(e) = select(&["nope".to_string()]) else {
+            panic!("an unknown family must be an error")
+        };
         assert!(
             e.contains("unknown family \"nope\"") && e.contains("clamp"),
             "{e}"
