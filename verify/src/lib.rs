@@ -6,6 +6,7 @@
 //! output. The guest has no preopened directories, no environment, no network, no subprocesses.
 //! Output order equals input order whatever `--jobs` is.
 
+pub mod component;
 pub mod exec;
 pub mod runtime;
 
@@ -60,9 +61,19 @@ pub struct Args {
     /// Cap on each test's captured stderr, in KiB.
     #[arg(long, default_value_t = 256)]
     pub max_stderr_kb: usize,
-    /// The sandbox's Python (default: $RLCODE_PYTHON_WASM, or the one scripts/setup.sh fetched).
+    /// Which sandbox runs the tests: `preinit`, CPython 3.14 pre-initialized (a WASI preview-2
+    /// component, ~1 ms of start-up per test), or `python`, plain CPython 3.12 on WASI preview 1
+    /// (starts afresh for every test).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Preinit)]
+    pub runtime: RuntimeKind,
+    /// The plain runtime's Python (default: $RLCODE_PYTHON_WASM, or the one scripts/setup.sh
+    /// fetched).
     #[arg(long, value_name = "PATH")]
     pub python_wasm: Option<PathBuf>,
+    /// The pre-initialized runtime's component (default: $RLCODE_PREINIT_WASM, or the one
+    /// scripts/setup.sh built).
+    #[arg(long, value_name = "PATH")]
+    pub preinit_wasm: Option<PathBuf>,
     /// Where compiled modules are cached (default: <cache dir>/modules).
     #[arg(long, value_name = "DIR")]
     pub module_cache: Option<PathBuf>,
@@ -72,6 +83,13 @@ pub struct Args {
     /// Samples verified per batch (memory stays bounded; output is written batch by batch).
     #[arg(long, default_value_t = 256, hide = true)]
     pub batch: usize,
+}
+
+/// The sandboxes `--runtime` chooses between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Preinit,
+    Python,
 }
 
 /// Counts for the closing summary.
@@ -187,10 +205,6 @@ fn verify_batch(
 pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
     let problems = ProblemSet::load(&args.problems)?;
     let reader = JsonlReader::open(&args.input.inputs)?;
-    let wasm = args
-        .python_wasm
-        .clone()
-        .unwrap_or_else(runtime::default_python_wasm);
     let cache = if args.no_module_cache {
         None
     } else {
@@ -200,7 +214,22 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
                 .unwrap_or_else(|| rlcode_core::paths::cache_dir().join("modules")),
         )
     };
-    let rt = Runtime::load(&wasm, cache.as_deref())?;
+    let rt = match args.runtime {
+        RuntimeKind::Python => Runtime::load(
+            &args
+                .python_wasm
+                .clone()
+                .unwrap_or_else(runtime::default_python_wasm),
+            cache.as_deref(),
+        )?,
+        RuntimeKind::Preinit => Runtime::load_preinit(
+            &args
+                .preinit_wasm
+                .clone()
+                .unwrap_or_else(component::default_preinit_wasm),
+            cache.as_deref(),
+        )?,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.jobs.unwrap_or(0))
         .build()
