@@ -125,13 +125,14 @@ pub(crate) async fn run_raw(rt: &Runtime, pre: &Pre, job: &Job<'_>, token: &str)
     // No preopened directories, no environment, no network: the program sees only its stdin.
     // The seed reaches the guest as its random source: the entry module reseeds `random` from
     // it before each test.
+    let seed = seed_bytes(&job.seed);
     let wasi = WasiCtx::builder()
         .args(&["python"])
         .stdin(MemoryInputPipe::new(stdin_bytes(job, token)))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
-        .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&job.seed)))
-        .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&job.seed)))
+        .secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
+        .insecure_random(wasmtime_wasi::Deterministic::new(seed))
         .insecure_random_seed(u128::from_le_bytes(job.seed[..16].try_into().expect("16")))
         .build();
     let mut store = Store::new(

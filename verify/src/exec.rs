@@ -260,8 +260,8 @@ fn classify(test: &Test, token: &str, raw: &RawRun) -> (Status, Option<String>) 
             return match e.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => (Status::Timeout, Some("fuel budget exhausted".into())),
                 Some(Trap::Interrupt) => (Status::Timeout, Some("interrupted".into())),
-                Some(_) if raw.memory_denied => {
-                    (Status::Memory, Some(format!("memory cap reached ({e})")))
+                Some(trap) if raw.memory_denied => {
+                    (Status::Memory, Some(format!("memory cap reached ({trap})")))
                 }
                 Some(Trap::StackOverflow) => (Status::Error, Some("stack overflow".into())),
                 // Any other trap is the guest crashing (CPython aborting, say): the program's

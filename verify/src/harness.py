@@ -28,7 +28,8 @@ def _rlcode_run():
         exec(compile(texts[0], "<program>", "exec"), scope)
         if mode == b"assert":
             phase = "setup"
-            exec(compile(texts[1], "<setup>", "exec"), scope)
+            if texts[1]:
+                exec(compile(texts[1], "<setup>", "exec"), scope)
             phase = "test"
             exec(compile(texts[2], "<test>", "exec"), scope)
     except SystemExit as e:
