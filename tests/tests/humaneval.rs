@@ -1,5 +1,6 @@
-//! HumanEval end to end: every reference passes every test in the sandbox, stub bodies never
-//! fully pass, and the verdicts score and evaluate without running anything again.
+//! HumanEval end to end: every reference passes every test in the sandbox (in both sandboxes: the
+//! pre-initialized component and plain python.wasm), stub bodies never fully pass, and the
+//! verdicts score and evaluate without running anything again.
 
 use rlcode_tests::{home, run};
 
@@ -24,14 +25,27 @@ fn problems() -> (tempfile::TempDir, String) {
 }
 
 #[test]
-fn every_reference_passes_and_no_stub_does() {
+fn every_reference_passes_and_no_stub_does_preinit() {
+    every_reference_passes_and_no_stub_does("preinit");
+}
+
+#[test]
+fn every_reference_passes_and_no_stub_does_python() {
+    every_reference_passes_and_no_stub_does("python");
+}
+
+fn every_reference_passes_and_no_stub_does(runtime: &str) {
     let (_dir, problems) = problems();
     let refs = run("rl-data", &["references", &problems], "");
     refs.expect_code(0);
     let stubs = run("rl-data", &["stubs", &problems], "");
     stubs.expect_code(0);
     let input = format!("{}{}", refs.stdout, stubs.stdout);
-    let out = run("rl-verify", &["--problems", &problems], &input);
+    let out = run(
+        "rl-verify",
+        &["--runtime", runtime, "--problems", &problems],
+        &input,
+    );
     out.expect_code(0);
     let records = out.records();
     assert_eq!(records.len(), 2 * 164);
@@ -46,7 +60,7 @@ fn every_reference_passes_and_no_stub_does() {
     }
     assert!(
         bad.is_empty(),
-        "references that did not pass:\n{}",
+        "{runtime}: references that did not pass:\n{}",
         bad.join("\n")
     );
     assert!(

@@ -1,9 +1,47 @@
 //! rl-verify against hostile programs: none passes, each gets the right status, the run ends in
-//! bounded time, nothing leaks out, and benign samples beside them still pass.
+//! bounded time, nothing leaks out, and benign samples beside them still pass. Every test runs
+//! against both sandboxes: the pre-initialized component (the default) and plain python.wasm.
 
-use rlcode_tests::{jsonl, run, write};
+use rlcode_tests::{Output, jsonl, run, write};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+
+const PREINIT: &str = "preinit";
+const PYTHON: &str = "python";
+
+/// rl-verify on `runtime` with `--problems problems` and `extra` arguments.
+fn verify(runtime: &str, problems: &str, extra: &[&str], input: impl AsRef<[u8]>) -> Output {
+    let mut args = vec!["--runtime", runtime, "--problems", problems];
+    args.extend_from_slice(extra);
+    run("rl-verify", &args, input)
+}
+
+/// One `#[test]` per runtime for each scenario below.
+macro_rules! on_both_runtimes {
+    ($($scenario:ident => $preinit:ident, $python:ident;)*) => {$(
+        #[test]
+        fn $preinit() {
+            $scenario(PREINIT)
+        }
+        #[test]
+        fn $python() {
+            $scenario(PYTHON)
+        }
+    )*};
+}
+
+on_both_runtimes! {
+    hostile_programs_never_pass_and_benign_ones_do
+        => hostile_programs_preinit, hostile_programs_python;
+    stdio_tests_compare_output_up_to_trailing_white_space
+        => stdio_tests_preinit, stdio_tests_python;
+    verdicts_are_deterministic_and_limits_override
+        => deterministic_preinit, deterministic_python;
+    no_state_leaks_between_tests => no_state_leaks_preinit, no_state_leaks_python;
+    random_is_seeded_per_test => random_seeded_per_test_preinit, random_seeded_per_test_python;
+    unavailable_modules_are_errors
+        => unavailable_modules_preinit, unavailable_modules_python;
+}
 
 fn add_problem() -> Value {
     json!({
@@ -39,6 +77,11 @@ fn hostile() -> Vec<(&'static str, String, &'static str)> {
         ("output_flood", with_add("while True:\n    print('x' * 10000)\n"), "output_limit"),
         ("stderr_flood", with_add("import sys\nwhile True:\n    sys.stderr.write('y' * 10000)\n"), "output_limit"),
         ("deep_recursion", with_add("def f(n):\n    return f(n + 1)\nf(0)\n"), "error"),
+        // Deep recursion inside C code: CPython 3.12 raises RecursionError; 3.14 can run out of
+        // wasm stack first, a trap that must still be the program's `error`, never `infra`.
+        ("deep_c_recursion", with_add("import json\njson.loads('[' * 100000 + ']' * 100000)\n"), "error"),
+        ("deep_parse", with_add("eval('(' * 200000 + ')' * 200000)\n"), "memory"),
+        ("sys_exit_3", with_add("import sys\nsys.exit(3)\n"), "error"),
         ("read_host_file", with_add("open('/etc/passwd').read()\n"), "error"),
         ("write_host_file", with_add("open('/tmp/rlcode-escaped', 'w').write('x')\n"), "error"),
         ("list_host_dir", with_add("import os\nos.listdir('/')\n"), "error"),
@@ -72,8 +115,7 @@ fn hostile() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
-#[test]
-fn hostile_programs_never_pass_and_benign_ones_do() {
+fn hostile_programs_never_pass_and_benign_ones_do(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
     let problems = write(
         dir.path(),
@@ -91,7 +133,7 @@ fn hostile_programs_never_pass_and_benign_ones_do() {
     }
     let _ = std::fs::remove_file("/tmp/rlcode-escaped");
     let started = Instant::now();
-    let out = run("rl-verify", &["--problems", &problems], jsonl(&samples));
+    let out = verify(runtime, &problems, &[], jsonl(&samples));
     let elapsed = started.elapsed();
     out.expect_code(0);
     let records = out.records();
@@ -117,13 +159,15 @@ fn hostile_programs_never_pass_and_benign_ones_do() {
             .collect();
         if name == "benign" {
             if statuses != ["pass", "pass", "pass"] {
-                failures.push(format!("benign sample {}: {}", rec["sample"], v));
+                failures.push(format!("{runtime}: benign sample {}: {}", rec["sample"], v));
             }
             continue;
         }
         let want = cases.iter().find(|c| c.0 == name).unwrap().2;
         if v["passed"] != 0 || statuses.iter().any(|s| *s != want) {
-            failures.push(format!("{name}: want every test {want}, got {v}"));
+            failures.push(format!(
+                "{runtime}: {name}: want every test {want}, got {v}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -140,8 +184,7 @@ fn hostile_programs_never_pass_and_benign_ones_do() {
     );
 }
 
-#[test]
-fn stdio_tests_compare_output_up_to_trailing_white_space() {
+fn stdio_tests_compare_output_up_to_trailing_white_space(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
     let problems = write(dir.path(), "p.jsonl", &jsonl(&[echo_problem()]));
     let samples = [
@@ -155,7 +198,7 @@ fn stdio_tests_compare_output_up_to_trailing_white_space() {
         .enumerate()
         .map(|(i, c)| json!({"problem_id": "sum-stdin", "sample": i, "code": c}))
         .collect();
-    let out = run("rl-verify", &["--problems", &problems], jsonl(&input));
+    let out = verify(runtime, &problems, &[], jsonl(&input));
     out.expect_code(0);
     let r = out.records();
     let statuses = |i: usize| -> Vec<String> {
@@ -172,8 +215,7 @@ fn stdio_tests_compare_output_up_to_trailing_white_space() {
     assert_eq!(statuses(3), ["error", "error"]);
 }
 
-#[test]
-fn verdicts_are_deterministic_and_limits_override() {
+fn verdicts_are_deterministic_and_limits_override(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut starved = add_problem();
     starved["id"] = json!("add-starved");
@@ -187,16 +229,8 @@ fn verdicts_are_deterministic_and_limits_override() {
         json!({"problem_id": "add", "code": code}),
         json!({"problem_id": "add-starved", "code": BENIGN}),
     ]);
-    let a = run(
-        "rl-verify",
-        &["--problems", &problems, "--jobs", "1"],
-        &input,
-    );
-    let b = run(
-        "rl-verify",
-        &["--problems", &problems, "--jobs", "2"],
-        &input,
-    );
+    let a = verify(runtime, &problems, &["--jobs", "1"], &input);
+    let b = verify(runtime, &problems, &["--jobs", "2"], &input);
     a.expect_code(0);
     b.expect_code(0);
     let strip = |o: &rlcode_tests::Output| -> Vec<Value> {
@@ -217,12 +251,12 @@ fn verdicts_are_deterministic_and_limits_override() {
     );
     assert_eq!(ra[0]["verdict"]["passed"], 3);
     assert!(ra[0]["verdict"]["tests"][0]["fuel"].as_u64().unwrap() > 0);
-    assert!(
-        ra[0]["verdict"]["runtime"]
-            .as_str()
-            .unwrap()
-            .starts_with("cpython-3.12.0-wasi:e5dc5a398b07")
-    );
+    let id = ra[0]["verdict"]["runtime"].as_str().unwrap();
+    let want = match runtime {
+        PYTHON => "cpython-3.12.0-wasi:e5dc5a398b07",
+        _ => "cpython-3.14-wasi-preinit:",
+    };
+    assert!(id.starts_with(want), "runtime id {id}, want {want}...");
     for t in ra[1]["verdict"]["tests"].as_array().unwrap() {
         assert_eq!(
             t["status"], "timeout",
@@ -231,8 +265,7 @@ fn verdicts_are_deterministic_and_limits_override() {
     }
 }
 
-#[test]
-fn no_state_leaks_between_tests() {
+fn no_state_leaks_between_tests(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
     let problem = json!({
         "id": "counter", "prompt": "", "tests": [
@@ -241,11 +274,63 @@ fn no_state_leaks_between_tests() {
         ]
     });
     let problems = write(dir.path(), "p.jsonl", &jsonl(&[problem]));
-    let out = run(
-        "rl-verify",
-        &["--problems", &problems],
+    let out = verify(
+        runtime,
+        &problems,
+        &[],
         jsonl(&[json!({"problem_id": "counter", "code": "x = 1\n"})]),
     );
     out.expect_code(0);
     assert_eq!(out.records()[0]["verdict"]["passed"], 2);
+}
+
+/// The `random` module is seeded from the test (problem id, program, test index): the same test
+/// draws the same numbers in every run, different tests draw different ones. (On the
+/// pre-initialized runtime this checks that `random` is reseeded, not left in its snapshot state.)
+fn random_is_seeded_per_test(runtime: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    // Two identical stdio tests whose expected output never matches: the `fail` detail shows
+    // what the program printed.
+    let problem = json!({
+        "id": "rand", "prompt": "", "tests": [
+            {"stdin": "", "stdout": "never"}, {"stdin": "", "stdout": "never"}
+        ]
+    });
+    let problems = write(dir.path(), "p.jsonl", &jsonl(&[problem]));
+    let input = jsonl(&[json!({"problem_id": "rand",
+        "code": "import random, os\nprint(random.random(), random.randrange(10**9), os.urandom(4).hex())\n"})]);
+    let details = || -> Vec<String> {
+        let out = verify(runtime, &problems, &[], &input);
+        out.expect_code(0);
+        out.records()[0]["verdict"]["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                assert_eq!(t["status"], "fail", "{t}");
+                t["detail"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let (a, b) = (details(), details());
+    assert_eq!(a, b, "same test, same random numbers in every run");
+    assert_ne!(a[0], a[1], "different tests draw different numbers");
+}
+
+/// A module the sandbox does not have is the program's error, with the reason in the detail.
+fn unavailable_modules_are_errors(runtime: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let problems = write(dir.path(), "p.jsonl", &jsonl(&[add_problem()]));
+    let input = jsonl(&[json!({"problem_id": "add",
+        "code": format!("import numpy\n{BENIGN}")})]);
+    let out = verify(runtime, &problems, &[], &input);
+    out.expect_code(0);
+    for t in out.records()[0]["verdict"]["tests"].as_array().unwrap() {
+        assert_eq!(t["status"], "error", "{t}");
+        let detail = t["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("ModuleNotFoundError: No module named 'numpy'"),
+            "{detail}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! One test of one program in a fresh instance, and what its outcome means.
 
-use crate::runtime::{MemoryLimiter, RunState, Runtime};
+use crate::runtime::{MemoryLimiter, RunState, Runtime, Sandbox};
 use rlcode_core::records::{Status, Test, TestResult};
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
@@ -42,21 +42,28 @@ thread_local! {
 }
 
 /// What the guest run ended with, before interpretation.
-struct RawRun {
-    exit: Result<i32, wasmtime::Error>,
-    timed_out: bool,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    stdout_full: bool,
-    stderr_full: bool,
-    memory_denied: bool,
-    fuel: u64,
+pub(crate) struct RawRun {
+    pub exit: Result<i32, wasmtime::Error>,
+    pub timed_out: bool,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_full: bool,
+    pub stderr_full: bool,
+    pub memory_denied: bool,
+    pub fuel: u64,
 }
 
 pub fn run_test(rt: &Runtime, job: &Job<'_>) -> TestResult {
     let start = Instant::now();
     let token = new_token();
-    let raw = TOKIO.with(|tokio| tokio.block_on(run_raw(rt, job, &token)));
+    let raw = TOKIO.with(|tokio| {
+        tokio.block_on(async {
+            match &rt.sandbox {
+                Sandbox::Module(pre) => run_raw(rt, pre, job, &token).await,
+                Sandbox::Component(pre) => crate::component::run_raw(rt, pre, job, &token).await,
+            }
+        })
+    });
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let (status, detail, fuel) = match raw {
         Ok(raw) => {
@@ -79,7 +86,7 @@ fn new_token() -> String {
     format!("rlcode-{:032x}", rng.random::<u128>())
 }
 
-fn stdin_bytes(job: &Job<'_>, token: &str) -> Vec<u8> {
+pub(crate) fn stdin_bytes(job: &Job<'_>, token: &str) -> Vec<u8> {
     let (mode, test_code, program_stdin) = match job.test {
         Test::Assert { code } => ("assert", code.as_str(), ""),
         Test::Stdio { stdin, .. } => ("stdio", "", stdin.as_str()),
@@ -98,7 +105,7 @@ fn stdin_bytes(job: &Job<'_>, token: &str) -> Vec<u8> {
     b
 }
 
-fn seed_bytes(seed: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn seed_bytes(seed: &[u8; 32]) -> Vec<u8> {
     // Expand the 32-byte seed into a longer stream: CPython reads several kilobytes of entropy at
     // start-up (hash seed, random module), and `Deterministic` cycles through what it is given.
     let mut out = Vec::with_capacity(32 * 128);
@@ -109,7 +116,12 @@ fn seed_bytes(seed: &[u8; 32]) -> Vec<u8> {
     out
 }
 
-async fn run_raw(rt: &Runtime, job: &Job<'_>, token: &str) -> anyhow::Result<RawRun> {
+async fn run_raw(
+    rt: &Runtime,
+    pre: &wasmtime::InstancePre<RunState>,
+    job: &Job<'_>,
+    token: &str,
+) -> anyhow::Result<RawRun> {
     let stdout = MemoryOutputPipe::new(job.limits.stdout_bytes);
     let stderr = MemoryOutputPipe::new(job.limits.stderr_bytes);
     // No preopened directories, no environment, no network: the program sees only its stdin.
@@ -138,40 +150,59 @@ async fn run_raw(rt: &Runtime, job: &Job<'_>, token: &str) -> anyhow::Result<Raw
     store.epoch_deadline_async_yield_and_update(1);
 
     let run = async {
-        let instance = rt.pre.instantiate_async(&mut store).await?;
+        let instance = pre.instantiate_async(&mut store).await?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        start.call_async(&mut store, ()).await
+        start.call_async(&mut store, ()).await?;
+        Ok(0)
     };
     let outcome = tokio::time::timeout(job.limits.wall, run).await;
+    let fuel = job.limits.fuel.saturating_sub(store.get_fuel()?);
+    let memory_denied = store.data().limits.denied;
+    drop(store);
+    Ok(collect(
+        outcome.ok(),
+        &job.limits,
+        fuel,
+        memory_denied,
+        &stdout,
+        &stderr,
+    ))
+}
+
+/// What a run left: `outcome` is `None` when the wall-clock deadline cut it off, else the exit
+/// code or the error it ended with (an exit through WASI's `proc_exit` / `exit` becomes its code).
+pub(crate) fn collect(
+    outcome: Option<wasmtime::Result<i32>>,
+    limits: &RunLimits,
+    fuel: u64,
+    memory_denied: bool,
+    stdout: &MemoryOutputPipe,
+    stderr: &MemoryOutputPipe,
+) -> RawRun {
     let (exit, timed_out) = match outcome {
-        Err(_elapsed) => (Ok(0), true),
-        Ok(Ok(())) => (Ok(0), false),
-        Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        None => (Ok(0), true),
+        Some(Ok(code)) => (Ok(code), false),
+        Some(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
             Some(code) => (Ok(code.0), false),
             None => (Err(e), false),
         },
     };
-    let fuel = job.limits.fuel.saturating_sub(store.get_fuel()?);
-    let memory_denied = store.data().limits.denied;
-    drop(store);
     let out = stdout.contents().to_vec();
     let err = stderr.contents().to_vec();
-    let overflow = |e: &Result<i32, wasmtime::Error>| {
-        e.as_ref()
-            .err()
-            .is_some_and(|e| format!("{e:?}").contains("write beyond capacity"))
-    };
-    let full = overflow(&exit);
-    Ok(RawRun {
-        stdout_full: full || out.len() >= job.limits.stdout_bytes,
-        stderr_full: full || err.len() >= job.limits.stderr_bytes,
+    let full = exit
+        .as_ref()
+        .err()
+        .is_some_and(|e| format!("{e:?}").contains("write beyond capacity"));
+    RawRun {
+        stdout_full: full || out.len() >= limits.stdout_bytes,
+        stderr_full: full || err.len() >= limits.stderr_bytes,
         stdout: out,
         stderr: err,
         exit,
         timed_out,
         memory_denied,
         fuel,
-    })
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -232,8 +263,8 @@ fn classify(test: &Test, token: &str, raw: &RawRun) -> (Status, Option<String>) 
             return match e.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => (Status::Timeout, Some(FUEL_EXHAUSTED.into())),
                 Some(Trap::Interrupt) => (Status::Timeout, Some("interrupted".into())),
-                Some(_) if raw.memory_denied => {
-                    (Status::Memory, Some(format!("memory cap reached ({e})")))
+                Some(trap) if raw.memory_denied => {
+                    (Status::Memory, Some(format!("memory cap reached ({trap})")))
                 }
                 Some(Trap::StackOverflow) => (Status::Error, Some("stack overflow".into())),
                 // Any other trap is the guest crashing (CPython aborting, say): the program's

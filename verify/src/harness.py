@@ -1,4 +1,5 @@
-# rlcode's test harness: runs inside the sandbox as `python -c`, never on the host.
+# rlcode's test harness: runs inside the sandbox as `python -c`, never on the host. The
+# pre-initialized runtime's entry module (verify/guest/app.py) imports it and calls _rlcode_run.
 # The host feeds, on stdin, a per-run random token, a header line
 # "<program bytes> <setup bytes> <test bytes> <assert|stdio>", the three texts and then the
 # program's own stdin. The harness reports on fd 2 with a line starting with the token. The token
@@ -27,7 +28,8 @@ def _rlcode_run():
         exec(compile(texts[0], "<program>", "exec"), scope)
         if mode == b"assert":
             phase = "setup"
-            exec(compile(texts[1], "<setup>", "exec"), scope)
+            if texts[1]:
+                exec(compile(texts[1], "<setup>", "exec"), scope)
             phase = "test"
             exec(compile(texts[2], "<test>", "exec"), scope)
     except SystemExit as e:
@@ -44,4 +46,5 @@ def _rlcode_run():
     except BaseException:
         pass
     report("OK")
-_rlcode_run()
+if __name__ == "__main__":
+    _rlcode_run()

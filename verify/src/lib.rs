@@ -10,6 +10,7 @@
 //! test is not in the cache.
 
 pub mod cache;
+pub mod component;
 pub mod exec;
 pub mod runtime;
 
@@ -65,9 +66,19 @@ pub struct Args {
     /// Cap on each test's captured stderr, in KiB.
     #[arg(long, default_value_t = 256)]
     pub max_stderr_kb: usize,
-    /// The sandbox's Python (default: $RLCODE_PYTHON_WASM, or the one scripts/setup.sh fetched).
+    /// Which sandbox runs the tests: `preinit`, CPython 3.14 pre-initialized (a WASI preview-2
+    /// component, ~1 ms of start-up per test), or `python`, plain CPython 3.12 on WASI preview 1
+    /// (starts afresh for every test).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Preinit)]
+    pub runtime: RuntimeKind,
+    /// The plain runtime's Python (default: $RLCODE_PYTHON_WASM, or the one scripts/setup.sh
+    /// fetched).
     #[arg(long, value_name = "PATH")]
     pub python_wasm: Option<PathBuf>,
+    /// The pre-initialized runtime's component (default: $RLCODE_PREINIT_WASM, or the one
+    /// scripts/setup.sh built).
+    #[arg(long, value_name = "PATH")]
+    pub preinit_wasm: Option<PathBuf>,
     /// Where compiled modules are cached (default: <cache dir>/modules).
     #[arg(long, value_name = "DIR")]
     pub module_cache: Option<PathBuf>,
@@ -100,6 +111,13 @@ pub fn cache_path(args: &Args) -> Option<PathBuf> {
         Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
         _ => Some(rlcode_core::paths::cache_dir().join("verdicts.sqlite")),
     }
+}
+
+/// The sandboxes `--runtime` chooses between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Preinit,
+    Python,
 }
 
 /// Counts for the closing summary.
@@ -207,6 +225,7 @@ fn test_seed(prefix: &sha2::Sha256, ti: usize) -> [u8; 32] {
 /// The runtime, loaded on first use: a run whose every test is in the cache compiles and
 /// instantiates nothing.
 struct LazyRuntime {
+    kind: RuntimeKind,
     /// What [`Runtime::id`] will be: the cache keys on it.
     id: String,
     wasm: PathBuf,
@@ -217,7 +236,12 @@ struct LazyRuntime {
 impl LazyRuntime {
     fn get(&mut self) -> Result<&Runtime, Error> {
         if self.rt.is_none() {
-            let rt = Runtime::load(&self.wasm, self.module_cache.as_deref())?;
+            let rt = match self.kind {
+                RuntimeKind::Python => Runtime::load(&self.wasm, self.module_cache.as_deref())?,
+                RuntimeKind::Preinit => {
+                    Runtime::load_preinit(&self.wasm, self.module_cache.as_deref())?
+                }
+            };
             if rt.id != self.id {
                 return Err(Error::Usage(format!(
                     "{}: the sandbox's Python changed during the run ({} became {})",
@@ -343,10 +367,6 @@ fn verify_batch(
 pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
     let problems = ProblemSet::load(&args.problems)?;
     let reader = JsonlReader::open(&args.input.inputs)?;
-    let wasm = args
-        .python_wasm
-        .clone()
-        .unwrap_or_else(runtime::default_python_wasm);
     let module_cache = if args.no_module_cache {
         None
     } else {
@@ -356,20 +376,31 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
                 .unwrap_or_else(|| rlcode_core::paths::cache_dir().join("modules")),
         )
     };
+    let wasm = match args.runtime {
+        RuntimeKind::Python => args
+            .python_wasm
+            .clone()
+            .unwrap_or_else(runtime::default_python_wasm),
+        RuntimeKind::Preinit => args
+            .preinit_wasm
+            .clone()
+            .unwrap_or_else(component::default_preinit_wasm),
+    };
     let db = cache_path(args)
         .map(|path| VerdictCache::open(&path))
         .transpose()?;
     // Hashing the 25 MB module costs more than looking up thousands of verdicts: with a cache,
     // its hash is remembered by file identity (size, times, inode).
     let (id, _) = match &db {
-        Some(db) => runtime::identify_with(&wasm, |p| db.file_sha256(p))?,
-        None => runtime::identify(&wasm)?,
+        Some(db) => runtime::identify_with(args.runtime, &wasm, |p| db.file_sha256(p))?,
+        None => runtime::identify(args.runtime, &wasm)?,
     };
     let cache = db.map(|db| Cache {
         keys: KeyContext::new(&id),
         db,
     });
     let mut rt = LazyRuntime {
+        kind: args.runtime,
         id,
         wasm,
         module_cache,

@@ -50,11 +50,20 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 /// wall-clock deadline can be enforced while it computes, not only while it waits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// A loaded runtime: the engine, the module ready to instantiate, and its identity.
+/// What runs a test: the plain interpreter (a WASI preview-1 module that starts CPython afresh
+/// for every test) or the pre-initialized one (a WASI preview-2 component whose start-up and
+/// standard-library imports were snapshotted when it was built).
+pub enum Sandbox {
+    Module(wasmtime::InstancePre<RunState>),
+    Component(crate::component::Pre),
+}
+
+/// A loaded runtime: the engine, the module or component ready to instantiate, and its identity.
 pub struct Runtime {
     pub engine: Engine,
-    pub pre: wasmtime::InstancePre<RunState>,
-    /// `cpython-3.12.0-wasi:<sha256 prefix>`: written into every verdict.
+    pub sandbox: Sandbox,
+    /// `cpython-3.12.0-wasi:<sha256 prefix>` or `cpython-3.14-wasi-preinit:<sha256 prefix>`:
+    /// written into every verdict.
     pub id: String,
     /// Full sha256 of the module file.
     pub sha256: String,
@@ -97,7 +106,7 @@ impl Runtime {
     /// module and these engine settings, else compiling it (~5 s) and caching the result.
     pub fn load(wasm: &Path, cache_dir: Option<&Path>) -> Result<Self> {
         let engine = Engine::new(&engine_config())?;
-        let (id, sha256) = identify(wasm)?;
+        let (id, sha256) = identify(crate::RuntimeKind::Python, wasm)?;
         let module = match cache_dir {
             Some(dir) => load_cached(&engine, wasm, &sha256, dir)?,
             None => Module::from_file(&engine, wasm)?,
@@ -105,23 +114,26 @@ impl Runtime {
         let mut linker: Linker<RunState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)?;
         let pre = linker.instantiate_pre(&module)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let stop = ticker_stop.clone();
-            std::thread::Builder::new()
-                .name("epoch-ticker".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })?;
-        }
+        let ticker_stop = start_ticker(&engine)?;
         Ok(Runtime {
             id,
             engine,
-            pre,
+            sandbox: Sandbox::Module(pre),
+            sha256,
+            ticker_stop,
+        })
+    }
+
+    /// Load the pre-initialized component `wasm` (see [`crate::component`]), cached like
+    /// [`Runtime::load`] caches modules.
+    pub fn load_preinit(wasm: &Path, cache_dir: Option<&Path>) -> Result<Self> {
+        let engine = Engine::new(&engine_config())?;
+        let (pre, sha256) = crate::component::load(&engine, wasm, cache_dir)?;
+        let ticker_stop = start_ticker(&engine)?;
+        Ok(Runtime {
+            id: format!("{}:{}", crate::component::RUNTIME_NAME, &sha256[..12]),
+            engine,
+            sandbox: Sandbox::Component(pre),
             sha256,
             ticker_stop,
         })
@@ -130,12 +142,13 @@ impl Runtime {
 
 /// The identity of the runtime in `wasm` (what [`Runtime::id`] will be) and the module's full
 /// sha256, without compiling or loading anything: the verdict cache keys on it.
-pub fn identify(wasm: &Path) -> Result<(String, String)> {
-    identify_with(wasm, |p| Ok(rlcode_core::hash::file_sha256(p)?))
+pub fn identify(kind: crate::RuntimeKind, wasm: &Path) -> Result<(String, String)> {
+    identify_with(kind, wasm, |p| Ok(rlcode_core::hash::file_sha256(p)?))
 }
 
 /// [`identify`] with the module's sha256 from `sha256_of` (a memo of file hashes, say).
 pub fn identify_with(
+    kind: crate::RuntimeKind,
     wasm: &Path,
     sha256_of: impl FnOnce(&Path) -> Result<String>,
 ) -> Result<(String, String)> {
@@ -147,17 +160,33 @@ pub fn identify_with(
         ),
         None => e,
     })?;
-    let name = if sha256 == PYTHON_3_12_0_SHA256 {
-        "cpython-3.12.0-wasi"
-    } else {
-        "python-wasi"
+    let name = match kind {
+        crate::RuntimeKind::Preinit => crate::component::RUNTIME_NAME,
+        crate::RuntimeKind::Python if sha256 == PYTHON_3_12_0_SHA256 => "cpython-3.12.0-wasi",
+        crate::RuntimeKind::Python => "python-wasi",
     };
     Ok((format!("{name}:{}", &sha256[..12]), sha256))
 }
 
+/// Tick the engine's epoch every [`EPOCH_TICK`] until the returned flag is set.
+fn start_ticker(engine: &Engine) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = engine.clone();
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+    Ok(stop)
+}
+
 /// The artifact's file name: the module's hash and everything about the engine that decides
 /// whether a compiled artifact can be loaded into it.
-fn artifact_key(engine: &Engine, sha256: &str) -> String {
+pub(crate) fn artifact_key(engine: &Engine, sha256: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{}-{:016x}.cwasm", &sha256[..32], h.finish())
@@ -189,7 +218,7 @@ fn load_cached(engine: &Engine, wasm: &Path, sha256: &str, dir: &Path) -> Result
     Ok(module)
 }
 
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     // A temp file beside the target and a rename: a reader never sees half an artifact, and
