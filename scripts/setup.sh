@@ -139,4 +139,12 @@ fi
 
 log "building (release)"
 cargo build --release --workspace --quiet
+# Compile both sandboxes once into rl-verify's on-disk cache (a no-op when already cached), so
+# that the first real run, or several tests starting at once, do not each compile them.
+log "compiling the sandboxes into rl-verify's cache (once)"
+for rt in preinit python; do
+  printf '{"problem_id": "warm", "code": ""}\n' | target/release/rl-verify --runtime "$rt" \
+    --problems <(printf '{"id": "warm", "prompt": "", "tests": [{"assert": "pass"}]}\n') \
+    > /dev/null 2>&1 || die "rl-verify --runtime $rt failed on a trivial sample"
+done
 log "done: binaries in $ROOT/target/release, data in $HOME_DIR"
