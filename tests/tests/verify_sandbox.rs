@@ -66,6 +66,16 @@ fn echo_problem() -> Value {
 const BENIGN: &str = "def add(a, b):\n    return a + b\n";
 
 /// (name, program, expected status of every test)
+/// A wrong `add`, then `setup` (which leaves some frame in `fr`), then a walk up the frames for a
+/// local named like the harness's token, whose value it prints as the harness would on a pass.
+fn forge(setup: &str) -> String {
+    format!(
+        "def add(a, b):\n    return 7\nimport os\n{setup}while fr is not None:\n    \
+         for v in list(fr.f_locals.values()):\n        if type(v) is bytes and v.startswith(b'rlcode-'):\n            \
+         os.write(2, b'\\n' + v + b' OK\\n')\n            os._exit(0)\n    fr = fr.f_back\n"
+    )
+}
+
 fn hostile() -> Vec<(&'static str, String, &'static str)> {
     let with_add = |s: &str| format!("{BENIGN}{s}");
     vec![
@@ -108,6 +118,30 @@ fn hostile() -> Vec<(&'static str, String, &'static str)> {
             "patch_exit_and_write",
             "import os\nos._exit = lambda *a: None\nos.write = lambda *a: 0\ndef add(a, b):\n    return 7\n".into(),
             "fail",
+        ),
+        // Forging a pass: find the harness's token in its frame (or anywhere in memory), print
+        // "<token> OK" and exit before the test runs. The harness's audit hook refuses every way
+        // to reach a frame or to list objects, so each of these ends in an error.
+        ("forge_via_getframe", forge("import sys\nfr = sys._getframe()\n"), "error"),
+        (
+            "forge_via_traceback",
+            forge("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    fr = e.__traceback__.tb_frame\n"),
+            "error",
+        ),
+        (
+            "forge_via_generator",
+            forge("def gen():\n    yield 1\ng = gen()\nfr = g.gi_frame\n"),
+            "error",
+        ),
+        (
+            "forge_via_settrace",
+            forge("import sys\nframes = []\nsys.settrace(lambda f, e, a: frames.append(f))\ndef probe():\n    pass\nprobe()\nsys.settrace(None)\nfr = frames[0]\n"),
+            "error",
+        ),
+        (
+            "forge_via_gc",
+            "def add(a, b):\n    return 7\nimport gc, os\nfor o in gc.get_objects():\n    if type(o) is bytes and o.startswith(b'rlcode-'):\n        os.write(2, b'\\n' + o + b' OK\\n')\nos._exit(0)\n".into(),
+            "error",
         ),
         ("wrong_answer", "def add(a, b):\n    return a - b\n".into(), "fail"),
         ("syntax_error", "def add(a, b)\n    return a + b\n".into(), "error"),

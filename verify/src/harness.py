@@ -22,6 +22,22 @@ def _rlcode_run():
             write(2, b"\n" + tok + b" " + text.encode("utf-8", "replace") + b"\n")
         finally:
             hard_exit(0)
+    # The token lives in this frame and in report's closure: a program that reached either could
+    # print "<token> OK" and exit, forging a pass. Frames and the objects that hold them are
+    # reachable only through a few audited operations (sys._getframe, a traceback's tb_frame, a
+    # generator's or coroutine's frame, trace and profile hooks, the gc module's object lists),
+    # so an audit hook, which no program can remove, refuses them for the rest of the run. It
+    # raises ValueError, which the standard library's own frame lookups (logging, namedtuple,
+    # warnings) already handle. Everything it uses is local to this function.
+    blocked_events = frozenset(("sys._getframe", "sys._current_frames", "sys.settrace",
+                                "sys.setprofile", "gc.get_objects", "gc.get_referrers",
+                                "gc.get_referents"))
+    blocked_attrs = frozenset(("tb_frame", "gi_frame", "cr_frame", "ag_frame"))
+    def guard(event, args):
+        if event in blocked_events or (event == "object.__getattr__" and len(args) > 1
+                                       and args[1] in blocked_attrs):
+            raise ValueError("frame introspection is disabled in the rlcode sandbox: " + event)
+    sys.addaudithook(guard)
     scope = {"__name__": "__main__" if mode == b"stdio" else "solution"}
     phase = "program"
     try:
