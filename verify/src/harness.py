@@ -37,6 +37,9 @@ def _rlcode_run():
         if event in blocked_events or (event == "object.__getattr__" and len(args) > 1
                                        and args[1] in blocked_attrs):
             raise ValueError("frame introspection is disabled in the rlcode sandbox: " + event)
+    # `types` reads a traceback's tb_frame while it is imported (to name FrameType), and much of
+    # the standard library imports it: import it before the hook is in place.
+    import types
     sys.addaudithook(guard)
     scope = {"__name__": "__main__" if mode == b"stdio" else "solution"}
     phase = "program"
