@@ -407,7 +407,13 @@ fn infra_results_are_never_cached() {
     std::fs::write(&wasm, b"\0asm\x01\0\0\0").unwrap();
     let cache = dir.path().join("v.sqlite");
     let input = jsonl(&samples()[..2]);
-    let args = ["--python-wasm", wasm.to_str().unwrap(), "--no-module-cache"];
+    let args = [
+        "--runtime",
+        "python",
+        "--python-wasm",
+        wasm.to_str().unwrap(),
+        "--no-module-cache",
+    ];
     for _ in 0..2 {
         let out = verify(&problems, &cache, &args, &input);
         assert_eq!(counts(&out), (0, 6), "{}", out.stderr);
