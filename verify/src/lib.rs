@@ -29,11 +29,18 @@ use std::time::{Duration, Instant};
 
 pub const PROGRAM: &str = "rl-verify";
 
-/// Default fuel per test. Interpreter start-up burns ~0.26 G units and the heaviest HumanEval
-/// reference test 1.73 G. Fuel, not the wall clock, must be what stops a busy program, or its
-/// verdict would depend on the machine's load: at the 3.4 G units/s measured here this is
-/// ~1.5 s of work, well inside the wall-clock deadline even on a loaded machine.
+/// Default fuel per test on the plain runtime (`--runtime python`). Interpreter start-up burns
+/// ~0.26 G units and the heaviest HumanEval reference test 1.73 G. Fuel, not the wall clock,
+/// must be what stops a busy program, or its verdict would depend on the machine's load: at the
+/// 3.4 G units/s measured here this is ~1.5 s of work, well inside the wall-clock deadline even
+/// on a loaded machine.
 pub const DEFAULT_FUEL: u64 = 5_000_000_000;
+/// Default fuel per test on the pre-initialized runtime (the default). Its start-up is in the
+/// snapshot (~1 M units per test instead of 0.26 G) and CPython 3.14 needs fewer units for the
+/// same work: the heaviest HumanEval reference test burns 0.73 G here against 1.73 G on the plain
+/// runtime, so 2 G is about the same budget of real work as 5 G there, 2.7x the heaviest
+/// reference. It also bounds what a program that loops forever costs (~0.6 s of CPU).
+pub const DEFAULT_FUEL_PREINIT: u64 = 2_000_000_000;
 pub const DEFAULT_MEMORY_MB: u64 = 256;
 /// The wall-clock deadline is the backstop for time spent blocked in host calls (sleeping).
 pub const DEFAULT_WALL_MS: u64 = 15_000;
@@ -51,8 +58,9 @@ pub struct Args {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// Fuel budget per test (deterministic CPU limit); a problem's `limits.fuel` overrides it.
-    #[arg(long, default_value_t = DEFAULT_FUEL)]
-    pub fuel: u64,
+    /// Default: 2000000000 with `--runtime preinit`, 5000000000 with `--runtime python`.
+    #[arg(long, value_name = "UNITS")]
+    pub fuel: Option<u64>,
     /// Memory cap per test in MiB; a problem's `limits.memory_mb` overrides it.
     #[arg(long, default_value_t = DEFAULT_MEMORY_MB)]
     pub memory_mb: u64,
@@ -170,10 +178,18 @@ impl Summary {
     }
 }
 
+/// The fuel budget when neither `--fuel` nor the problem sets one.
+pub fn default_fuel(args: &Args) -> u64 {
+    args.fuel.unwrap_or(match args.runtime {
+        RuntimeKind::Preinit => DEFAULT_FUEL_PREINIT,
+        RuntimeKind::Python => DEFAULT_FUEL,
+    })
+}
+
 fn limits_for(args: &Args, overrides: Option<Limits>) -> RunLimits {
     let o = overrides.unwrap_or_default();
     RunLimits {
-        fuel: o.fuel.unwrap_or(args.fuel),
+        fuel: o.fuel.unwrap_or(default_fuel(args)),
         memory_bytes: (o.memory_mb.unwrap_or(args.memory_mb) as usize) << 20,
         wall: Duration::from_millis(o.wall_ms.unwrap_or(args.wall_ms)),
         stdout_bytes: args.max_stdout_kb << 10,
@@ -527,5 +543,38 @@ mod tests {
             let got = super::test_seed(&super::seed_prefix(id, code), ti);
             assert_eq!(hex::encode(got), want);
         }
+    }
+}
+
+#[cfg(test)]
+mod default_fuel_tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["rl-verify", "--problems", "p.jsonl"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn the_default_budget_follows_the_runtime_and_fuel_overrides_it() {
+        assert_eq!(default_fuel(&args(&[])), DEFAULT_FUEL_PREINIT);
+        assert_eq!(
+            default_fuel(&args(&["--runtime", "preinit"])),
+            2_000_000_000
+        );
+        assert_eq!(default_fuel(&args(&["--runtime", "python"])), 5_000_000_000);
+        assert_eq!(
+            default_fuel(&args(&["--runtime", "python", "--fuel", "7"])),
+            7
+        );
+        let a = args(&["--fuel", "9"]);
+        assert_eq!(limits_for(&a, None).fuel, 9);
+        let o = Limits {
+            fuel: Some(11),
+            ..Default::default()
+        };
+        assert_eq!(limits_for(&a, Some(o)).fuel, 11, "a problem's limit wins");
     }
 }
