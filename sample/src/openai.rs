@@ -462,6 +462,15 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode> {
                         parse_choices(args.api, &v, args.n)
                             .map_err(|e| RequestError::Rejected(format!("{}: {e}", client.url())))
                     });
+                    // A failure that ends the run stops the other requests from starting.
+                    let fatal = match &result {
+                        Ok(_) => false,
+                        Err(RequestError::Rejected(_)) => !args.keep_going,
+                        Err(RequestError::Unavailable(_)) => true,
+                    };
+                    if fatal {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
                     if tx.send((i, result)).is_err() {
                         break;
                     }
