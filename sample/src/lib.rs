@@ -25,7 +25,10 @@ use rlcode_policy::{Checkpoint, KvCache, Llama, Tokenizer};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+pub mod chat;
+pub mod openai;
 
 pub const PROGRAM: &str = "rl-sample";
 
@@ -33,13 +36,33 @@ pub const PROGRAM: &str = "rl-sample";
 /// a code prefix (the usual HumanEval stops).
 pub const DEFAULT_STOPS: [&str; 5] = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"];
 
-/// Sample completions from a policy checkpoint; one JSONL record per completion on stdout.
+/// Where completions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The checkpoint directory named by --model, run here with candle.
+    Local,
+    /// An OpenAI-compatible server (--base-url); --model is the server's model name.
+    Openai,
+}
+
+/// Which endpoint of an OpenAI-compatible server to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// POST {base}/completions with a text prompt.
+    Completions,
+    /// POST {base}/chat/completions with messages; the server applies its chat template.
+    Chat,
+}
+
+/// Sample completions from a policy checkpoint or an OpenAI-compatible server; one JSONL
+/// record per completion on stdout.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "rl-sample", version)]
 pub struct Args {
-    /// Checkpoint directory (Hugging Face layout: config.json, model.safetensors, tokenizer.json).
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    /// With --backend local: the checkpoint directory (Hugging Face layout: config.json,
+    /// model.safetensors, tokenizer.json). With --backend openai: the server's model name.
+    #[arg(long, value_name = "DIR|NAME")]
+    pub model: String,
     /// Problems JSONL file (`-` for stdin; `.gz` is decompressed). Each needs "id" and "prompt".
     #[arg(long, value_name = "FILE")]
     pub problems: PathBuf,
@@ -51,7 +74,8 @@ pub struct Args {
         default_value_t = 1
     )]
     pub n: usize,
-    /// Seed; sample i of problem p draws from a generator seeded by (seed, p, i).
+    /// Seed; sample i of problem p draws from a generator seeded by (seed, p, i). With
+    /// --backend openai, the request for problem p carries a seed derived from (seed, p).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Softmax temperature; 0 means greedy decoding.
@@ -65,12 +89,61 @@ pub struct Args {
     pub max_tokens: usize,
     /// Stop a completion where this string appears (repeatable; \n, \t, \\ are unescaped); the
     /// completion text ends before it. Replaces the default stops: "\ndef ", "\nclass ",
-    /// "\nif __name__", "\nprint(", "\n#". The EOS token always stops.
+    /// "\nif __name__", "\nprint(", "\n#" (which chat prompts do not use). The EOS token
+    /// always stops.
     #[arg(long = "stop", value_name = "STR")]
     pub stop: Vec<String>,
     /// No stop strings at all (only EOS and --max-tokens end a completion).
     #[arg(long, conflicts_with = "stop")]
     pub no_stop: bool,
+    /// Chat prompts: wrap each problem's prompt in a user message (--user-message), render the
+    /// checkpoint's chat template (tokenizer_config.json "chat_template"), take the program from
+    /// the answer's code block. No default stop strings; EOS / end of turn ends a completion.
+    #[arg(long)]
+    pub chat_template: bool,
+    /// A system message put before the user message (chat prompts only).
+    #[arg(long, value_name = "TEXT")]
+    pub system_prompt: Option<String>,
+    /// The user message of chat prompts; {prompt} stands for the problem's prompt (with a final
+    /// newline). The default asks for the whole function in one ```python block.
+    #[arg(long, value_name = "TEXT", default_value = chat::DEFAULT_USER_MESSAGE)]
+    pub user_message: String,
+    /// Where completions come from.
+    #[arg(long, value_enum, default_value_t = Backend::Local)]
+    pub backend: Backend,
+    /// --backend openai: the API's base URL, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// --backend openai: the endpoint. `chat` sends messages (the server's template; implies
+    /// chat prompts); `completions` sends the prompt text (templated here with --chat-template,
+    /// which then needs --tokenizer).
+    #[arg(long, value_enum, default_value_t = Api::Completions)]
+    pub api: Api,
+    /// --backend openai: the environment variable holding the API key (sent as a bearer token
+    /// when set and not empty).
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// --backend openai: retries of a request after a connection error, a timeout, HTTP 429 or
+    /// 5xx (exponential backoff from --retry-delay-ms, or the server's Retry-After).
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// --backend openai: the first retry's delay; each further retry doubles it (at most 60 s).
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub retry_delay_ms: u64,
+    /// --backend openai: requests in flight at once (one request per problem, n choices).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub concurrency: usize,
+    /// --backend openai: time limit of one request, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout: u64,
+    /// --backend openai: do not ask the server for log-probabilities.
+    #[arg(long)]
+    pub no_logprobs: bool,
+    /// --backend openai: a local tokenizer directory (tokenizer.json; tokenizer_config.json for
+    /// --chat-template): fills `prompt_tokens` and `tokens` by tokenizing here, and renders the
+    /// chat template for --api completions --chat-template.
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: Option<PathBuf>,
     /// Skip this many problems first.
     #[arg(long, default_value_t = 0)]
     pub offset: usize,
@@ -83,6 +156,13 @@ pub struct Args {
     pub keep_going: bool,
 }
 
+impl Args {
+    /// Chat prompts: --chat-template, or the chat endpoint of a server.
+    pub fn chat_mode(&self) -> bool {
+        self.chat_template || (self.backend == Backend::Openai && self.api == Api::Chat)
+    }
+}
+
 /// How to draw tokens.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -90,6 +170,9 @@ pub struct Settings {
     pub top_p: f64,
     pub max_tokens: usize,
     pub stops: Vec<String>,
+    /// Token ids that end a completion besides the model's EOS ids (chat: the template's
+    /// `eos_token`, e.g. ChatML's `<|im_end|>`).
+    pub extra_eos: Vec<u32>,
 }
 
 /// One generated completion.
@@ -104,16 +187,20 @@ pub struct Completion {
     pub finish_reason: &'static str,
 }
 
-/// The output record (docs/formats.md, section samples).
+/// The output record (docs/formats.md, section samples). Token ids and log-probs are always
+/// there with the local backend; the OpenAI backend leaves out what it does not know.
 #[derive(Debug, Serialize)]
 pub struct SampleRecord<'a> {
     pub problem_id: &'a str,
     pub sample: usize,
     pub completion: &'a str,
     pub code: String,
-    pub prompt_tokens: &'a [u32],
-    pub tokens: &'a [u32],
-    pub logprobs: &'a [f32],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<&'a [u32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<&'a [u32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<&'a [f32]>,
     pub finish_reason: &'a str,
     pub temperature: f64,
     pub top_p: f64,
@@ -145,39 +232,11 @@ pub fn unescape(s: &str) -> String {
     out
 }
 
-/// The program to run: the first fenced code block of a chat-style completion (a
-/// ```` ```python ```` block preferred, an unterminated one runs to the end), otherwise the
-/// prompt (a code prefix) followed by the completion.
+/// The program to run for a code-prefix prompt: the first fenced code block of the completion
+/// ([`chat::fenced_block`]) if it has one, otherwise the prompt followed by the completion.
+/// Chat prompts use [`chat::extract_chat_code`].
 pub fn extract_code(prompt: &str, completion: &str) -> String {
-    fenced_block(completion).unwrap_or_else(|| format!("{prompt}{completion}"))
-}
-
-fn fenced_block(text: &str) -> Option<String> {
-    let mut blocks = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("```") {
-        let after = &rest[start + 3..];
-        let (lang, body) = match after.find('\n') {
-            Some(nl) => (after[..nl].trim(), &after[nl + 1..]),
-            None => (after.trim(), ""),
-        };
-        match body.find("```") {
-            Some(end) => {
-                blocks.push((lang.to_ascii_lowercase(), body[..end].to_string()));
-                rest = &body[end + 3..];
-            }
-            None => {
-                blocks.push((lang.to_ascii_lowercase(), body.to_string()));
-                break;
-            }
-        }
-    }
-    let is_py = |l: &str| matches!(l, "python" | "py" | "python3");
-    blocks
-        .iter()
-        .find(|(l, _)| is_py(l))
-        .or_else(|| blocks.iter().find(|(l, _)| l.is_empty()))
-        .map(|(_, b)| b.clone())
+    chat::fenced_block(completion).unwrap_or_else(|| format!("{prompt}{completion}"))
 }
 
 /// The generator of one sample: ChaCha20 seeded with sha256(seed, problem id, sample index).
@@ -281,7 +340,11 @@ pub fn generate(
         );
     }
     let max_new = s.max_tokens.min(max_pos - prompt.len());
-    let eos: HashSet<u32> = cfg.eos_ids().into_iter().collect();
+    let eos: HashSet<u32> = cfg
+        .eos_ids()
+        .into_iter()
+        .chain(s.extra_eos.clone())
+        .collect();
     let mut rows: Vec<Row> = rngs
         .into_iter()
         .map(|rng| Row {
@@ -376,7 +439,8 @@ pub fn prompt_ids(model: &Llama, tokenizer: &Tokenizer, prompt: &str) -> anyhow:
     Ok(ids)
 }
 
-fn settings(args: &Args) -> Result<Settings> {
+/// The sampling settings of `args` (shared by both backends); `extra_eos` is left empty.
+pub fn settings(args: &Args) -> Result<Settings> {
     if args.n == 0 {
         return Err(Error::Usage("-n must be at least 1".into()));
     }
@@ -388,12 +452,30 @@ fn settings(args: &Args) -> Result<Settings> {
             "--temperature must be a finite number >= 0".into(),
         ));
     }
+    if args.system_prompt.is_some() && !args.chat_mode() {
+        return Err(Error::Usage(
+            "--system-prompt needs chat prompts (--chat-template or --api chat)".into(),
+        ));
+    }
+    if args.backend == Backend::Local {
+        for (set, flag) in [
+            (args.base_url.is_some(), "--base-url"),
+            (args.tokenizer.is_some(), "--tokenizer"),
+            (args.api != Api::Completions, "--api"),
+        ] {
+            if set {
+                return Err(Error::Usage(format!("{flag} needs --backend openai")));
+            }
+        }
+    }
     let stops = if args.no_stop {
         Vec::new()
-    } else if args.stop.is_empty() {
-        DEFAULT_STOPS.iter().map(|s| s.to_string()).collect()
-    } else {
+    } else if !args.stop.is_empty() {
         args.stop.iter().map(|s| unescape(s)).collect()
+    } else if args.chat_mode() {
+        Vec::new()
+    } else {
+        DEFAULT_STOPS.iter().map(|s| s.to_string()).collect()
     };
     if stops.iter().any(String::is_empty) {
         return Err(Error::Usage("--stop takes a non-empty string".into()));
@@ -403,15 +485,66 @@ fn settings(args: &Args) -> Result<Settings> {
         top_p: args.top_p,
         max_tokens: args.max_tokens,
         stops,
+        extra_eos: Vec::new(),
     })
+}
+
+/// The text the model is given for a problem's prompt: the prompt itself, or with a chat
+/// template, the rendered messages ([`chat::messages`]).
+pub fn prompt_text(
+    args: &Args,
+    template: Option<&chat::ChatTemplate>,
+    prompt: &str,
+) -> anyhow::Result<String> {
+    match template {
+        Some(t) => t.render(&chat::messages(
+            args.system_prompt.as_deref(),
+            &args.user_message,
+            prompt,
+        )),
+        None => Ok(prompt.to_string()),
+    }
+}
+
+/// The program to run from a completion: [`chat::extract_chat_code`] for chat prompts,
+/// [`extract_code`] for code-prefix prompts.
+pub fn code_of(chat_mode: bool, prompt: &str, completion: &str) -> String {
+    if chat_mode {
+        chat::extract_chat_code(prompt, completion)
+    } else {
+        extract_code(prompt, completion)
+    }
+}
+
+/// The id of the template's `eos_token` (ChatML's `<|im_end|>`), which ends a turn.
+fn end_of_turn_id(template: &chat::ChatTemplate, tokenizer: &Tokenizer) -> Option<u32> {
+    template
+        .eos_token
+        .as_deref()
+        .and_then(|t| tokenizer.token_id(t))
 }
 
 /// Run rl-sample: read the problems, write one record per completion to `out`.
 pub fn run(args: &Args, out: impl Write) -> Result<ExitCode> {
-    let settings = settings(args)?;
-    let ck = Checkpoint::load(&args.model).map_err(Error::Other)?;
+    match args.backend {
+        Backend::Local => run_local(args, out),
+        Backend::Openai => openai::run(args, out),
+    }
+}
+
+fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
+    let mut settings = settings(args)?;
+    let dir = Path::new(&args.model);
+    let ck = Checkpoint::load(dir).map_err(Error::Other)?;
     let model = ck.model().map_err(Error::Other)?;
-    let model_name = args.model.display().to_string();
+    let template = if args.chat_template {
+        let t = chat::ChatTemplate::load(dir).map_err(Error::Other)?;
+        settings.extra_eos.extend(end_of_turn_id(&t, &ck.tokenizer));
+        Some(t)
+    } else {
+        None
+    };
+    let model_name = args.model.clone();
     let reader = JsonlReader::open(std::slice::from_ref(&args.problems))?;
     let mut skipper = Skipper::new(PROGRAM, args.keep_going);
     let mut writer = JsonlWriter::new(out);
@@ -437,8 +570,13 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode> {
             if !seen.insert(id.clone()) {
                 return Err(line.error(format!("duplicate problem id \"{id}\"")));
             }
-            let ids = prompt_ids(&model, &ck.tokenizer, &prompt)
-                .map_err(|e| line.error(e.to_string()))?;
+            let ids = match &template {
+                // As transformers' apply_chat_template: the template decides about BOS.
+                Some(_) => prompt_text(args, template.as_ref(), &prompt)
+                    .and_then(|text| ck.tokenizer.encode(&text)),
+                None => prompt_ids(&model, &ck.tokenizer, &prompt),
+            }
+            .map_err(|e| line.error(format!("{e:#}")))?;
             if ids.len() >= model.cfg.max_position_embeddings {
                 return Err(line.error(format!(
                     "prompt of {} tokens does not fit the model's context ({})",
@@ -471,10 +609,10 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode> {
                 problem_id: &id,
                 sample: i,
                 completion: &c.text,
-                code: extract_code(&prompt, &c.text),
-                prompt_tokens: &ids,
-                tokens: &c.tokens,
-                logprobs: &c.logprobs,
+                code: code_of(args.chat_mode(), &prompt, &c.text),
+                prompt_tokens: Some(&ids),
+                tokens: Some(&c.tokens),
+                logprobs: Some(&c.logprobs),
                 finish_reason: c.finish_reason,
                 temperature: settings.temperature,
                 top_p: settings.top_p,

@@ -174,3 +174,192 @@ fn stops_and_bad_problems() {
         assert!(rec2["tokens"].as_array().unwrap().len() <= toks);
     }
 }
+
+/// SmolLM2-Instruct's chat template (ChatML with a default system message), as in its
+/// tokenizer_config.json.
+const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Add `chat_template` (and an eos_token) to a checkpoint's tokenizer_config.json.
+fn add_template(dir: &std::path::Path, template: &str, eos: &str) {
+    let path = dir.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["chat_template"] = template.into();
+    cfg["eos_token"] = serde_json::json!({"content": eos, "special": true});
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+}
+
+#[test]
+fn chatml_template_renders_as_transformers_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_ckpt(dir.path());
+    add_template(&ck, CHATML, "<|im_end|>");
+    let t = chat::ChatTemplate::load(&ck).unwrap();
+    assert_eq!(t.bos_token.as_deref(), Some("<|bos|>"));
+    assert_eq!(t.eos_token.as_deref(), Some("<|im_end|>"));
+    let prompt = "def add(a, b):\n    \"\"\"Sum.\"\"\"\n";
+    let msgs = chat::messages(None, chat::DEFAULT_USER_MESSAGE, prompt);
+    assert_eq!(
+        t.render(&msgs).unwrap(),
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging \
+         Face<|im_end|>\n<|im_start|>user\nComplete the following Python function. Answer with \
+         the whole function in one ```python code block.\n\n```python\ndef add(a, b):\n    \
+         \"\"\"Sum.\"\"\"\n```<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // A system prompt replaces the default one; a prompt without a final newline gets one.
+    let msgs = chat::messages(Some("Be brief."), "Q: {prompt}", "x = 1");
+    assert_eq!(
+        t.render(&msgs).unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ: x = 1\n<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+}
+
+#[test]
+fn templates_get_hf_variables_functions_and_whitespace_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_ckpt(dir.path());
+    // bos_token, raise_exception, Python's str.strip(), trim_blocks / lstrip_blocks.
+    let tmpl = "{{ bos_token }}\n{% for m in messages %}\n    {% if m['role'] == 'system' %}\n{{ raise_exception('no system role: ' + m['content']) }}\n    {% endif %}\n[{{ m['content'].strip() }}]{{ eos_token }}\n{% endfor %}\n{% if add_generation_prompt %}>{% endif %}";
+    add_template(&ck, tmpl, "<|eos|>");
+    let t = chat::ChatTemplate::load(&ck).unwrap();
+    let user = chat::messages(None, "  {prompt}  ", "p");
+    assert_eq!(t.render(&user).unwrap(), "<|bos|>\n[p]<|eos|>\n>");
+    let sys = chat::messages(Some("S"), "{prompt}", "p");
+    let e = format!("{:#}", t.render(&sys).unwrap_err());
+    assert!(e.contains("no system role: S"), "{e}");
+    assert!(e.contains("tokenizer_config.json"), "{e}");
+    // A syntax error is reported when loading, with the file.
+    add_template(&ck, "{% for m in messages %}", "<|eos|>");
+    let e = format!("{:#}", chat::ChatTemplate::load(&ck).unwrap_err());
+    assert!(e.contains("tokenizer_config.json: chat template"), "{e}");
+}
+
+#[test]
+fn a_checkpoint_without_a_chat_template_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_ckpt(dir.path());
+    let problems = dir.path().join("p.jsonl");
+    std::fs::write(&problems, "{\"id\":\"a\",\"prompt\":\"x\"}\n").unwrap();
+    let a = args(&[
+        "--model",
+        ck.to_str().unwrap(),
+        "--problems",
+        problems.to_str().unwrap(),
+        "--chat-template",
+    ]);
+    let e = format!("{:#}", run_to_string(&a).0.unwrap_err());
+    assert!(e.contains("has no chat template"), "{e}");
+    assert!(e.contains(ck.to_str().unwrap()), "{e}");
+    // --system-prompt without chat prompts is a usage error.
+    let a = args(&[
+        "--model",
+        ck.to_str().unwrap(),
+        "--problems",
+        problems.to_str().unwrap(),
+        "--system-prompt",
+        "hi",
+    ]);
+    let e = run_to_string(&a).0.unwrap_err().to_string();
+    assert!(e.contains("--system-prompt needs chat prompts"), "{e}");
+}
+
+#[test]
+fn chat_samples_tokenize_the_templated_prompt_and_stop_at_end_of_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_ckpt(dir.path());
+    add_template(&ck, CHATML, "<|eos|>");
+    let problems = dir.path().join("p.jsonl");
+    std::fs::write(
+        &problems,
+        "{\"id\":\"a\",\"prompt\":\"def add(a, b):\\n\"}\n",
+    )
+    .unwrap();
+    let a = args(&[
+        "--model",
+        ck.to_str().unwrap(),
+        "--problems",
+        problems.to_str().unwrap(),
+        "--chat-template",
+        "--system-prompt",
+        "You write Python.",
+        "-n",
+        "2",
+        "--seed",
+        "3",
+        "--max-tokens",
+        "30",
+    ]);
+    let (r, out) = run_to_string(&a);
+    assert_eq!(r.unwrap(), ExitCode::Success);
+    let recs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2);
+    let rendered = "<|im_start|>system\nYou write Python.<|im_end|>\n<|im_start|>user\n\
+        Complete the following Python function. Answer with the whole function in one ```python \
+        code block.\n\n```python\ndef add(a, b):\n```<|im_end|>\n<|im_start|>assistant\n";
+    // Byte-level tokenizer: the ids are the bytes; no BOS added (the template has none).
+    let want: Vec<u32> = rendered.bytes().map(u32::from).collect();
+    for r in &recs {
+        let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
+        assert_eq!(prompt, want);
+        let text = r["completion"].as_str().unwrap();
+        assert_eq!(
+            r["code"].as_str().unwrap(),
+            chat::extract_chat_code("def add(a, b):\n", text)
+        );
+        // No default stop strings in chat mode: only EOS or the length ends a completion.
+        let reason = r["finish_reason"].as_str().unwrap();
+        assert!(reason == "eos" || reason == "length", "{reason}");
+        if reason == "length" {
+            assert_eq!(r["tokens"].as_array().unwrap().len(), 30);
+        }
+    }
+}
+
+#[test]
+fn chat_code_extraction_rules() {
+    use chat::extract_chat_code as x;
+    let prompt =
+        "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n";
+    // The whole function in a ```python block; the prompt's missing import goes first.
+    let answer =
+        "Sure!\n```python\ndef total(xs: List[int]) -> int:\n    return sum(xs)\n```\nDone.";
+    assert_eq!(
+        x(prompt, answer),
+        "from typing import List\ndef total(xs: List[int]) -> int:\n    return sum(xs)\n"
+    );
+    // An import the block has is not repeated.
+    let answer = "```py\nfrom typing import List\ndef total(xs):\n    return sum(xs)\n```";
+    assert_eq!(
+        x(prompt, answer),
+        "from typing import List\ndef total(xs):\n    return sum(xs)\n"
+    );
+    // A block holding only the body follows the prompt.
+    let answer = "```python\n    return sum(xs)\n```";
+    assert_eq!(x(prompt, answer), format!("{prompt}    return sum(xs)\n"));
+    // Unterminated (cut at --max-tokens): the block runs to the end.
+    let answer = "```python\ndef total(xs):\n    s = 0\n    for";
+    assert_eq!(
+        x("def total(xs):\n", answer),
+        "def total(xs):\n    s = 0\n    for"
+    );
+    // Plain ``` block when there is no python one; a ```text block is passed over; the first
+    // python block wins over later ones.
+    assert_eq!(x("", "```text\nno\n```\n```\na = 1\n```"), "a = 1\n");
+    assert_eq!(
+        x(
+            "",
+            "```\nuntagged\n```\n```python3\nb = 2\n```\n```python\nc = 3\n```"
+        ),
+        "b = 2\n"
+    );
+    // Tags are case-insensitive; CRLF line ends are fine.
+    assert_eq!(x("", "```Python\r\nd = 4\r\n```"), "d = 4\r\n");
+    // No block at all: the answer itself is the program (after the prompt when indented).
+    assert_eq!(x("", "e = 5\n"), "e = 5\n");
+    assert_eq!(x("def f():", "    return 1\n"), "def f():\n    return 1\n");
+    assert_eq!(x("def f():\n", ""), "");
+}
