@@ -20,13 +20,17 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 def main(ckpt, samples):
     model = LlamaForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(ckpt)
+    # rl-sample starts the prompt with bos_token_id only when config.json names one (a model
+    # converted from a GGUF with add_bos_token false has none; transformers would default it).
+    with open(f"{ckpt}/config.json") as f:
+        skip = 1 if json.load(f).get("bos_token_id") is not None else 0
     worst, tokens, mismatches, records = 0.0, 0, 0, 0
     for line in open(samples):
         r = json.loads(line)
         records += 1
         prompt, completion = r["prompt_tokens"], r["tokens"]
         text = r["code"][: len(r["code"]) - len(r["completion"])]
-        if tok.encode(text, add_special_tokens=False) != prompt[1:]:
+        if tok.encode(text, add_special_tokens=False) != prompt[skip:]:
             mismatches += 1
         with torch.no_grad():
             logits = model(torch.tensor([prompt + completion])).logits[0].double()

@@ -349,7 +349,14 @@ fn config(meta: &Meta<'_>, content: &Content) -> anyhow::Result<LlamaConfig> {
         vocab_size: vocab,
         tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
         max_position_embeddings: meta.opt_usize("llama.context_length")?.unwrap_or(2048),
-        bos_token_id: meta.opt_u32("tokenizer.ggml.bos_token_id")?,
+        // This crate's samplers and trainers start every sequence with `bos_token_id` when the
+        // config has one; a model that is not given a BOS (`add_bos_token` false, as SmolLM2)
+        // gets none. transformers' LlamaConfig then defaults it to 1, which only matters for
+        // generating from an empty prompt; tokenizer_config.json still names the token.
+        bos_token_id: match meta.opt_bool("tokenizer.ggml.add_bos_token")? {
+            Some(false) => None,
+            _ => meta.opt_u32("tokenizer.ggml.bos_token_id")?,
+        },
         eos_token_id: meta
             .opt_u32("tokenizer.ggml.eos_token_id")?
             .map(TokenIds::One),
@@ -807,9 +814,10 @@ mod tests {
             (TOKENS.len(), 64)
         );
         assert!(c.tie_word_embeddings);
+        // add_bos_token is false: no BOS for rl-sample / rl-update to prepend.
         assert_eq!(
             (c.bos_token_id, c.eos_ids(), c.pad_token_id),
-            (Some(1), vec![2], Some(2))
+            (None, vec![2], Some(2))
         );
         assert_eq!(c.architectures, vec!["LlamaForCausalLM".to_string()]);
 
@@ -858,11 +866,18 @@ mod tests {
         let cfg = cfg(false);
         let original = hf_tensors(&cfg);
         let src = dir.path().join("untied.gguf");
-        write_gguf(&src, &metadata("llama"), &original);
+        let mut meta = metadata("llama");
+        for (k, v) in &mut meta {
+            if k == "tokenizer.ggml.add_bos_token" {
+                *v = Value::Bool(true);
+            }
+        }
+        write_gguf(&src, &meta, &original);
         let out = dir.path().join("ckpt");
         convert(&src, &out).unwrap();
         let ck = Checkpoint::load(&out).unwrap();
         assert!(!ck.cfg.tie_word_embeddings);
+        assert_eq!(ck.cfg.bos_token_id, Some(1));
         assert_same(
             &ck.tensors["lm_head.weight"],
             &original["lm_head.weight"],
