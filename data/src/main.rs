@@ -71,6 +71,17 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         families: Vec<String>,
     },
+    /// Convert a llama-architecture GGUF model (llama.cpp) into a Hugging Face checkpoint
+    /// directory: config.json, f32 model.safetensors, tokenizer.json, tokenizer_config.json
+    /// (with the chat template). See docs/models.md.
+    ConvertGguf {
+        /// The .gguf file.
+        #[arg(value_name = "FILE")]
+        gguf: std::path::PathBuf,
+        /// The checkpoint directory to write (replaced atomically if it exists).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +129,7 @@ fn main() -> std::process::ExitCode {
                 correct_fraction,
                 families,
             } => rl_data::synth_corpus(count, seed, correct_fraction, &families, out),
+            Command::ConvertGguf { gguf, out } => rl_data::convert_gguf(&gguf, &out),
         }
     })
 }

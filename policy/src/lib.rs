@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gguf;
 pub mod model;
 pub mod tokenizer;
 
