@@ -5,7 +5,12 @@
 //! rl-update init --config tiny --seed 0 --out ckpt/0
 //! rl-score ... | rl-update --model ckpt/7 --algo grpo --out ckpt/8 >> metrics.jsonl
 //! rl-update --model ckpt/0 --algo sft --epochs 3 --out ckpt/sft corpus.jsonl
+//! rl-update --model base --lora-rank 16 --out adapter/1 scored.jsonl       # LoRA
+//! rl-update --model base --adapter adapter/1 --out adapter/2 scored.jsonl  # continue it
+//! rl-update merge-lora --model base --adapter adapter/2 --out merged/2
 //! ```
+//!
+//! Memory: `--micro-batch` and `--logits-chunk`; LoRA: docs/training.md.
 //!
 //! The losses, the advantage and std conventions, clipping, KL and loss aggregation are
 //! described in docs/policy.md; the metrics line in docs/formats.md (section metrics).
