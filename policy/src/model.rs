@@ -29,11 +29,76 @@ struct Proj {
 
 impl Proj {
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let y = linear(x, &self.w)?;
-        match &self.lora {
-            None => Ok(y),
-            Some((a, b, s)) => y + (linear(&linear(x, a)?, b)? * *s)?,
-        }
+        let Some((a, b, s)) = &self.lora else {
+            return linear(x, &self.w);
+        };
+        // Values outside the graph, gradients from LoraLinear: candle's matmul backward would
+        // compute (and keep) a gradient for the frozen W, and the composed ops would keep
+        // three [tokens, out] intermediates per module for the backward pass.
+        let mut dims = x.dims().to_vec();
+        let last = dims.pop().unwrap_or(1);
+        let x2 = x.reshape((dims.iter().product::<usize>(), last))?;
+        let xd = x2.detach();
+        let (w, a_d, b_d) = (self.w.detach(), a.detach(), b.detach());
+        let y = (xd.matmul(&w.t()?)? + (xd.matmul(&a_d.t()?)?.matmul(&b_d.t()?)? * *s)?)?;
+        let op = LoraLinear {
+            w,
+            scale: *s,
+            values: std::sync::Mutex::new(Some(y)),
+        };
+        dims.push(self.w.dim(0)?);
+        x2.apply_op3(a, b, op)?.reshape(dims)
+    }
+}
+
+/// y = x W^T + s (x A^T) B^T for x `[N, in]` with W frozen: the value is computed outside the
+/// graph (taken from `values` once), the backward is dx = g W + s (g B) A, dA = s (g B)^T x,
+/// dB = s g^T (x A^T); nothing for W.
+struct LoraLinear {
+    w: Tensor,
+    scale: f64,
+    values: std::sync::Mutex<Option<Tensor>>,
+}
+
+impl candle_core::CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &candle_core::CpuStorage,
+        _l1: &candle_core::Layout,
+        _s2: &candle_core::CpuStorage,
+        _l2: &candle_core::Layout,
+        _s3: &candle_core::CpuStorage,
+        _l3: &candle_core::Layout,
+    ) -> CResult<(candle_core::CpuStorage, candle_core::Shape)> {
+        let y = self
+            .values
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lora-linear: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("lora-linear: run twice".into()))?;
+        let shape = y.shape().clone();
+        let data: Vec<f32> = y.flatten_all()?.to_vec1()?;
+        Ok((candle_core::CpuStorage::F32(data), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, a, b, g) = (x.detach(), a.detach(), b.detach(), grad.detach());
+        let gb = (g.matmul(&b)? * self.scale)?;
+        let dx = (g.matmul(&self.w)? + gb.matmul(&a)?)?;
+        let da = gb.t()?.matmul(&x)?;
+        let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * self.scale)?;
+        Ok((Some(dx), Some(da), Some(db)))
     }
 }
 
