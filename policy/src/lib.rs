@@ -5,12 +5,13 @@
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;
+pub mod lora;
 pub mod model;
 pub mod tokenizer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{LlamaConfig, Preset};
-pub use model::{KvCache, Llama, Trainable, token_logprobs};
+pub use model::{KvCache, Llama, LogitsChunk, Trainable, token_logprobs};
 pub use tokenizer::Tokenizer;
 
 /// A fresh checkpoint of a preset size with the byte-level tokenizer, written to `out`.

@@ -20,14 +20,96 @@ use std::collections::HashMap;
 
 type CResult<T> = candle_core::Result<T>;
 
+/// A linear layer `W` `[out, in]`, with an optional low-rank update: y = x W^T + s (x A^T) B^T
+/// (`A` `[r, in]`, `B` `[out, r]`, s = alpha / r), never merged into `W` while training.
+struct Proj {
+    w: Tensor,
+    lora: Option<(Tensor, Tensor, f64)>,
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor) -> CResult<Tensor> {
+        let Some((a, b, s)) = &self.lora else {
+            return linear(x, &self.w);
+        };
+        // Values outside the graph, gradients from LoraLinear: candle's matmul backward would
+        // compute (and keep) a gradient for the frozen W, and the composed ops would keep
+        // three [tokens, out] intermediates per module for the backward pass.
+        let mut dims = x.dims().to_vec();
+        let last = dims.pop().unwrap_or(1);
+        let x2 = x.reshape((dims.iter().product::<usize>(), last))?;
+        let xd = x2.detach();
+        let (w, a_d, b_d) = (self.w.detach(), a.detach(), b.detach());
+        let y = (xd.matmul(&w.t()?)? + (xd.matmul(&a_d.t()?)?.matmul(&b_d.t()?)? * *s)?)?;
+        let op = LoraLinear {
+            w,
+            scale: *s,
+            values: std::sync::Mutex::new(Some(y)),
+        };
+        dims.push(self.w.dim(0)?);
+        x2.apply_op3(a, b, op)?.reshape(dims)
+    }
+}
+
+/// y = x W^T + s (x A^T) B^T for x `[N, in]` with W frozen: the value is computed outside the
+/// graph (taken from `values` once), the backward is dx = g W + s (g B) A, dA = s (g B)^T x,
+/// dB = s g^T (x A^T); nothing for W.
+struct LoraLinear {
+    w: Tensor,
+    scale: f64,
+    values: std::sync::Mutex<Option<Tensor>>,
+}
+
+impl candle_core::CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &candle_core::CpuStorage,
+        _l1: &candle_core::Layout,
+        _s2: &candle_core::CpuStorage,
+        _l2: &candle_core::Layout,
+        _s3: &candle_core::CpuStorage,
+        _l3: &candle_core::Layout,
+    ) -> CResult<(candle_core::CpuStorage, candle_core::Shape)> {
+        let y = self
+            .values
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lora-linear: poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("lora-linear: run twice".into()))?;
+        let shape = y.shape().clone();
+        let data: Vec<f32> = y.flatten_all()?.to_vec1()?;
+        Ok((candle_core::CpuStorage::F32(data), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, a, b, g) = (x.detach(), a.detach(), b.detach(), grad.detach());
+        let gb = (g.matmul(&b)? * self.scale)?;
+        let dx = (g.matmul(&self.w)? + gb.matmul(&a)?)?;
+        let da = gb.t()?.matmul(&x)?;
+        let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * self.scale)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
 struct Layer {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
     input_norm: Tensor,
     post_norm: Tensor,
 }
@@ -177,6 +259,16 @@ impl Llama {
         cfg: &LlamaConfig,
         tensors: &HashMap<String, Tensor>,
     ) -> anyhow::Result<Self> {
+        Self::with_adapter(cfg, tensors, None)
+    }
+
+    /// Like [`Llama::from_tensors`], with a LoRA adapter applied (unmerged) to its target
+    /// modules: `adapter` holds its config and tensors under PEFT names (see [`crate::lora`]).
+    pub fn with_adapter(
+        cfg: &LlamaConfig,
+        tensors: &HashMap<String, Tensor>,
+        adapter: Option<(&crate::lora::LoraConfig, &HashMap<String, Tensor>)>,
+    ) -> anyhow::Result<Self> {
         cfg.validate()?;
         let dev = Device::Cpu;
         let take = |name: &str, shape: &[usize]| -> anyhow::Result<Tensor> {
@@ -190,18 +282,29 @@ impl Llama {
         };
         let shapes: HashMap<String, Vec<usize>> = param_shapes(cfg).into_iter().collect();
         let get = |name: String| take(&name, &shapes[&name]);
+        let proj = |name: String| -> anyhow::Result<Proj> {
+            let w = get(name.clone())?;
+            let lora = match adapter {
+                Some((lc, ts)) if lc.targets(&name) => {
+                    let (a, b) = crate::lora::adapter_pair(lc, ts, &name, w.dims())?;
+                    Some((a, b, lc.scale()))
+                }
+                _ => None,
+            };
+            Ok(Proj { w, lora })
+        };
         let embed = get("model.embed_tokens.weight".into())?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{l}");
             layers.push(Layer {
-                q: get(format!("{p}.self_attn.q_proj.weight"))?,
-                k: get(format!("{p}.self_attn.k_proj.weight"))?,
-                v: get(format!("{p}.self_attn.v_proj.weight"))?,
-                o: get(format!("{p}.self_attn.o_proj.weight"))?,
-                gate: get(format!("{p}.mlp.gate_proj.weight"))?,
-                up: get(format!("{p}.mlp.up_proj.weight"))?,
-                down: get(format!("{p}.mlp.down_proj.weight"))?,
+                q: proj(format!("{p}.self_attn.q_proj.weight"))?,
+                k: proj(format!("{p}.self_attn.k_proj.weight"))?,
+                v: proj(format!("{p}.self_attn.v_proj.weight"))?,
+                o: proj(format!("{p}.self_attn.o_proj.weight"))?,
+                gate: proj(format!("{p}.mlp.gate_proj.weight"))?,
+                up: proj(format!("{p}.mlp.up_proj.weight"))?,
+                down: proj(format!("{p}.mlp.down_proj.weight"))?,
                 input_norm: get(format!("{p}.input_layernorm.weight"))?,
                 post_norm: get(format!("{p}.post_attention_layernorm.weight"))?,
             });
@@ -246,8 +349,8 @@ impl Llama {
     }
 
     fn mlp(l: &Layer, x: &Tensor) -> CResult<Tensor> {
-        let g = linear(x, &l.gate)?.silu()?;
-        linear(&(g * linear(x, &l.up)?)?, &l.down)
+        let g = l.gate.forward(x)?.silu()?;
+        l.down.forward(&(g * l.up.forward(x)?)?)
     }
 
     /// Logits `[B, T, vocab]` for token ids `[B, T]` (u32), through differentiable ops only.
@@ -271,8 +374,8 @@ impl Llama {
         let mut x = self.embed(ids)?;
         for l in &self.layers {
             let h = candle_nn::ops::rms_norm_slow(&x, &l.input_norm, self.eps())?;
-            let heads = |w: &Tensor, n: usize| -> CResult<Tensor> {
-                linear(&h, w)?
+            let heads = |w: &Proj, n: usize| -> CResult<Tensor> {
+                w.forward(&h)?
                     .reshape((b, t, n, hd))?
                     .transpose(1, 2)?
                     .contiguous()
@@ -287,7 +390,7 @@ impl Llama {
                 .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
-            x = (x + linear(&y, &l.o)?)?;
+            x = (x + l.o.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm_slow(&x, &l.post_norm, self.eps())?;
             x = (&x + Self::mlp(l, &h)?)?;
         }
@@ -335,8 +438,8 @@ impl Llama {
         let mut x = self.embed(ids)?;
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.input_norm, self.eps())?;
-            let heads = |w: &Tensor, n: usize| -> CResult<Tensor> {
-                linear(&h, w)?
+            let heads = |w: &Proj, n: usize| -> CResult<Tensor> {
+                w.forward(&h)?
                     .reshape((b, t, n, hd))?
                     .transpose(1, 2)?
                     .contiguous()
@@ -359,7 +462,7 @@ impl Llama {
                 .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
-            x = (x + linear(&y, &l.o)?)?;
+            x = (x + l.o.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &l.post_norm, self.eps())?;
             x = (&x + Self::mlp(l, &h)?)?;
         }
@@ -446,6 +549,163 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
     (picked - lse)?.squeeze(1)
 }
 
+/// Rows of `[rows, vocab]` logits computed at once by the automatic chunking of
+/// [`Llama::head_logprobs`]: 2^24 f32 (64 MiB) per logits tensor.
+pub const AUTO_LOGITS_ELEMENTS: usize = 1 << 24;
+
+/// How many positions' logits [`Llama::head_logprobs`] computes at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitsChunk {
+    /// All rows at once when `rows x vocab` <= [`AUTO_LOGITS_ELEMENTS`], else chunks of
+    /// `AUTO_LOGITS_ELEMENTS / vocab` rows.
+    #[default]
+    Auto,
+    /// Never chunk (the `[rows, vocab]` logits and their log-softmax exist at once).
+    Off,
+    /// Chunks of this many rows (when there are more rows than this).
+    Rows(usize),
+}
+
+impl LogitsChunk {
+    /// The chunk size for `rows` rows of a `vocab`-sized head; `None`: do not chunk.
+    pub fn rows(self, rows: usize, vocab: usize) -> Option<usize> {
+        let c = match self {
+            LogitsChunk::Off => return None,
+            LogitsChunk::Auto => (AUTO_LOGITS_ELEMENTS / vocab.max(1)).max(1),
+            LogitsChunk::Rows(c) => c.max(1),
+        };
+        (rows > c).then_some(c)
+    }
+}
+
+impl Llama {
+    /// Log-probabilities `[N]` of `targets` (N ids) under softmax(lm_head(hidden) / temperature)
+    /// for final hidden states `[N, hidden]` (`temps`: `[N, 1]`, or `None` for 1). Differentiable
+    /// with respect to `hidden` and the head weights.
+    ///
+    /// Unchunked, this is `token_logprobs(lm_head(hidden) / temps)`, and autograd keeps several
+    /// `[N, vocab]` tensors until the backward pass. Chunked, the values are computed `chunk`
+    /// rows at a time outside the graph and attached to it by [`HeadLogprobs`], whose backward
+    /// recomputes each chunk's softmax: at most one `[chunk, vocab]` block exists at a time, in
+    /// the forward pass and in the backward pass. The temperature divides the hidden states
+    /// instead of the logits there (the same function; rounding may differ).
+    pub fn head_logprobs(
+        &self,
+        hidden: &Tensor,
+        targets: &[u32],
+        temps: Option<&Tensor>,
+        chunk: LogitsChunk,
+    ) -> CResult<Tensor> {
+        let n = targets.len();
+        let dev = hidden.device();
+        let Some(c) = chunk.rows(n, self.cfg.vocab_size) else {
+            let mut logits = self.lm_head(hidden)?;
+            if let Some(t) = temps {
+                logits = logits.broadcast_div(t)?;
+            }
+            return token_logprobs(&logits, &Tensor::from_slice(targets, n, dev)?);
+        };
+        let h = match temps {
+            Some(t) => hidden.broadcast_div(t)?,
+            None => hidden.clone(),
+        };
+        let (hd, wd) = (h.detach(), self.lm_head.detach());
+        let mut values = Vec::with_capacity(n.div_ceil(c));
+        for s in (0..n).step_by(c) {
+            let len = c.min(n - s);
+            let logits = hd.narrow(0, s, len)?.matmul(&wd.t()?)?;
+            let tgt = Tensor::from_slice(&targets[s..s + len], len, dev)?;
+            values.push(token_logprobs(&logits, &tgt)?);
+        }
+        let values = Tensor::cat(&values, 0)?;
+        h.apply_op3(
+            &self.lm_head,
+            &values,
+            HeadLogprobs {
+                targets: targets.to_vec(),
+                chunk: c,
+            },
+        )
+    }
+}
+
+/// Attaches log-probabilities computed outside the graph (the third argument, returned as is)
+/// to hidden states `h` `[N, H]` and head weights `w` `[V, H]`, with the backward of
+/// logp_i = (w h_i)[y_i] - logsumexp(w h_i): for upstream g_i, dz_i = g_i (onehot(y_i) - p_i),
+/// dh = dz w, dw = dz^T h, computed `chunk` rows at a time.
+struct HeadLogprobs {
+    targets: Vec<u32>,
+    chunk: usize,
+}
+
+impl candle_core::CustomOp3 for HeadLogprobs {
+    fn name(&self) -> &'static str {
+        "head-logprobs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _s1: &candle_core::CpuStorage,
+        _l1: &candle_core::Layout,
+        _s2: &candle_core::CpuStorage,
+        _l2: &candle_core::Layout,
+        s3: &candle_core::CpuStorage,
+        l3: &candle_core::Layout,
+    ) -> CResult<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = s3 else {
+            candle_core::bail!("head-logprobs: f32 only");
+        };
+        let Some((a, b)) = l3.contiguous_offsets() else {
+            candle_core::bail!("head-logprobs: needs contiguous values");
+        };
+        Ok((
+            candle_core::CpuStorage::F32(data[a..b].to_vec()),
+            l3.shape().clone(),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        _values: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // A frozen head (LoRA, a reference model) needs no gradient: skip its matmuls.
+        let want_w = w.track_op();
+        // Detached: the gradient's own graph would keep every chunk's [chunk, V] block alive.
+        let (h, w, grad) = (h.detach(), w.detach(), grad.detach());
+        let n = self.targets.len();
+        let v = w.dim(0)?;
+        let g: Vec<f32> = grad.to_vec1()?;
+        let mut dh = Vec::with_capacity(n.div_ceil(self.chunk));
+        let mut dw: Option<Tensor> = None;
+        for s in (0..n).step_by(self.chunk) {
+            let len = self.chunk.min(n - s);
+            let hc = h.narrow(0, s, len)?;
+            let p = candle_nn::ops::softmax_last_dim(&hc.matmul(&w.t()?)?)?;
+            let mut dz: Vec<f32> = p.flatten_all()?.to_vec1()?;
+            for r in 0..len {
+                let gr = g[s + r];
+                let row = &mut dz[r * v..(r + 1) * v];
+                row.iter_mut().for_each(|x| *x *= -gr);
+                row[self.targets[s + r] as usize] += gr;
+            }
+            let dz = Tensor::from_vec(dz, (len, v), h.device())?;
+            dh.push(dz.matmul(&w)?);
+            if want_w {
+                let d = dz.t()?.matmul(&hc)?;
+                dw = Some(match dw {
+                    Some(acc) => (acc + d)?,
+                    None => d,
+                });
+            }
+        }
+        Ok((Some(Tensor::cat(&dh, 0)?), dw, None))
+    }
+}
+
 /// The model's parameters as candle `Var`s (for the optimizer), and the model built on them.
 pub struct Trainable {
     pub model: Llama,
@@ -467,6 +727,31 @@ impl Trainable {
             params.push((name, var));
         }
         let model = Llama::from_tensors(cfg, &vars)?;
+        Ok(Trainable { model, params })
+    }
+
+    /// The base weights frozen (constants, no gradient) and a LoRA adapter's `A` and `B` as the
+    /// parameters, named by their PEFT keys; `adapter` holds their initial values
+    /// ([`crate::lora::init`] or a loaded adapter).
+    pub fn with_lora(
+        cfg: &LlamaConfig,
+        base: &HashMap<String, Tensor>,
+        lc: &crate::lora::LoraConfig,
+        adapter: &HashMap<String, Tensor>,
+    ) -> anyhow::Result<Self> {
+        lc.validate()?;
+        let mut params = Vec::new();
+        let mut vars = HashMap::new();
+        for (key, _) in crate::lora::adapter_shapes(cfg, lc) {
+            let t = adapter
+                .get(&key)
+                .with_context(|| format!("missing adapter tensor {key}"))?
+                .to_dtype(DType::F32)?;
+            let var = Var::from_tensor(&t)?;
+            vars.insert(key.clone(), var.as_tensor().clone());
+            params.push((key, var));
+        }
+        let model = Llama::with_adapter(cfg, base, Some((lc, &vars)))?;
         Ok(Trainable { model, params })
     }
 

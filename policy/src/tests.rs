@@ -230,3 +230,276 @@ fn init_is_a_function_of_the_seed_and_presets_have_their_sizes() {
     assert!((1_000_000..=3_000_000).contains(&tiny), "{tiny}");
     assert!((10_000_000..=25_000_000).contains(&small), "{small}");
 }
+
+/// Gradients of `loss(logp)` with respect to every parameter, by name.
+fn grads_by_name(tr: &Trainable, loss: &Tensor) -> HashMap<String, Vec<f32>> {
+    let g = loss.backward().unwrap();
+    tr.params
+        .iter()
+        .filter_map(|(n, v)| {
+            g.get(v.as_tensor())
+                .map(|t| (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
+        })
+        .collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * scale, "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+#[test]
+fn chunked_head_logprobs_equal_unchunked_values_and_gradients() {
+    for tied in [true, false] {
+        let cfg = micro(tied);
+        let tr = Trainable::new(&cfg, &model::init_tensors(&cfg, 3).unwrap()).unwrap();
+        let toks = seq();
+        let n = toks.len() - 1;
+        let h = tr
+            .model
+            .hidden_train(&ids(&toks[..n], 1))
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let temps: Vec<f32> = (0..n).map(|i| 0.5 + (i % 3) as f32 * 0.5).collect();
+        let temps = Tensor::from_vec(temps, (n, 1), &Device::Cpu).unwrap();
+        // A loss that is not linear in the log-probs, and weighs the tokens differently, as
+        // the clipped ratio does.
+        let weights: Vec<f32> = (0..n).map(|i| (i as f32 - 7.0) / 5.0).collect();
+        let weights = Tensor::from_vec(weights, n, &Device::Cpu).unwrap();
+        let run = |chunk: LogitsChunk, t: Option<&Tensor>| {
+            let lp = tr.model.head_logprobs(&h, &toks[1..], t, chunk).unwrap();
+            let loss = ((&lp * 0.3).unwrap().exp().unwrap() * &weights)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            (lp.to_vec1::<f32>().unwrap(), grads_by_name(&tr, &loss))
+        };
+        for t in [None, Some(&temps)] {
+            let (lp0, g0) = run(LogitsChunk::Off, t);
+            assert_eq!(g0.len(), tr.params.len());
+            for chunk in [1, 5, n - 1] {
+                let (lp, g) = run(LogitsChunk::Rows(chunk), t);
+                assert_close(&lp0, &lp, 1e-5, &format!("logp chunk {chunk}"));
+                assert_eq!(g.len(), g0.len());
+                for (name, want) in &g0 {
+                    assert_close(
+                        want,
+                        &g[name],
+                        1e-4,
+                        &format!("{name} chunk {chunk} tied {tied}"),
+                    );
+                }
+            }
+        }
+        // Auto does not chunk a small vocabulary: the same computation as Off, bit for bit.
+        assert_eq!(LogitsChunk::Auto.rows(n, cfg.vocab_size), None);
+        assert_eq!(LogitsChunk::Auto.rows(400, 49152), Some(341));
+        assert_eq!(LogitsChunk::Rows(8).rows(8, 49152), None);
+    }
+}
+
+fn lora_cfg(targets: &[&str]) -> lora::LoraConfig {
+    lora::LoraConfig::new(
+        4,
+        8.0,
+        targets.iter().map(|s| s.to_string()).collect(),
+        "base".into(),
+    )
+}
+
+/// An adapter with B non-zero too, so that it changes the model.
+fn random_adapter(cfg: &LlamaConfig, lc: &lora::LoraConfig) -> HashMap<String, Tensor> {
+    let mut a = lora::init(cfg, lc, 5).unwrap();
+    let other = lora::init(cfg, lc, 6).unwrap();
+    for (k, t) in a.iter_mut() {
+        if k.ends_with("lora_B.weight") {
+            let a_key = k.replace("lora_B", "lora_A");
+            // B gets values of the same scale as A (B is [out, r]: reuse A's draws, reshaped).
+            let src = other[&a_key]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let n = t.elem_count();
+            let data: Vec<f32> = (0..n).map(|i| src[i % src.len()]).collect();
+            *t = Tensor::from_vec(data, t.dims(), &Device::Cpu).unwrap();
+        }
+    }
+    a
+}
+
+#[test]
+fn lora_starts_as_the_base_trains_only_the_adapter_and_merges_exactly() {
+    let cfg = micro(true);
+    let base = model::init_tensors(&cfg, 1).unwrap();
+    let base_model = Llama::from_tensors(&cfg, &base).unwrap();
+    let toks = seq();
+    let want = train_logprobs(&base_model, &toks);
+    let lc = lora_cfg(&lora::MODULES);
+    let fresh = lora::init(&cfg, &lc, 0).unwrap();
+    assert_eq!(fresh.len(), 2 * 7 * cfg.num_hidden_layers);
+    assert_eq!(
+        fresh["base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"].dims(),
+        [4, cfg.intermediate_size]
+    );
+    // B = 0: a fresh adapter is the base model.
+    let tr = Trainable::with_lora(&cfg, &base, &lc, &fresh).unwrap();
+    assert_eq!(train_logprobs(&tr.model, &toks), want);
+    // Only the adapter is trained; every A and B gets a gradient... except that with B = 0
+    // the gradient of A is 0, so test with a non-zero B.
+    let adapter = random_adapter(&cfg, &lc);
+    let tr = Trainable::with_lora(&cfg, &base, &lc, &adapter).unwrap();
+    assert_eq!(tr.params.len(), adapter.len());
+    let loss = train_logprobs_tensor(&tr.model, &toks)
+        .sum_all()
+        .unwrap()
+        .neg()
+        .unwrap();
+    let g = grads_by_name(&tr, &loss);
+    assert_eq!(g.len(), adapter.len());
+    for (k, v) in &g {
+        assert!(v.iter().any(|&x| x != 0.0), "{k}");
+    }
+    // Merged weights give the same logits as base + adapter, on both paths.
+    for targets in [&lora::MODULES[..], &["q_proj", "v_proj"][..]] {
+        let lc = lora_cfg(targets);
+        let adapter = random_adapter(&cfg, &lc);
+        let unmerged = Llama::with_adapter(&cfg, &base, Some((&lc, &adapter))).unwrap();
+        let merged =
+            Llama::from_tensors(&cfg, &lora::merge(&cfg, &base, &lc, &adapter).unwrap()).unwrap();
+        let a = train_logprobs(&unmerged, &toks);
+        let b = train_logprobs(&merged, &toks);
+        assert_close(&a, &b, 1e-5, "merged vs unmerged");
+        assert!(
+            a.iter().zip(&want).any(|(x, y)| (x - y).abs() > 1e-3),
+            "adapter changes the model"
+        );
+        let mut cache = KvCache::new(&cfg, 1, 64).unwrap();
+        let infer = unmerged
+            .forward_infer(&ids(&toks[..toks.len() - 1], 1), &mut cache, false)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let tgt = Tensor::from_vec(toks[1..].to_vec(), toks.len() - 1, &Device::Cpu).unwrap();
+        let c: Vec<f32> = token_logprobs(&infer, &tgt).unwrap().to_vec1().unwrap();
+        assert_close(&a, &c, 1e-4, "inference path with adapter");
+    }
+}
+
+#[test]
+fn lora_adapter_round_trips_in_the_peft_layout_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = micro(false);
+    let lc = lora_cfg(&["q_proj", "down_proj"]);
+    let adapter = random_adapter(&cfg, &lc);
+    let out = dir.path().join("adapter");
+    lora::save(&out, &lc, &adapter, Vec::new(), Vec::new()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(lora::ADAPTER_CONFIG)).unwrap()).unwrap();
+    assert_eq!(v["peft_type"], "LORA");
+    assert_eq!(v["r"], 4);
+    assert_eq!(v["lora_alpha"], 8.0);
+    assert_eq!(
+        v["target_modules"],
+        serde_json::json!(["q_proj", "down_proj"])
+    );
+    assert_eq!(v["base_model_name_or_path"], "base");
+    let (lc2, back) = lora::load(&out, &cfg).unwrap();
+    assert_eq!(lc2, lc);
+    assert_eq!(back.len(), adapter.len());
+    for (k, t) in &adapter {
+        let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = back[k].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a, b, "{k}");
+    }
+    // A config that does not match the tensors, and one with an unknown module.
+    let mut wrong = lc.clone();
+    wrong.r = 2;
+    std::fs::write(
+        out.join(lora::ADAPTER_CONFIG),
+        serde_json::to_vec(&wrong).unwrap(),
+    )
+    .unwrap();
+    let e = format!("{:#}", lora::load(&out, &cfg).err().unwrap());
+    assert!(
+        e.contains("adapter_model.safetensors") && e.contains("shape"),
+        "{e}"
+    );
+    let mut wrong = lc.clone();
+    wrong.target_modules.push("lm_head".into());
+    std::fs::write(
+        out.join(lora::ADAPTER_CONFIG),
+        serde_json::to_vec(&wrong).unwrap(),
+    )
+    .unwrap();
+    let e = format!("{:#}", lora::load(&out, &cfg).err().unwrap());
+    assert!(
+        e.contains("adapter_config.json") && e.contains("lm_head"),
+        "{e}"
+    );
+}
+
+#[test]
+fn lora_linear_gradients_equal_the_composed_ops() {
+    let cfg = micro(false);
+    let base = model::init_tensors(&cfg, 1).unwrap();
+    let lc = lora_cfg(&["q_proj", "up_proj", "down_proj"]);
+    let adapter = random_adapter(&cfg, &lc);
+    let tr = Trainable::with_lora(&cfg, &base, &lc, &adapter).unwrap();
+    let toks = seq();
+    let loss = train_logprobs_tensor(&tr.model, &toks)
+        .sum_all()
+        .unwrap()
+        .neg()
+        .unwrap();
+    let got = grads_by_name(&tr, &loss);
+    // The same function written with plain ops, W a variable too (its gradient ignored).
+    let mut merged_vars = HashMap::new();
+    let mut ab = Vec::new();
+    for (name, _) in model::param_shapes(&cfg) {
+        merged_vars.insert(name.clone(), base[&name].clone());
+    }
+    for (k, t) in &adapter {
+        let v = candle_core::Var::from_tensor(t).unwrap();
+        ab.push((k.clone(), v));
+    }
+    let s = lc.scale();
+    for (name, shape) in model::param_shapes(&cfg) {
+        if lc.targets(&name) {
+            let a = &ab
+                .iter()
+                .find(|(k, _)| *k == lora::key(&name, 'A'))
+                .unwrap()
+                .1;
+            let b = &ab
+                .iter()
+                .find(|(k, _)| *k == lora::key(&name, 'B'))
+                .unwrap()
+                .1;
+            let delta = (b.as_tensor().matmul(a.as_tensor()).unwrap() * s).unwrap();
+            assert_eq!(delta.dims(), shape.as_slice());
+            merged_vars.insert(name.clone(), (&base[&name] + delta).unwrap());
+        }
+    }
+    let composed = Llama::from_tensors(&cfg, &merged_vars).unwrap();
+    let loss = train_logprobs_tensor(&composed, &toks)
+        .sum_all()
+        .unwrap()
+        .neg()
+        .unwrap();
+    let g = loss.backward().unwrap();
+    for (k, v) in &ab {
+        let want: Vec<f32> = g
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_close(&want, &got[k], 1e-4, k);
+    }
+}

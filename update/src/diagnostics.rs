@@ -19,7 +19,7 @@
 use crate::Example;
 use candle_core::{Device, Tensor, Var};
 use rlcode_core::records::Verdict;
-use rlcode_policy::Llama;
+use rlcode_policy::{Llama, LogitsChunk};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -358,7 +358,11 @@ fn mean(xs: &[f64]) -> Option<f64> {
 
 /// The completion token log-probs of `examples` (right-padded into one batch; at each record's
 /// temperature) as one `[n]` tensor, examples one after the other.
-pub fn completion_logprobs(model: &Llama, examples: &[&Example]) -> candle_core::Result<Tensor> {
+pub fn completion_logprobs(
+    model: &Llama,
+    examples: &[&Example],
+    chunk: LogitsChunk,
+) -> candle_core::Result<Tensor> {
     let dev = Device::Cpu;
     let cfg = &model.cfg;
     let pad = cfg.pad_token_id.unwrap_or(0);
@@ -388,11 +392,12 @@ pub fn completion_logprobs(model: &Llama, examples: &[&Example]) -> candle_core:
         .hidden_train(&inputs)?
         .reshape((b * l, cfg.hidden_size))?
         .index_select(&rows, 0)?;
-    let mut logits = model.lm_head(&h)?;
-    if temps.iter().any(|&t| t != 1.0) {
-        logits = logits.broadcast_div(&Tensor::from_vec(temps, (n, 1), &dev)?)?;
-    }
-    rlcode_policy::token_logprobs(&logits, &Tensor::from_vec(targets, n, &dev)?)
+    let temps = if temps.iter().any(|&t| t != 1.0) {
+        Some(Tensor::from_vec(temps, (n, 1), &dev)?)
+    } else {
+        None
+    };
+    model.head_logprobs(&h, &targets, temps.as_ref(), chunk)
 }
 
 /// log π(y_i) (sum over completion tokens) of every example, in micro-batches of similar
@@ -402,6 +407,7 @@ pub fn sequence_logprobs(
     model: &Llama,
     examples: &[&Example],
     micro_batch: usize,
+    logits_chunk: LogitsChunk,
 ) -> anyhow::Result<Vec<f64>> {
     // An empty completion has log-probability 0 (nothing to compute).
     let mut order: Vec<usize> = (0..examples.len())
@@ -411,7 +417,7 @@ pub fn sequence_logprobs(
     let mut out = vec![0.0; examples.len()];
     for chunk in order.chunks(micro_batch.max(1)) {
         let batch: Vec<&Example> = chunk.iter().map(|&i| examples[i]).collect();
-        let lp: Vec<f32> = completion_logprobs(model, &batch)?.to_vec1()?;
+        let lp: Vec<f32> = completion_logprobs(model, &batch, logits_chunk)?.to_vec1()?;
         let mut p = 0;
         for &i in chunk {
             let n = examples[i].tokens.len() - examples[i].start;
@@ -441,6 +447,7 @@ pub fn before_step(
     groups: &[DiagGroup],
     proj: Projection,
     micro_batch: usize,
+    chunk: LogitsChunk,
 ) -> anyhow::Result<Before> {
     let t0 = std::time::Instant::now();
     let total: usize = params.iter().map(|(_, v)| v.elem_count()).sum();
@@ -459,7 +466,7 @@ pub fn before_step(
                 // An empty completion: log π = 0 whatever the weights, g_i = 0.
                 continue;
             }
-            let lp = completion_logprobs(model, &[e])?.sum_all()?;
+            let lp = completion_logprobs(model, &[e], chunk)?.sum_all()?;
             let grads = lp.backward()?;
             let v = proj.project_grads(params, &grads)?;
             drop(grads);
@@ -472,7 +479,7 @@ pub fn before_step(
     let mut logprobs = Vec::with_capacity(groups.len());
     for g in groups {
         let refs: Vec<&Example> = g.examples.iter().collect();
-        logprobs.push(sequence_logprobs(model, &refs, micro_batch)?);
+        logprobs.push(sequence_logprobs(model, &refs, micro_batch, chunk)?);
     }
     Ok(Before {
         grad,
@@ -491,6 +498,7 @@ pub fn after_step(
     before: Before,
     proj: Projection,
     micro_batch: usize,
+    chunk: LogitsChunk,
     updated: bool,
 ) -> anyhow::Result<DiagSummary> {
     let t0 = std::time::Instant::now();
@@ -499,7 +507,7 @@ pub fn after_step(
     for (gi, g) in groups.iter().enumerate() {
         let after = if updated {
             let refs: Vec<&Example> = g.examples.iter().collect();
-            sequence_logprobs(model, &refs, micro_batch)?
+            sequence_logprobs(model, &refs, micro_batch, chunk)?
         } else {
             // Unchanged weights: the change is 0 by definition.
             before.logprobs[gi].clone()

@@ -5,7 +5,12 @@
 //! rl-update init --config tiny --seed 0 --out ckpt/0
 //! rl-score ... | rl-update --model ckpt/7 --algo grpo --out ckpt/8 >> metrics.jsonl
 //! rl-update --model ckpt/0 --algo sft --epochs 3 --out ckpt/sft corpus.jsonl
+//! rl-update --model base --lora-rank 16 --out adapter/1 scored.jsonl       # LoRA
+//! rl-update --model base --adapter adapter/1 --out adapter/2 scored.jsonl  # continue it
+//! rl-update merge-lora --model base --adapter adapter/2 --out merged/2
 //! ```
+//!
+//! Memory: `--micro-batch` and `--logits-chunk`; LoRA: docs/training.md.
 //!
 //! The losses, the advantage and std conventions, clipping, KL and loss aggregation are
 //! described in docs/policy.md; the metrics line in docs/formats.md (section metrics).
@@ -22,7 +27,10 @@ use rand::seq::SliceRandom;
 use rlcode_core::cli::InputArgs;
 use rlcode_core::jsonl::{JsonlReader, Skipper};
 use rlcode_core::{Error, ExitCode, Line, RecordError, Result};
-use rlcode_policy::{Checkpoint, Llama, LlamaConfig, Preset, Tokenizer, Trainable, checkpoint};
+use rlcode_policy::lora::{self, LoraConfig};
+use rlcode_policy::{
+    Checkpoint, Llama, LlamaConfig, LogitsChunk, Preset, Tokenizer, Trainable, checkpoint,
+};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -51,6 +59,22 @@ pub struct Cli {
 pub enum Command {
     /// Create a fresh model with the byte-level tokenizer.
     Init(InitArgs),
+    /// Fold a LoRA adapter into its base model: a full checkpoint (W + alpha/r B A) that
+    /// rl-sample, rl-eval and transformers load like any other.
+    MergeLora(MergeLoraArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MergeLoraArgs {
+    /// The base checkpoint the adapter was trained on.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The adapter directory (PEFT layout: adapter_config.json, adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: PathBuf,
+    /// Checkpoint directory to write (replaced atomically if it exists).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -112,9 +136,32 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this (0 disables).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    /// Sequences per forward/backward pass; gradients accumulate over micro-batches.
+    /// Sequences per forward/backward pass; gradients accumulate over micro-batches into one
+    /// optimizer step (the same step as one pass over the whole batch, up to float rounding).
+    /// Activation memory grows with it: see docs/training.md for SmolLM2-135M figures.
     #[arg(long, default_value_t = 8)]
     pub micro_batch: usize,
+    /// Completion tokens whose logits are computed at once: the lm_head, log-softmax and
+    /// gather run over chunks of this many positions, forward and backward, so that the
+    /// [tokens, vocab] logits never exist whole (0: never chunk). Default: chunks of
+    /// 2^24 / vocab positions (341 for a 49,152-token vocabulary) when a micro-batch has more.
+    #[arg(long, value_name = "TOKENS")]
+    pub logits_chunk: Option<usize>,
+    /// Train a LoRA adapter of this rank instead of all weights: the base stays frozen, --out
+    /// gets the adapter (PEFT layout) and its optimizer state. See docs/training.md.
+    #[arg(long, value_name = "R")]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha: the adapter's output is scaled by alpha / rank (default: 2 x rank).
+    #[arg(long, value_name = "ALPHA")]
+    pub lora_alpha: Option<f64>,
+    /// Modules a new LoRA adapter targets, comma-separated (default: all seven linear layers,
+    /// q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
+    #[arg(long, value_delimiter = ',', value_name = "MODULES")]
+    pub lora_targets: Option<Vec<String>>,
+    /// Continue training this LoRA adapter (its rank, alpha, targets and optimizer state) on
+    /// top of --model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// GRPO: advantages r - mean(group), not divided by the group's std (Dr. GRPO).
     #[arg(long)]
     pub no_std_norm: bool,
@@ -155,7 +202,7 @@ pub struct TrainArgs {
     /// SFT: also print a metrics line every N optimizer steps (0: only the final line).
     #[arg(long, default_value_t = 0)]
     pub log_every: usize,
-    /// SFT: seed of the shuffling.
+    /// Seed of the SFT shuffling and of a new LoRA adapter's A matrices.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// SFT: which tokens the loss covers. `completion`: only the record's "completion" where
@@ -218,6 +265,7 @@ pub struct Metrics {
 pub fn run(cli: &Cli, out: impl Write) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Init(a)) => run_init(a, out),
+        Some(Command::MergeLora(a)) => run_merge_lora(a, out),
         None => run_train(&cli.train, out),
     }
 }
@@ -237,6 +285,40 @@ pub fn run_init(a: &InitArgs, mut out: impl Write) -> Result<ExitCode> {
     out.write_all(b"\n")?;
     out.flush()?;
     eprintln!("{PROGRAM}: wrote {} ({params} parameters)", a.out.display());
+    Ok(ExitCode::Success)
+}
+
+pub fn run_merge_lora(a: &MergeLoraArgs, mut out: impl Write) -> Result<ExitCode> {
+    let ck = Checkpoint::load(&a.model)?;
+    let (lc, adapter) =
+        lora::load(&a.adapter, &ck.cfg).with_context(|| format!("{}", a.adapter.display()))?;
+    let merged = lora::merge(&ck.cfg, &ck.tensors, &lc, &adapter)?;
+    checkpoint::save(
+        &a.out,
+        checkpoint::Contents {
+            cfg: &ck.cfg,
+            tensors: &merged,
+            files: checkpoint::tokenizer_files(&ck.dir)?,
+            extra_tensors: Vec::new(),
+        },
+    )
+    .with_context(|| format!("writing {}", a.out.display()))?;
+    let modules = adapter.len() / 2;
+    serde_json::to_writer(
+        &mut out,
+        &serde_json::json!({"out": a.out.display().to_string(), "merged_modules": modules,
+                            "r": lc.r, "lora_alpha": lc.lora_alpha}),
+    )
+    .map_err(anyhow::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    eprintln!(
+        "{PROGRAM}: merged {} (r {}, {modules} modules) into {} -> {}",
+        a.adapter.display(),
+        lc.r,
+        a.model.display(),
+        a.out.display()
+    );
     Ok(ExitCode::Success)
 }
 
@@ -423,6 +505,7 @@ pub struct LossSpec<'a> {
     /// Weight of each example's tokens in the loss (see [`token_weights`]).
     pub weights: Vec<f64>,
     pub micro_batch: usize,
+    pub logits_chunk: LogitsChunk,
 }
 
 /// Per-example token weight so that the loss is Σ_tokens weight × token loss:
@@ -501,7 +584,6 @@ pub fn accumulate(
             continue;
         }
         let rows = Tensor::from_vec(rows, n, &dev)?;
-        let row_targets = Tensor::from_vec(row_targets, n, &dev)?;
         let row_temps = if temps.iter().all(|&t| t == 1.0) {
             None
         } else {
@@ -512,11 +594,7 @@ pub fn accumulate(
                 .hidden_train(&inputs)?
                 .reshape((b * l, cfg.hidden_size))?
                 .index_select(&rows, 0)?;
-            let mut logits = m.lm_head(&h)?;
-            if let Some(t) = &row_temps {
-                logits = logits.broadcast_div(t)?;
-            }
-            rlcode_policy::token_logprobs(&logits, &row_targets)
+            m.head_logprobs(&h, &row_targets, row_temps.as_ref(), spec.logits_chunk)
         };
         let logp = logprobs_of(&tr.model)?;
         let lp: Vec<f32> = logp.to_vec1()?;
@@ -636,6 +714,92 @@ fn save(
     .with_context(|| format!("writing {}", out.display()))
 }
 
+/// Write a LoRA adapter directory: the adapter, its optimizer state and trainer state.
+fn save_adapter(
+    out: &Path,
+    lc: &LoraConfig,
+    tr: &Trainable,
+    opt: &AdamW,
+    algo: &str,
+) -> anyhow::Result<()> {
+    let tensors = tr.tensors();
+    let opt_state = opt.state_tensors();
+    let files = vec![(
+        optim::STATE_FILE.into(),
+        serde_json::to_vec_pretty(&opt.trainer_state(algo))?,
+    )];
+    let extra = if opt_state.is_empty() {
+        Vec::new()
+    } else {
+        vec![(optim::OPTIMIZER_FILE.to_string(), &opt_state)]
+    };
+    lora::save(out, lc, &tensors, files, extra)
+        .with_context(|| format!("writing {}", out.display()))
+}
+
+fn logits_chunk(a: &TrainArgs) -> LogitsChunk {
+    match a.logits_chunk {
+        None => LogitsChunk::Auto,
+        Some(0) => LogitsChunk::Off,
+        Some(n) => LogitsChunk::Rows(n),
+    }
+}
+
+/// The LoRA adapter to train, if any: loaded from --adapter, or a fresh one of --lora-rank.
+fn lora_setup(
+    a: &TrainArgs,
+    cfg: &LlamaConfig,
+    model_dir: &Path,
+) -> Result<Option<(LoraConfig, HashMap<String, Tensor>)>> {
+    let base = model_dir.display().to_string();
+    match (&a.adapter, a.lora_rank) {
+        (None, None) => {
+            if a.lora_alpha.is_some() || a.lora_targets.is_some() {
+                return Err(usage(
+                    "--lora-alpha and --lora-targets need --lora-rank (or --adapter)",
+                ));
+            }
+            Ok(None)
+        }
+        (Some(dir), rank) => {
+            let (mut lc, ts) =
+                lora::load(dir, cfg).with_context(|| format!("{}", dir.display()))?;
+            let mut targets = a.lora_targets.clone();
+            if let Some(t) = &mut targets {
+                t.sort();
+            }
+            let mut have = lc.target_modules.clone();
+            have.sort();
+            if rank.is_some_and(|r| r != lc.r)
+                || a.lora_alpha.is_some_and(|x| x != lc.lora_alpha)
+                || targets.is_some_and(|t| t != have)
+            {
+                return Err(usage(format!(
+                    "--lora-rank/--lora-alpha/--lora-targets disagree with {} (r {}, alpha {}, \
+                     targets {}); leave them out to continue that adapter",
+                    dir.join(lora::ADAPTER_CONFIG).display(),
+                    lc.r,
+                    lc.lora_alpha,
+                    lc.target_modules.join(",")
+                )));
+            }
+            lc.base_model_name_or_path = base;
+            Ok(Some((lc, ts)))
+        }
+        (None, Some(r)) => {
+            let targets = a
+                .lora_targets
+                .clone()
+                .unwrap_or_else(|| lora::MODULES.iter().map(|m| m.to_string()).collect());
+            let lc = LoraConfig::new(r, a.lora_alpha.unwrap_or(2.0 * r as f64), targets, base);
+            lc.validate()
+                .map_err(|e| usage(format!("LoRA settings: {e}")))?;
+            let ts = lora::init(cfg, &lc, a.seed)?;
+            Ok(Some((lc, ts)))
+        }
+    }
+}
+
 fn write_metrics(out: &mut impl Write, m: &Metrics) -> Result<()> {
     serde_json::to_writer(&mut *out, m).map_err(anyhow::Error::from)?;
     out.write_all(b"\n")?;
@@ -665,14 +829,26 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
     if a.diagnostics_dim == Some(0) {
         return Err(usage("--diagnostics-dim must be at least 1"));
     }
-    let ck = Checkpoint::load(model_dir)?;
-    let tr =
-        Trainable::new(&ck.cfg, &ck.tensors).with_context(|| format!("{}", model_dir.display()))?;
+    let mut ck = Checkpoint::load(model_dir)?;
+    let lora = lora_setup(a, &ck.cfg, model_dir)?;
+    // The model holds what it needs; the loaded copy would double the weights' memory.
+    let base = std::mem::take(&mut ck.tensors);
+    let tr = match &lora {
+        None => Trainable::new(&ck.cfg, &base),
+        Some((lc, adapter)) => Trainable::with_lora(&ck.cfg, &base, lc, adapter),
+    }
+    .with_context(|| format!("{}", model_dir.display()))?;
+    drop(base);
     let lr =
         a.lr.unwrap_or(if a.algo == Algo::Sft { 1e-3 } else { 1e-5 });
     let mut opt = AdamW::new(lr, a.weight_decay);
-    if !a.reset_optimizer {
-        opt.load_state(model_dir, &tr.params)?;
+    // The optimizer state lives with what is trained: the checkpoint, or the adapter.
+    let state_dir = match &lora {
+        None => Some(model_dir.as_path()),
+        Some(_) => a.adapter.as_deref(),
+    };
+    if let (false, Some(d)) = (a.reset_optimizer, state_dir) {
+        opt.load_state(d, &tr.params)?;
     }
     let reader = JsonlReader::open(&a.input.inputs)?;
     let mut skipper = Skipper::new(PROGRAM, a.input.keep_going);
@@ -733,7 +909,10 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
         rl_step(a, &tr, &mut opt, scored, reference.as_ref(), &mut metrics)?;
         metrics.skipped_null_rewards = Some(null_rewards);
     }
-    save(out_dir, &ck, &tr, &opt, &algo_name)?;
+    match &lora {
+        None => save(out_dir, &ck, &tr, &opt, &algo_name)?,
+        Some((lc, _)) => save_adapter(out_dir, lc, &tr, &opt, &algo_name)?,
+    }
     metrics.step = opt.step;
     metrics.seconds = start.elapsed().as_secs_f64();
     write_metrics(&mut out, &metrics)?;
@@ -824,6 +1003,7 @@ fn rl_step(
             &diag_groups,
             proj,
             a.micro_batch,
+            logits_chunk(a),
         )?)
     } else {
         None
@@ -838,6 +1018,7 @@ fn rl_step(
                 b,
                 proj,
                 a.micro_batch,
+                logits_chunk(a),
                 false,
             )?);
         }
@@ -851,6 +1032,7 @@ fn rl_step(
         reference,
         weights: token_weights(&examples, a.loss_agg, a.norm_length),
         micro_batch: a.micro_batch,
+        logits_chunk: logits_chunk(a),
     };
     let mut grads = HashMap::new();
     let st = accumulate(tr, &examples, &spec, &mut grads)?;
@@ -869,6 +1051,7 @@ fn rl_step(
             b,
             proj,
             a.micro_batch,
+            logits_chunk(a),
             true,
         )?);
     }
@@ -919,6 +1102,7 @@ fn run_sft(
             reference: None,
             weights: token_weights(&batch, LossAgg::TokenMean, None),
             micro_batch: a.micro_batch,
+            logits_chunk: logits_chunk(a),
         };
         let mut grads = HashMap::new();
         let st = accumulate(tr, &batch, &spec, &mut grads).map_err(Error::Other)?;

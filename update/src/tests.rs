@@ -477,3 +477,250 @@ fn diagnostics_usage() {
         assert!(matches!(r, Err(Error::Usage(_))), "{extra:?}");
     }
 }
+
+/// RL examples of different lengths and temperatures, with old log-probs that make some
+/// tokens clip.
+fn rl_examples() -> Vec<Example> {
+    let prompt = [vec![rlcode_policy::tokenizer::BOS_ID], bytes("def f(x):\n")].concat();
+    let bodies = [
+        "    return x\n",
+        "    pass\n",
+        "    return x + 1\n",
+        "    y = x * 2\n    return y\n",
+        "    return -x\n",
+    ];
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let c = bytes(b);
+            let mut tokens = prompt.clone();
+            tokens.extend(&c);
+            Example {
+                old_logprobs: Some(
+                    (0..c.len())
+                        .map(|j| -5.5 + 0.3 * ((i + j) % 5) as f32)
+                        .collect(),
+                ),
+                tokens,
+                start: prompt.len(),
+                advantage: [1.0, -1.0, 0.5, -0.5, 0.25][i],
+                temperature: [1.0, 0.7, 1.0, 1.3, 1.0][i],
+            }
+        })
+        .collect()
+}
+
+fn grads_of(
+    tr: &Trainable,
+    ex: &[Example],
+    micro_batch: usize,
+    chunk: LogitsChunk,
+    reference: Option<&Llama>,
+) -> (PassStats, HashMap<String, Vec<f32>>) {
+    let spec = LossSpec {
+        rl: true,
+        clip_low: 0.2,
+        clip_high: 0.2,
+        kl_coef: 0.1,
+        reference,
+        weights: token_weights(ex, LossAgg::SeqMeanTokenMean, None),
+        micro_batch,
+        logits_chunk: chunk,
+    };
+    let mut grads = HashMap::new();
+    let st = accumulate(tr, ex, &spec, &mut grads).unwrap();
+    let flat = grads
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    (st, flat)
+}
+
+fn assert_grads_close(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32>>, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (k, x) in a {
+        let y = &b[k];
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-8);
+        let worst = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "{what}: {k} differs by {worst} (max |g| {scale})"
+        );
+    }
+}
+
+#[test]
+fn micro_batches_and_logit_chunks_give_the_full_batch_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = Checkpoint::load(&tiny(dir.path())).unwrap();
+    let tr = Trainable::new(&ck.cfg, &ck.tensors).unwrap();
+    let reference = Llama::from_tensors(
+        &ck.cfg,
+        &rlcode_policy::model::init_tensors(&ck.cfg, 9).unwrap(),
+    )
+    .unwrap();
+    let ex = rl_examples();
+    let (st0, g0) = grads_of(&tr, &ex, 8, LogitsChunk::Off, Some(&reference));
+    assert!(
+        st0.clipped > 0 && st0.clipped < st0.tokens,
+        "some tokens clip: {st0:?}"
+    );
+    assert!(st0.kl_sum > 0.0);
+    assert_eq!(g0.len(), tr.params.len());
+    for (mb, chunk) in [
+        (1, LogitsChunk::Off),
+        (2, LogitsChunk::Off),
+        (8, LogitsChunk::Rows(7)),
+        (2, LogitsChunk::Rows(1)),
+    ] {
+        let (st, g) = grads_of(&tr, &ex, mb, chunk, Some(&reference));
+        let what = format!("micro-batch {mb}, {chunk:?}");
+        assert_eq!(st.tokens, st0.tokens, "{what}");
+        assert_eq!(st.clipped, st0.clipped, "{what}");
+        assert!(
+            (st.loss - st0.loss).abs() < 1e-5,
+            "{what}: {} vs {}",
+            st.loss,
+            st0.loss
+        );
+        assert!((st.kl_sum - st0.kl_sum).abs() < 1e-3, "{what}");
+        assert_grads_close(&g0, &g, &what);
+    }
+    // Auto does not chunk the byte-level vocabulary: bit for bit the unchunked pass.
+    let (_, g) = grads_of(&tr, &ex, 8, LogitsChunk::Auto, Some(&reference));
+    assert_eq!(g, g0);
+}
+
+#[test]
+fn lora_trains_an_adapter_continues_it_and_merges_into_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny(dir.path());
+    let prompt = [vec![rlcode_policy::tokenizer::BOS_ID], bytes("def f(x):\n")].concat();
+    let good = bytes("    return x\n");
+    let bad = bytes("    pass\n");
+    let input = dir.path().join("scored.jsonl");
+    let text = [
+        record("p", &prompt, &good, json!(1.0)),
+        record("p", &prompt, &bad, json!(0.0)),
+    ]
+    .join("\n");
+    std::fs::write(&input, text).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let a1 = dir.path().join("adapter1");
+    let (r, lines) = run_cli(&[
+        "--model",
+        &s(&ck),
+        "--out",
+        &s(&a1),
+        "--lr",
+        "1e-2",
+        "--lora-rank",
+        "4",
+        "--lora-targets",
+        "q_proj,v_proj,down_proj",
+        "--logits-chunk",
+        "5",
+        &s(&input),
+    ]);
+    assert_eq!(r.unwrap(), ExitCode::Success);
+    assert_eq!(lines[0]["step"], 1);
+    assert_eq!(lines[0]["updated"], true);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a1.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["r"], 4);
+    assert_eq!(cfg["lora_alpha"], 8.0);
+    assert_eq!(
+        cfg["target_modules"],
+        json!(["q_proj", "v_proj", "down_proj"])
+    );
+    assert_eq!(cfg["base_model_name_or_path"], s(&ck));
+    let ts =
+        candle_core::safetensors::load(a1.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let layers = LlamaConfig::load(&ck.join("config.json"))
+        .unwrap()
+        .num_hidden_layers;
+    assert_eq!(ts.len(), 2 * 3 * layers);
+    assert!(ts.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+    assert!(ts.contains_key("base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"));
+    assert!(a1.join("optimizer.safetensors").exists());
+    assert!(
+        !a1.join("model.safetensors").exists(),
+        "the base is not copied"
+    );
+    // The base checkpoint is untouched; the merged one moves the right way.
+    let m1 = dir.path().join("merged1");
+    let (r, lines) = run_cli(&[
+        "merge-lora",
+        "--model",
+        &s(&ck),
+        "--adapter",
+        &s(&a1),
+        "--out",
+        &s(&m1),
+    ]);
+    assert_eq!(r.unwrap(), ExitCode::Success);
+    assert_eq!(lines[0]["merged_modules"], 3 * layers);
+    let before = seq_logprob(&ck, &prompt, &good) - seq_logprob(&ck, &prompt, &bad);
+    let after1 = seq_logprob(&m1, &prompt, &good) - seq_logprob(&m1, &prompt, &bad);
+    assert!(after1 > before, "{before} -> {after1}");
+    // Continue the adapter: step 2, its settings and optimizer state carried over.
+    let a2 = dir.path().join("adapter2");
+    let (r, lines) = run_cli(&[
+        "--model",
+        &s(&ck),
+        "--adapter",
+        &s(&a1),
+        "--out",
+        &s(&a2),
+        "--lr",
+        "1e-2",
+        "--micro-batch",
+        "1",
+        &s(&input),
+    ]);
+    assert_eq!(r.unwrap(), ExitCode::Success);
+    assert_eq!(lines[0]["step"], 2);
+    let m2 = dir.path().join("merged2");
+    run_cli(&[
+        "merge-lora",
+        "--model",
+        &s(&ck),
+        "--adapter",
+        &s(&a2),
+        "--out",
+        &s(&m2),
+    ])
+    .0
+    .unwrap();
+    let after2 = seq_logprob(&m2, &prompt, &good) - seq_logprob(&m2, &prompt, &bad);
+    assert!(after2 > after1, "{after1} -> {after2}");
+    // Settings that contradict the adapter, and LoRA flags without LoRA, are usage errors.
+    for bad_args in [
+        &["--adapter", &s(&a1), "--lora-rank", "8"][..],
+        &["--adapter", &s(&a1), "--lora-targets", "q_proj"][..],
+        &["--lora-alpha", "4"][..],
+        &["--lora-rank", "4", "--lora-targets", "lm_head"][..],
+        &["--lora-rank", "0"][..],
+    ] {
+        let out = s(&dir.path().join("x"));
+        let mut args = vec!["--model", ck.to_str().unwrap(), "--out", &out];
+        args.extend_from_slice(bad_args);
+        args.push(input.to_str().unwrap());
+        let (r, _) = run_cli(&args);
+        assert!(matches!(r, Err(Error::Usage(_))), "{bad_args:?}: {r:?}");
+    }
+    // A missing adapter names its path.
+    let missing = s(&dir.path().join("nope"));
+    let (r, _) = run_cli(&[
+        "merge-lora",
+        "--model",
+        &s(&ck),
+        "--adapter",
+        &missing,
+        "--out",
+        &s(&m2),
+    ]);
+    let e = format!("{:#}", anyhow::Error::from(r.unwrap_err()));
+    assert!(e.contains("nope"), "{e}");
+}
