@@ -1,0 +1,153 @@
+//! scripts/train-real.sh end to end on small stand-ins for its real inputs: a tiny checkpoint
+//! with a ChatML template instead of SmolLM2, HumanEval problems instead of CodeI/O. Chat
+//! sampling, verification, both rewards, LoRA updates, merges and evaluations must all run; the
+//! outputs must be well formed; running it again resumes, and a larger --steps extends the runs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use rlcode_tests::{bin, home, run};
+use serde_json::Value;
+
+const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + \
+    message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}\
+    {{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+fn train_real(out: &Path, model: &Path, problems: &Path, steps: &str, cache: &Path) -> String {
+    let bin_dir = bin("rl-verify").parent().expect("bin dir").to_path_buf();
+    let o = Command::new("bash")
+        .arg(rlcode_tests::root().join("scripts/train-real.sh"))
+        .args(["--out", out.to_str().unwrap()])
+        .args(["--model", model.to_str().unwrap()])
+        .args(["--problems", problems.to_str().unwrap()])
+        .args([
+            "--steps",
+            steps,
+            "--problems-per-step",
+            "1",
+            "--group-size",
+            "2",
+        ])
+        .args([
+            "--max-tokens",
+            "24",
+            "--eval-problems",
+            "2",
+            "--eval-samples",
+            "2",
+        ])
+        .args(["--lora-rank", "4", "--micro-batch", "2"])
+        .env("RLCODE_BIN", bin_dir)
+        .env("RLCODE_VERDICT_CACHE", cache)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run train-real.sh");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "train-real.sh failed ({:?})\n{stderr}",
+        o.status
+    );
+    stderr
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+#[test]
+fn lora_chat_loop_runs_both_rewards_and_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let model = t.path().join("tiny");
+    run(
+        "rl-update",
+        &[
+            "init",
+            "--config",
+            "tiny",
+            "--seed",
+            "3",
+            "--out",
+            model.to_str().unwrap(),
+        ],
+        "",
+    )
+    .expect_code(0);
+    let cfg = serde_json::json!({"chat_template": CHATML, "eos_token": "<|im_end|>"});
+    std::fs::write(model.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    let he = home().join("data/HumanEval.jsonl.gz");
+    let imported = run(
+        "rl-data",
+        &["import", "humaneval", he.to_str().unwrap()],
+        "",
+    );
+    imported.expect_code(0);
+    let problems = t.path().join("problems.jsonl");
+    std::fs::write(&problems, &imported.stdout).unwrap();
+    let out = t.path().join("run");
+    let cache = t.path().join("verdicts.sqlite");
+
+    train_real(&out, &model, &problems, "2", &cache);
+    let base = lines(&out.join("eval-base.jsonl"));
+    assert_eq!(base.len(), 1);
+    assert_eq!(base[0]["label"], "base");
+    assert_eq!(base[0]["samples"], 4);
+    for reward in ["binary", "pass_rate"] {
+        let d = out.join(reward);
+        let m = lines(&d.join("metrics.jsonl"));
+        assert_eq!(m.len(), 2, "{reward}: one metrics line per step");
+        for (i, line) in m.iter().enumerate() {
+            assert_eq!(line["train_step"], i + 1);
+            assert_eq!(line["reward"], reward);
+            assert_eq!(line["samples"], 2, "{reward}: 1 problem x 2 samples");
+            for k in [
+                "seconds_sample",
+                "seconds_verify",
+                "seconds_update",
+                "seconds_merge",
+            ] {
+                assert!(line[k].as_f64().unwrap() >= 0.0, "{reward}: {k} in {line}");
+            }
+        }
+        // Every sample of the step was verified and its prompt went through the chat template.
+        let v = lines(&d.join("verdicts/2.jsonl"));
+        assert_eq!(v.len(), 2);
+        assert!(
+            v.iter()
+                .all(|r| r["verdict"]["total"].as_u64().unwrap() > 0)
+        );
+        // The adapter in the PEFT layout, and only the last merged policy kept.
+        let cfg: Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join("adapter/2/adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg["r"], 4);
+        assert!(d.join("adapter/2/adapter_model.safetensors").is_file());
+        assert!(d.join("policy/2/model.safetensors").is_file());
+        assert!(!d.join("policy/1").exists());
+        assert_eq!(lines(&d.join("eval/2.jsonl"))[0]["label"], reward);
+    }
+    let summary = std::fs::read_to_string(out.join("summary.tsv")).unwrap();
+    let rows: Vec<&str> = summary.lines().collect();
+    assert_eq!(rows.len(), 3, "{summary}");
+    assert!(rows[1].starts_with("binary\t2\t") && rows[2].starts_with("pass_rate\t2\t"));
+
+    // Again: nothing to do. With --steps 3: one more step each, from the kept adapter.
+    let before = std::fs::read(out.join("binary/metrics.jsonl")).unwrap();
+    train_real(&out, &model, &problems, "2", &cache);
+    assert_eq!(
+        std::fs::read(out.join("binary/metrics.jsonl")).unwrap(),
+        before
+    );
+    train_real(&out, &model, &problems, "3", &cache);
+    for reward in ["binary", "pass_rate"] {
+        let m = lines(&out.join(reward).join("metrics.jsonl"));
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[2]["train_step"], 3);
+        assert!(out.join(reward).join("eval/3.jsonl").is_file());
+    }
+}
