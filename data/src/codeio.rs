@@ -5,15 +5,20 @@
 //! No dataset code runs on the host: every step that runs a record's Python is a program given
 //! to `rl-verify --capture` (see `codeio_driver.py`), with the verifier's own limits and runtime.
 //!
-//! 1. probe, one run per record: every module the sample or the generator imports must be in
-//!    the standard library (`sys.stdlib_module_names` of the sandbox's CPython), the sample must
-//!    define `main_solution`, and both must load in the sandbox (the pre-initialized runtime
-//!    bundles only part of the standard library).
-//! 2. generate, one run per input set `i < tests`: `generate_inputs(Random("rlcode-codeio/<seed>/
+//! One sandbox run per record does both steps below (compiling the driver program costs more than
+//! most input sets), under a fuel budget of `(tests + 1) ×` the verifier's default per-test
+//! budget; a run cut off by it keeps the input sets it finished.
+//!
+//! 1. probe: every module the sample or the generator imports must be in the standard library
+//!    (`sys.stdlib_module_names` of the sandbox's CPython), the sample must define
+//!    `main_solution`, and both must load in the sandbox (the pre-initialized runtime bundles
+//!    only part of the standard library).
+//! 2. generate, for each input set `i < tests`: `generate_inputs(Random("rlcode-codeio/<seed>/
 //!    <i>"))`, the output of `main_solution` on those inputs, both made JSON-like, and the assert
 //!    test built from them, run once more against a second call of the reference. An input set
-//!    that errors, runs out of fuel or memory, is not JSON-like or makes a test over 16 KiB is
-//!    left out; a second call that disagrees makes the whole problem non-deterministic.
+//!    that errors, is not JSON-like, makes a test over 16 KiB or is not reached before the fuel
+//!    runs out is left out; a second call that disagrees makes the whole problem
+//!    non-deterministic.
 //! 3. keep a problem if it is deterministic, has at least [`MIN_TESTS`] distinct tests, at
 //!    least [`MIN_OUTPUTS`] distinct expected outputs, and no expected output shared by more
 //!    than half of its tests (so that no constant answer passes most of them).
@@ -46,6 +51,10 @@ const DRIVER: &str = include_str!("codeio_driver.py");
 /// The problems' `setup`: `_rl_same(got, want)`, the comparison every test makes.
 pub const SETUP: &str = include_str!("codeio_setup.py");
 const REPORT_PREFIX: &str = "@rlcodeio ";
+/// rl-verify's default fuel per test; a record's run gets this much per step.
+const FUEL_PER_STEP: u64 = 5_000_000_000;
+/// The wall-clock backstop of a record's run (fuel, not this, stops busy programs).
+const WALL_MS: u64 = 600_000;
 
 /// How to import.
 #[derive(Debug, Clone)]
@@ -166,6 +175,8 @@ pub enum ProbeOutcome {
 #[derive(Debug, Deserialize)]
 struct Report {
     kind: String,
+    /// `"probe"`, or the index of the input set.
+    step: Value,
     #[serde(default)]
     detail: Option<String>,
     #[serde(default)]
@@ -191,20 +202,21 @@ pub struct Captured {
 }
 
 impl Captured {
-    fn report(&self) -> Option<Report> {
+    /// The driver's report of `step`: the last line marked with it.
+    fn report(&self, step: &Value) -> Option<Report> {
         self.stdout
             .lines()
             .rev()
-            .find_map(|l| l.strip_prefix(REPORT_PREFIX))
-            .and_then(|r| serde_json::from_str(r).ok())
+            .filter_map(|l| l.strip_prefix(REPORT_PREFIX))
+            .filter_map(|r| serde_json::from_str::<Report>(r).ok())
+            .find(|r| &r.step == step)
     }
 }
 
-fn program(mode: &str, record: &Record, seed: u64, index: usize) -> String {
+fn program(record: &Record, seed: u64, tests: usize) -> String {
     let s = |t: &str| serde_json::to_string(t).expect("a string serializes");
     format!(
-        "MODE = {}\nSRC = {}\nGEN = {}\nSETUP = {}\nSEED = {seed}\nINDEX = {index}\n{DRIVER}",
-        s(mode),
+        "SRC = {}\nGEN = {}\nSETUP = {}\nSEED = {seed}\nTESTS = {tests}\n{DRIVER}",
         s(&record.code),
         s(&record.generator),
         s(SETUP),
@@ -214,7 +226,7 @@ fn program(mode: &str, record: &Record, seed: u64, index: usize) -> String {
 /// The probe's verdict on a record from its capture.
 pub fn probe_outcome(c: &Captured) -> ProbeOutcome {
     let detail = |r: &Report| r.detail.clone().unwrap_or_default();
-    match c.report() {
+    match c.report(&Value::from("probe")) {
         Some(r) if r.kind == "ok" => ProbeOutcome::Ok {
             signature: r.signature.unwrap_or_default(),
             imports: r.imports,
@@ -233,16 +245,16 @@ pub fn probe_outcome(c: &Captured) -> ProbeOutcome {
     }
 }
 
-/// One input set's outcome from its capture.
-pub fn set_outcome(c: &Captured) -> SetOutcome {
-    match c.report() {
+/// Input set `index`'s outcome from its record's capture.
+pub fn set_outcome(c: &Captured, index: usize) -> SetOutcome {
+    match c.report(&Value::from(index)) {
         Some(r) if r.kind == "ok" => match (r.test, r.output) {
             (Some(code), Some(output)) => SetOutcome::Test { code, output },
             _ => SetOutcome::Skipped("error".into()),
         },
         Some(r) if r.kind == "non_deterministic" => SetOutcome::NonDeterministic,
         Some(r) => SetOutcome::Skipped(r.kind),
-        // No report: the run ended before the driver could say anything.
+        // No report: the run ended (out of fuel, say) before this input set.
         None if c.status == "pass" => SetOutcome::Skipped("error".into()),
         None => SetOutcome::Skipped(c.status.clone()),
     }
@@ -322,8 +334,8 @@ pub fn problem(
     }
 }
 
-/// Run `programs` (`(id, program)`) through `rl-verify --capture`, in order, streaming.
-fn capture(opts: &Options, programs: Vec<(String, String)>) -> Result<Vec<Captured>> {
+/// Run `programs` (capture records) through `rl-verify --capture`, in order, streaming.
+fn capture(opts: &Options, programs: Vec<Value>) -> Result<Vec<Captured>> {
     let mut cmd = Command::new(&opts.verify_bin);
     cmd.args(["--capture", "--runtime", &opts.runtime]);
     if let Some(j) = opts.jobs {
@@ -344,9 +356,8 @@ fn capture(opts: &Options, programs: Vec<(String, String)>) -> Result<Vec<Captur
     let count = programs.len();
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         let mut w = JsonlWriter::new(std::io::BufWriter::new(stdin));
-        for (id, program) in programs {
-            w.write(&json!({"id": id, "program": program}))
-                .map_err(std::io::Error::other)?;
+        for p in programs {
+            w.write(&p).map_err(std::io::Error::other)?;
         }
         w.flush().map_err(std::io::Error::other)
     });
@@ -453,48 +464,26 @@ pub fn import(
         ..ImportStats::default()
     };
 
-    let probes = capture(
+    let steps = opts.tests as u64 + 1;
+    let limits = json!({"fuel": FUEL_PER_STEP * steps, "wall_ms": WALL_MS});
+    let runs = capture(
         opts,
         records
             .iter()
-            .map(|r| {
-                (
-                    format!("{}/probe", r.id()),
-                    program("probe", r, opts.seed, 0),
-                )
-            })
+            .map(|r| json!({"id": r.id(), "program": program(r, opts.seed, opts.tests), "limits": limits}))
             .collect(),
     )?;
-    stats.runs += probes.len();
-    let mut alive = Vec::new();
-    for (r, c) in records.iter().zip(&probes) {
-        match probe_outcome(c) {
-            ProbeOutcome::Ok { signature, imports } => alive.push((r, signature, imports)),
-            ProbeOutcome::Dropped(d, _) => *stats.dropped.entry(d).or_default() += 1,
-        }
-    }
-    eprintln!(
-        "{}: codeio: {} of {} records load in the sandbox; generating {} input sets each",
-        crate::PROGRAM,
-        alive.len(),
-        records.len(),
-        opts.tests
-    );
-
-    let mut programs = Vec::with_capacity(alive.len() * opts.tests);
-    for (r, _, _) in &alive {
-        for i in 0..opts.tests {
-            programs.push((
-                format!("{}/{i}", r.id()),
-                program("generate", r, opts.seed, i),
-            ));
-        }
-    }
-    let sets = capture(opts, programs)?;
-    stats.runs += sets.len();
+    stats.runs = runs.len();
     let mut writer = JsonlWriter::new(out);
-    for ((r, signature, imports), chunk) in alive.iter().zip(sets.chunks(opts.tests.max(1))) {
-        let outcomes: Vec<SetOutcome> = chunk.iter().map(set_outcome).collect();
+    for (r, c) in records.iter().zip(&runs) {
+        let (signature, imports) = match probe_outcome(c) {
+            ProbeOutcome::Ok { signature, imports } => (signature, imports),
+            ProbeOutcome::Dropped(d, _) => {
+                *stats.dropped.entry(d).or_default() += 1;
+                continue;
+            }
+        };
+        let outcomes: Vec<SetOutcome> = (0..opts.tests).map(|i| set_outcome(c, i)).collect();
         for o in &outcomes {
             if let SetOutcome::Skipped(why) = o {
                 *stats.skipped_sets.entry(why.clone()).or_default() += 1;
@@ -504,7 +493,7 @@ pub fn import(
             Ok(tests) => {
                 stats.kept += 1;
                 stats.tests += tests.len();
-                writer.write(&problem(r, signature, imports, tests))?;
+                writer.write(&problem(r, &signature, &imports, tests))?;
             }
             Err(d) => *stats.dropped.entry(d).or_default() += 1,
         }
@@ -585,23 +574,27 @@ mod tests {
     fn reports_are_read_from_the_last_marked_line() {
         let c = Captured {
             status: "pass".into(),
-            stdout: "noise\n@rlcodeio {\"kind\": \"ok\", \"test\": \"assert x\\n\", \"output\": \"1\"}\n".into(),
+            stdout: "noise\n@rlcodeio {\"step\": \"probe\", \"kind\": \"ok\"}\n@rlcodeio {\"step\": 0, \"kind\": \"ok\", \"test\": \"assert x\\n\", \"output\": \"1\"}\n".into(),
             detail: None,
         };
-        assert_eq!(set_outcome(&c), t("assert x\n", "1"));
+        assert_eq!(set_outcome(&c, 0), t("assert x\n", "1"));
+        assert_eq!(set_outcome(&c, 1), SetOutcome::Skipped("error".into()));
         let timeout = Captured {
             status: "timeout".into(),
             stdout: String::new(),
             detail: Some("fuel budget exhausted".into()),
         };
-        assert_eq!(set_outcome(&timeout), SetOutcome::Skipped("timeout".into()));
+        assert_eq!(
+            set_outcome(&timeout, 0),
+            SetOutcome::Skipped("timeout".into())
+        );
         assert_eq!(
             probe_outcome(&timeout),
             ProbeOutcome::Dropped(Drop::Broken, "timeout: fuel budget exhausted".into())
         );
         let foreign = Captured {
             status: "pass".into(),
-            stdout: "@rlcodeio {\"kind\": \"non_stdlib\", \"modules\": [\"numpy\"]}\n".into(),
+            stdout: "@rlcodeio {\"step\": \"probe\", \"kind\": \"non_stdlib\", \"modules\": [\"numpy\"]}\n".into(),
             detail: None,
         };
         assert_eq!(

@@ -1,15 +1,18 @@
 # rl-data import codeio: the program that runs one CodeI/O record inside the sandbox
-# (rl-verify --capture), never on the host. rl-data prepends the constants MODE ("probe" or
-# "generate"), SRC (the code sample), GEN (the input generator), SETUP (the problems' setup
-# code), SEED and INDEX, and reads back the last stdout line that starts with "@rlcodeio ".
+# (rl-verify --capture), never on the host. rl-data prepends the constants SRC (the code
+# sample), GEN (the input generator), SETUP (the problems' setup code), SEED and TESTS, and reads
+# back the stdout lines that start with "@rlcodeio " (one per step; a run cut off by its fuel
+# budget keeps the lines written before). One run per record: compiling this driver costs more
+# than most input sets.
 #
 # probe:    checks that every module the sample and the generator import is in the standard
 #           library, that the sample defines main_solution, and that both load; reports the
 #           signature of main_solution and the sample's top-level imports.
-# generate: input set INDEX: generate_inputs(random.Random("rlcode-codeio/<SEED>/<INDEX>")), the
-#           inputs and main_solution's output made JSON-like (tuples become lists; anything
-#           else that JSON cannot hold is refused), and the assert test built from them, which is
-#           then run here against a second call of the reference, as the verifier will run it.
+# generate: for each input set i < TESTS: generate_inputs(random.Random("rlcode-codeio/<SEED>/
+#           <i>")), the inputs and main_solution's output made JSON-like (tuples become lists;
+#           anything else that JSON cannot hold is refused), and the assert test built from them,
+#           which is then run here against a second call of the reference, as the verifier will
+#           run it.
 import ast, contextlib, copy, io, json, keyword, math, random, sys
 
 _out = sys.stdout
@@ -18,6 +21,7 @@ MAX_TEST_BYTES = 16384
 
 def emit(kind, **fields):
     fields["kind"] = kind
+    fields["step"] = STEP
     _out.write("\n@rlcodeio " + json.dumps(fields) + "\n")
     _out.flush()
 
@@ -135,6 +139,7 @@ def probe():
     if not callable(scope.get("main_solution")) or not callable(gscope.get("generate_inputs")):
         return emit("broken", detail="main_solution or generate_inputs is not callable")
     emit("ok", signature=signature, imports=imports)
+    return scope, gscope
 
 
 def call_text(args):
@@ -143,9 +148,8 @@ def call_text(args):
     return "main_solution(**" + repr(args) + ")"
 
 
-def generate():
-    scope, gscope = load()
-    rng = random.Random("rlcode-codeio/%s/%s" % (SEED, INDEX))
+def generate(scope, gscope, index):
+    rng = random.Random("rlcode-codeio/%s/%s" % (SEED, index))
     main = scope["main_solution"]
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -186,7 +190,8 @@ def generate():
     emit("ok", test=test, output=key)
 
 
-if MODE == "probe":
-    probe()
-else:
-    generate()
+STEP = "probe"
+loaded = probe()
+if loaded:
+    for STEP in range(TESTS):
+        generate(*loaded, STEP)
