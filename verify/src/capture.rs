@@ -4,13 +4,17 @@
 //! a program's output rather than a verdict (`rl-data import codeio` generates tests this way,
 //! so that no dataset code ever runs on the host). Input records:
 //!
-//!     {"id": "p/0", "program": "print(1)", "stdin": "...", "limits": {...}, "seed": 7}
+//! ```text
+//! {"id": "p/0", "program": "print(1)", "stdin": "...", "limits": {...}, "seed": 7}
+//! ```
 //!
 //! (`stdin`, `limits` and `seed` optional). Output, in input order, is each record with the
 //! run's fields added (other fields pass through):
 //!
-//!     {"id": "p/0", ..., "status": "pass", "stdout": "1\n", "fuel": 269000, "ms": 1.2,
-//!      "runtime": "cpython-3.14-wasi-preinit:<sha256 prefix>"}
+//! ```text
+//! {"id": "p/0", ..., "status": "pass", "stdout": "1\n", "fuel": 269000, "ms": 1.2,
+//!  "runtime": "cpython-3.14-wasi-preinit:<sha256 prefix>"}
+//! ```
 //!
 //! `status` is a verdict's test status: `pass` means the program ran to its end (or exited
 //! with 0); `error`, `timeout`, `memory`, `output_limit` are the program's doing, with a
