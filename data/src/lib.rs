@@ -5,6 +5,7 @@
 //! Every command writes JSONL to the given writer and logs only to stderr; the synthetic
 //! commands are pure functions of their flags.
 
+pub mod codeio;
 pub mod humaneval;
 pub mod mutants;
 pub mod pysplit;
@@ -63,6 +64,20 @@ pub fn import_humaneval(
         stats.problems, stats.tests, stats.whole_checks, stats.dropped_constant_asserts
     );
     Ok(code)
+}
+
+/// `rl-data import codeio`: CodeI/O records to problems whose tests are generated in the
+/// sandbox (see [`codeio`]), with per-stage counts on stderr.
+pub fn import_codeio(
+    reader: JsonlReader,
+    keep_going: bool,
+    opts: &codeio::Options,
+    out: impl Write,
+) -> Result<ExitCode> {
+    if opts.tests == 0 {
+        return Err(Error::Usage("--tests must be at least 1".into()));
+    }
+    Ok(codeio::import(reader, keep_going, opts, out)?.0)
 }
 
 /// `rl-data references`: one sample per problem, its reference program.

@@ -54,6 +54,26 @@ pub(crate) struct RawRun {
 }
 
 pub fn run_test(rt: &Runtime, job: &Job<'_>) -> TestResult {
+    let expect = match job.test {
+        Test::Assert { .. } => Expect::Completion,
+        Test::Stdio { stdout, .. } => Expect::Stdout(stdout),
+    };
+    run_job(rt, job, expect).0
+}
+
+/// What a run must do to pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect<'a> {
+    /// Run an assert test's code to completion.
+    Completion,
+    /// Run a program to its end, or exit with 0 (`rl-verify --capture`); any output.
+    CleanExit,
+    /// Run to completion (or exit with 0) and print this.
+    Stdout(&'a str),
+}
+
+/// Run a job and classify its outcome; also returns what the program printed on stdout.
+pub(crate) fn run_job(rt: &Runtime, job: &Job<'_>, expect: Expect<'_>) -> (TestResult, Vec<u8>) {
     let start = Instant::now();
     let token = new_token();
     let raw = TOKIO.with(|tokio| {
@@ -65,19 +85,25 @@ pub fn run_test(rt: &Runtime, job: &Job<'_>) -> TestResult {
         })
     });
     let ms = start.elapsed().as_secs_f64() * 1e3;
-    let (status, detail, fuel) = match raw {
+    let (status, detail, fuel, stdout) = match raw {
         Ok(raw) => {
-            let (status, detail) = classify(job.test, &token, &raw);
-            (status, detail, Some(raw.fuel))
+            let (status, detail) = classify(expect, &token, &raw);
+            (status, detail, Some(raw.fuel), raw.stdout)
         }
-        Err(e) => (Status::Infra, Some(format!("sandbox failure: {e:#}")), None),
+        Err(e) => (
+            Status::Infra,
+            Some(format!("sandbox failure: {e:#}")),
+            None,
+            Vec::new(),
+        ),
     };
-    TestResult {
+    let result = TestResult {
         status,
         detail: detail.map(|d| truncate(&d, 400)),
         fuel,
         ms: Some((ms * 1000.0).round() / 1000.0),
-    }
+    };
+    (result, stdout)
 }
 
 fn new_token() -> String {
@@ -248,7 +274,7 @@ fn last_stderr_line(stderr: &str, token: &str) -> String {
         .to_string()
 }
 
-fn classify(test: &Test, token: &str, raw: &RawRun) -> (Status, Option<String>) {
+fn classify(expect: Expect<'_>, token: &str, raw: &RawRun) -> (Status, Option<String>) {
     if raw.stdout_full || raw.stderr_full {
         let which = if raw.stdout_full { "stdout" } else { "stderr" };
         return (Status::OutputLimit, Some(format!("{which} over its cap")));
@@ -305,15 +331,16 @@ fn classify(test: &Test, token: &str, raw: &RawRun) -> (Status, Option<String>) 
                 r[5..].trim()
             )),
         ),
-        Some("OK") => match test {
-            Test::Assert { .. } => (Status::Pass, None),
-            Test::Stdio { stdout, .. } => stdio_verdict(&raw.stdout, stdout),
+        Some("OK") => match expect {
+            Expect::Completion | Expect::CleanExit => (Status::Pass, None),
+            Expect::Stdout(stdout) => stdio_verdict(&raw.stdout, stdout),
         },
         _ if raw.memory_denied => (Status::Memory, Some("memory cap reached".into())),
         // The program ended the interpreter itself (os._exit, a signal-like abort): an assert
         // test never reached its end; a stdio test is judged on its output if it exited with 0.
-        _ => match test {
-            Test::Stdio { stdout, .. } if code == 0 => stdio_verdict(&raw.stdout, stdout),
+        _ => match expect {
+            Expect::Stdout(stdout) if code == 0 => stdio_verdict(&raw.stdout, stdout),
+            Expect::CleanExit if code == 0 => (Status::Pass, None),
             _ => (
                 Status::Error,
                 Some(format!(

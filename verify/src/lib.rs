@@ -10,6 +10,7 @@
 //! test is not in the cache.
 
 pub mod cache;
+pub mod capture;
 pub mod component;
 pub mod exec;
 pub mod runtime;
@@ -50,8 +51,13 @@ pub const DEFAULT_WALL_MS: u64 = 15_000;
 #[command(name = "rl-verify", version, about)]
 pub struct Args {
     /// Problems file (JSONL) with the tests of every problem the samples refer to.
-    #[arg(long, value_name = "FILE")]
-    pub problems: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "capture")]
+    pub problems: Option<PathBuf>,
+    /// Run programs instead of verifying samples: records `{"id", "program", "stdin"?,
+    /// "limits"?, "seed"?}` in, each with `status`, `stdout`, `detail`, `fuel`, `ms` and
+    /// `runtime` added out (docs/formats.md). Never cached.
+    #[arg(long, conflicts_with_all = ["problems", "cache"])]
+    pub capture: bool,
     #[command(flatten)]
     pub input: InputArgs,
     /// Worker threads (default: all cores).
@@ -137,6 +143,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Verdict cache counts; `None` when the cache is off.
     pub cache: Option<CacheCounts>,
+    /// A `--capture` run: programs, not samples and tests.
+    pub capture: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -155,6 +163,17 @@ impl Summary {
             .iter()
             .filter_map(|s| self.statuses.get(s).map(|n| format!("{} {n}", s.as_str())))
             .collect();
+        let statuses = if statuses.is_empty() {
+            "none".to_string()
+        } else {
+            statuses.join(", ")
+        };
+        if self.capture {
+            return format!(
+                "{PROGRAM}: {} programs ({statuses}) in {:.2} s",
+                self.tests, self.seconds
+            );
+        }
         let cache = match self.cache {
             None => "; verdict cache off".to_string(),
             Some(c) if c.duplicates > 0 => format!(
@@ -167,11 +186,7 @@ impl Summary {
             "{PROGRAM}: {} samples, {} tests ({}) in {:.2} s, {:.1} tests/s{cache}",
             self.samples,
             self.tests,
-            if statuses.is_empty() {
-                "none".to_string()
-            } else {
-                statuses.join(", ")
-            },
+            statuses,
             self.seconds,
             self.tests as f64 / self.seconds.max(1e-9)
         )
@@ -186,7 +201,7 @@ pub fn default_fuel(args: &Args) -> u64 {
     })
 }
 
-fn limits_for(args: &Args, overrides: Option<Limits>) -> RunLimits {
+pub(crate) fn limits_for(args: &Args, overrides: Option<Limits>) -> RunLimits {
     let o = overrides.unwrap_or_default();
     RunLimits {
         fuel: o.fuel.unwrap_or(default_fuel(args)),
@@ -240,7 +255,7 @@ fn test_seed(prefix: &sha2::Sha256, ti: usize) -> [u8; 32] {
 
 /// The runtime, loaded on first use: a run whose every test is in the cache compiles and
 /// instantiates nothing.
-struct LazyRuntime {
+pub(crate) struct LazyRuntime {
     kind: RuntimeKind,
     /// What [`Runtime::id`] will be: the cache keys on it.
     id: String,
@@ -250,7 +265,7 @@ struct LazyRuntime {
 }
 
 impl LazyRuntime {
-    fn get(&mut self) -> Result<&Runtime, Error> {
+    pub(crate) fn get(&mut self) -> Result<&Runtime, Error> {
         if self.rt.is_none() {
             let rt = match self.kind {
                 RuntimeKind::Python => Runtime::load(&self.wasm, self.module_cache.as_deref())?,
@@ -379,9 +394,13 @@ fn verify_batch(
         .collect())
 }
 
-/// Read samples from `args.input`, write verdicts to `out`.
+/// Read samples from `args.input`, write verdicts to `out` (or, with `--capture`, programs and
+/// their output; see [`capture`]).
 pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
-    let problems = ProblemSet::load(&args.problems)?;
+    let problems = match &args.problems {
+        Some(path) if !args.capture => Some(ProblemSet::load(path)?),
+        _ => None,
+    };
     let reader = JsonlReader::open(&args.input.inputs)?;
     let module_cache = if args.no_module_cache {
         None
@@ -402,9 +421,12 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
             .clone()
             .unwrap_or_else(component::default_preinit_wasm),
     };
-    let db = cache_path(args)
-        .map(|path| VerdictCache::open(&path))
-        .transpose()?;
+    let db = match &problems {
+        Some(_) => cache_path(args)
+            .map(|path| VerdictCache::open(&path))
+            .transpose()?,
+        None => None,
+    };
     // Hashing the 25 MB module costs more than looking up thousands of verdicts: with a cache,
     // its hash is remembered by file identity (size, times, inode).
     let (id, _) = match &db {
@@ -431,7 +453,12 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
                 args.jobs.unwrap_or(0)
             ))
         })?;
-    verify_stream(&mut rt, &pool, args, &problems, reader, cache.as_ref(), out)
+    match problems {
+        Some(problems) => {
+            verify_stream(&mut rt, &pool, args, &problems, reader, cache.as_ref(), out)
+        }
+        None => capture::run(&mut rt, &pool, args, reader, out),
+    }
 }
 
 fn verify_stream(
@@ -511,13 +538,13 @@ fn verify_stream(
     Ok(skipper.exit_code())
 }
 
-fn finish(progress: &indicatif::ProgressBar, summary: &mut Summary, started: Instant) {
+pub(crate) fn finish(progress: &indicatif::ProgressBar, summary: &mut Summary, started: Instant) {
     progress.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
     eprintln!("{}", summary.line());
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
+pub(crate) fn progress_bar() -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
