@@ -19,7 +19,10 @@
 //!    that errors, is not JSON-like, makes a test over 16 KiB or is not reached before the fuel
 //!    runs out is left out; a second call that disagrees makes the whole problem
 //!    non-deterministic.
-//! 3. keep a problem if it is deterministic, has at least [`MIN_TESTS`] distinct tests, at
+//! 3. check: every test of a problem that passes the rules below runs again alone, as the
+//!    verifier runs it (per-test fuel budget, other randomness); a failure there makes the
+//!    problem non-deterministic, running out of fuel drops the test.
+//! 4. keep a problem if it is deterministic, has at least [`MIN_TESTS`] distinct tests, at
 //!    least [`MIN_OUTPUTS`] distinct expected outputs, and no expected output shared by more
 //!    than half of its tests (so that no constant answer passes most of them).
 
@@ -334,6 +337,29 @@ pub fn problem(
     }
 }
 
+fn count_skipped(stats: &mut ImportStats, outcomes: &[SetOutcome]) {
+    for o in outcomes {
+        if let SetOutcome::Skipped(why) = o {
+            *stats.skipped_sets.entry(why.clone()).or_default() += 1;
+        }
+    }
+}
+
+/// One test run as the verifier runs an assert test: the program as module `solution`, then
+/// the setup, then the test, in one scope.
+fn check_program(reference: &str, test: &str) -> String {
+    let s = |t: &str| serde_json::to_string(t).expect("a string serializes");
+    format!(
+        "scope = {{\"__name__\": \"solution\"}}\n\
+         exec(compile({}, \"<program>\", \"exec\"), scope)\n\
+         exec(compile({}, \"<setup>\", \"exec\"), scope)\n\
+         exec(compile({}, \"<test>\", \"exec\"), scope)\n",
+        s(reference),
+        s(SETUP),
+        s(test)
+    )
+}
+
 /// Run `programs` (capture records) through `rl-verify --capture`, in order, streaming.
 fn capture(opts: &Options, programs: Vec<Value>) -> Result<Vec<Captured>> {
     let mut cmd = Command::new(&opts.verify_bin);
@@ -474,7 +500,8 @@ pub fn import(
             .collect(),
     )?;
     stats.runs = runs.len();
-    let mut writer = JsonlWriter::new(out);
+    // Problems that pass the rules on their first run, with their input sets' outcomes.
+    let mut candidates = Vec::new();
     for (r, c) in records.iter().zip(&runs) {
         let (signature, imports) = match probe_outcome(c) {
             ProbeOutcome::Ok { signature, imports } => (signature, imports),
@@ -484,11 +511,54 @@ pub fn import(
             }
         };
         let outcomes: Vec<SetOutcome> = (0..opts.tests).map(|i| set_outcome(c, i)).collect();
-        for o in &outcomes {
-            if let SetOutcome::Skipped(why) = o {
-                *stats.skipped_sets.entry(why.clone()).or_default() += 1;
+        match decide(&outcomes) {
+            Ok(_) => candidates.push((r, signature, imports, outcomes)),
+            Err(d) => {
+                count_skipped(&mut stats, &outcomes);
+                *stats.dropped.entry(d).or_default() += 1;
             }
         }
+    }
+    // The second run: every test, alone, as the verifier runs it (its per-test fuel budget, a
+    // fresh interpreter, other randomness). A test that fails now is a reference that depends
+    // on its run (module-level randomness, the clock); one out of fuel is too slow to keep.
+    let mut checks = Vec::new();
+    for (r, _, _, outcomes) in &candidates {
+        for (i, o) in outcomes.iter().enumerate() {
+            if let SetOutcome::Test { code, .. } = o {
+                checks.push(json!({
+                    "id": format!("{}/check/{i}", r.id()),
+                    "program": check_program(&r.code, code),
+                    "seed": "check",
+                    "limits": {"fuel": FUEL_PER_STEP, "wall_ms": WALL_MS},
+                }));
+            }
+        }
+    }
+    eprintln!(
+        "{}: codeio: checking the {} tests of {} problems, each in a run of its own",
+        crate::PROGRAM,
+        checks.len(),
+        candidates.len()
+    );
+    let checked = capture(opts, checks)?;
+    stats.runs += checked.len();
+    let mut checked = checked.into_iter();
+    let mut writer = JsonlWriter::new(out);
+    for (r, signature, imports, mut outcomes) in candidates {
+        for o in outcomes.iter_mut() {
+            if matches!(o, SetOutcome::Test { .. }) {
+                let c = checked.next().expect("one check per test");
+                *o = match c.status.as_str() {
+                    "pass" => continue,
+                    "timeout" | "memory" | "output_limit" => {
+                        SetOutcome::Skipped(format!("{} alone", c.status))
+                    }
+                    _ => SetOutcome::NonDeterministic,
+                };
+            }
+        }
+        count_skipped(&mut stats, &outcomes);
         match decide(&outcomes) {
             Ok(tests) => {
                 stats.kept += 1;
