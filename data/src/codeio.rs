@@ -54,8 +54,15 @@ const DRIVER: &str = include_str!("codeio_driver.py");
 /// The problems' `setup`: `_rl_same(got, want)`, the comparison every test makes.
 pub const SETUP: &str = include_str!("codeio_setup.py");
 const REPORT_PREFIX: &str = "@rlcodeio ";
-/// rl-verify's default fuel per test; a record's run gets this much per step.
-const FUEL_PER_STEP: u64 = 5_000_000_000;
+/// rl-verify's default fuel per test on `runtime` (2 G units on `preinit`, 5 G on `python`); a
+/// record's run gets this much per step, and the check run this much per test.
+fn fuel_per_step(runtime: &str) -> u64 {
+    if runtime == "python" {
+        5_000_000_000
+    } else {
+        2_000_000_000
+    }
+}
 /// The wall-clock backstop of a record's run (fuel, not this, stops busy programs).
 const WALL_MS: u64 = 600_000;
 
@@ -491,7 +498,7 @@ pub fn import(
     };
 
     let steps = opts.tests as u64 + 1;
-    let limits = json!({"fuel": FUEL_PER_STEP * steps, "wall_ms": WALL_MS});
+    let limits = json!({"fuel": fuel_per_step(&opts.runtime) * steps, "wall_ms": WALL_MS});
     let runs = capture(
         opts,
         records
@@ -530,7 +537,7 @@ pub fn import(
                     "id": format!("{}/check/{i}", r.id()),
                     "program": check_program(&r.code, code),
                     "seed": "check",
-                    "limits": {"fuel": FUEL_PER_STEP, "wall_ms": WALL_MS},
+                    "limits": {"fuel": fuel_per_step(&opts.runtime), "wall_ms": WALL_MS},
                 }));
             }
         }
