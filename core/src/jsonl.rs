@@ -245,6 +245,16 @@ impl Skipper {
         }
     }
 
+    /// `item`'s value, or `None` for a bad record skipped under `--keep-going`; without it a
+    /// bad record, and always any other error, ends the run.
+    pub fn keep<T>(&mut self, item: Result<T>) -> Result<Option<T>> {
+        match item {
+            Ok(t) => Ok(Some(t)),
+            Err(Error::Record(e)) => self.skip(e).map(|()| None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn skipped(&self) -> usize {
         self.skipped
     }

@@ -14,6 +14,7 @@ pub mod jsonl;
 pub mod metrics;
 pub mod paths;
 pub mod records;
+pub mod testing;
 
 pub use error::{Error, ExitCode, RecordError, Result};
 pub use jsonl::{JsonlReader, JsonlWriter, Line};

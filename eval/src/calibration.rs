@@ -501,14 +501,10 @@ fn run_inner(args: &Args, inputs: Vec<Input>, mut output: impl Write) -> Result<
                 let (id, sample) = parse_record(&line)?;
                 Ok((s, id, sample))
             });
-            match parsed {
-                Ok((s, id, sample)) => {
-                    samples += 1;
-                    unusable += !sample.usable() as usize;
-                    by_step.entry(s).or_default().push(&id, sample);
-                }
-                Err(Error::Record(e)) => skipper.skip(e)?,
-                Err(e) => return Err(e),
+            if let Some((s, id, sample)) = skipper.keep(parsed)? {
+                samples += 1;
+                unusable += !sample.usable() as usize;
+                by_step.entry(s).or_default().push(&id, sample);
             }
         }
     }
@@ -545,27 +541,12 @@ mod tests {
     use super::*;
     use crate::Sample;
     use clap::Parser;
-    use rlcode_core::records::{Status, TestResult, Verdict};
     use std::io::Cursor;
 
-    /// A sample from a string of statuses: `p`ass, `f`ail, `i`nfra.
+    /// A sample from a string of statuses (see [`rlcode_core::testing::verdict`]).
     fn s(statuses: &str) -> Sample {
-        let tests = statuses
-            .chars()
-            .map(|c| TestResult {
-                status: match c {
-                    'p' => Status::Pass,
-                    'f' => Status::Fail,
-                    'i' => Status::Infra,
-                    _ => panic!("status {c}"),
-                },
-                detail: None,
-                fuel: None,
-                ms: None,
-            })
-            .collect();
         Sample {
-            verdict: Verdict::from_tests(tests, "r".into(), false),
+            verdict: rlcode_core::testing::verdict(statuses, "r"),
             reward: None,
         }
     }

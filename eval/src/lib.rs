@@ -479,10 +479,9 @@ fn run_inner(args: &Args, mut input: JsonlReader, mut output: impl Write) -> Res
     let mut skipper = Skipper::new(PROGRAM, args.input.keep_going);
     let mut groups = Groups::default();
     while let Some(item) = input.next_record() {
-        match item.and_then(|line| parse_record(&line).map_err(Error::from)) {
-            Ok((problem_id, sample)) => groups.push(&problem_id, sample),
-            Err(Error::Record(e)) => skipper.skip(e)?,
-            Err(e) => return Err(e),
+        let parsed = item.and_then(|line| parse_record(&line).map_err(Error::from));
+        if let Some((problem_id, sample)) = skipper.keep(parsed)? {
+            groups.push(&problem_id, sample);
         }
     }
 
@@ -508,33 +507,16 @@ fn run_inner(args: &Args, mut input: JsonlReader, mut output: impl Write) -> Res
 mod tests {
     use super::*;
     use clap::Parser;
-    use rlcode_core::records::TestResult;
     use std::io::Cursor;
 
     fn args(argv: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("rl-eval").chain(argv.iter().copied())).unwrap()
     }
 
-    /// A sample from a string of statuses: `p`ass, `f`ail, `e`rror, `t`imeout, `i`nfra.
+    /// A sample from a string of statuses (see [`rlcode_core::testing::verdict`]).
     fn s(statuses: &str) -> Sample {
-        let tests = statuses
-            .chars()
-            .map(|c| TestResult {
-                status: match c {
-                    'p' => Status::Pass,
-                    'f' => Status::Fail,
-                    'e' => Status::Error,
-                    't' => Status::Timeout,
-                    'i' => Status::Infra,
-                    _ => panic!("status {c}"),
-                },
-                detail: None,
-                fuel: None,
-                ms: None,
-            })
-            .collect();
         Sample {
-            verdict: Verdict::from_tests(tests, "r".into(), false),
+            verdict: rlcode_core::testing::verdict(statuses, "r"),
             reward: None,
         }
     }
@@ -702,17 +684,7 @@ mod tests {
         assert_eq!(dedup(&args(&["--k", "5,1,5"]).k), [5, 1]);
     }
 
-    /// A stdout whose reader has gone away.
-    struct ClosedPipe;
-
-    impl Write for ClosedPipe {
-        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::ErrorKind::BrokenPipe.into())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Err(std::io::ErrorKind::BrokenPipe.into())
-        }
-    }
+    use rlcode_core::testing::ClosedPipe;
 
     #[test]
     fn a_closed_stdout_ends_quietly_with_success() {

@@ -208,11 +208,7 @@ fn read_lines(path: &Path, skipper: &mut Skipper) -> Result<Vec<Line>> {
     let mut reader = JsonlReader::open(&[path.to_path_buf()])?;
     let mut lines = Vec::new();
     while let Some(item) = reader.next_record() {
-        match item {
-            Ok(l) => lines.push(l),
-            Err(Error::Record(e)) => skipper.skip(e)?,
-            Err(e) => return Err(e),
-        }
+        lines.extend(skipper.keep(item)?);
     }
     Ok(lines)
 }

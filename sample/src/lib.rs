@@ -553,13 +553,8 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     let (mut n_samples, mut n_tokens) = (0usize, 0usize);
     let start = std::time::Instant::now();
     for line in reader {
-        let line = match line {
-            Ok(l) => l,
-            Err(Error::Record(e)) => {
-                skipper.skip(e)?;
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(line) = skipper.keep(line)? else {
+            continue;
         };
         if args.limit.is_some_and(|l| done >= l) {
             break;

@@ -386,13 +386,8 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode> {
     let mut jobs = Vec::new();
     let mut index = 0usize;
     for line in reader {
-        let line = match line {
-            Ok(l) => l,
-            Err(Error::Record(e)) => {
-                skipper.skip(e)?;
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(line) = skipper.keep(line)? else {
+            continue;
         };
         if args.limit.is_some_and(|l| jobs.len() >= l) {
             break;

@@ -288,17 +288,7 @@ mod tests {
         assert_eq!(out[0].as_object().unwrap().keys().nth(1).unwrap(), "reward");
     }
 
-    /// A stdout whose reader has gone away.
-    struct ClosedPipe;
-
-    impl Write for ClosedPipe {
-        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-            Err(std::io::ErrorKind::BrokenPipe.into())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Err(std::io::ErrorKind::BrokenPipe.into())
-        }
-    }
+    use rlcode_core::testing::ClosedPipe;
 
     #[test]
     fn a_closed_stdout_ends_quietly_with_success() {

@@ -352,27 +352,10 @@ impl Reward for BestPartial {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rlcode_core::records::TestResult;
 
-    /// A verdict from a string of statuses: `p`ass, `f`ail, `e`rror, `t`imeout, `i`nfra.
+    /// A verdict from a string of statuses (see [`rlcode_core::testing::verdict`]).
     fn v(statuses: &str) -> Verdict {
-        let tests = statuses
-            .chars()
-            .map(|c| TestResult {
-                status: match c {
-                    'p' => Status::Pass,
-                    'f' => Status::Fail,
-                    'e' => Status::Error,
-                    't' => Status::Timeout,
-                    'i' => Status::Infra,
-                    _ => panic!("status {c}"),
-                },
-                detail: None,
-                fuel: None,
-                ms: None,
-            })
-            .collect();
-        Verdict::from_tests(tests, "test".into(), false)
+        rlcode_core::testing::verdict(statuses, "test")
     }
 
     fn rewards(spec: &str, group: &[&str]) -> Vec<Option<f64>> {

@@ -861,13 +861,8 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
     let mut sft = Vec::new();
     let mut null_rewards = 0usize;
     for line in reader {
-        let line = match line {
-            Ok(l) => l,
-            Err(Error::Record(e)) => {
-                skipper.skip(e)?;
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(line) = skipper.keep(line)? else {
+            continue;
         };
         let parsed = if a.algo == Algo::Sft {
             parse_sft(&line, &ck.tokenizer, &ck.cfg, max_len, a.sft_loss).map(|e| sft.push(e))
