@@ -265,8 +265,11 @@ fn verdicts_are_deterministic_and_limits_override(runtime: &str) {
     ]);
     let a = verify(runtime, &problems, &["--jobs", "1"], &input);
     let b = verify(runtime, &problems, &["--jobs", "2"], &input);
+    // Instances in reused pool slots (the default) and instances mapped afresh for every test.
+    let c = verify(runtime, &problems, &["--jobs", "2", "--no-pool"], &input);
     a.expect_code(0);
     b.expect_code(0);
+    c.expect_code(0);
     let strip = |o: &rlcode_tests::Output| -> Vec<Value> {
         o.records()
             .into_iter()
@@ -282,6 +285,11 @@ fn verdicts_are_deterministic_and_limits_override(runtime: &str) {
     assert_eq!(
         ra, rb,
         "same input, same verdicts and fuel, whatever --jobs"
+    );
+    assert_eq!(
+        ra,
+        strip(&c),
+        "same verdicts and fuel from pooled and fresh instances"
     );
     assert_eq!(ra[0]["verdict"]["passed"], 3);
     assert!(ra[0]["verdict"]["tests"][0]["fuel"].as_u64().unwrap() > 0);
@@ -299,23 +307,33 @@ fn verdicts_are_deterministic_and_limits_override(runtime: &str) {
     }
 }
 
+/// Every test starts from the same state. With one worker, each test's instance reuses the pool
+/// slot the previous test left (reset to the snapshot): what a test wrote into objects that
+/// exist in the snapshot (builtins, an imported module, a class, the heap it grew) must be gone.
 fn no_state_leaks_between_tests(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
+    let test = "import builtins, json, collections\n\
+                assert not hasattr(builtins, 'SEEN') and not hasattr(json, 'SEEN')\n\
+                assert not hasattr(collections.Counter, 'SEEN')\n\
+                builtins.SEEN = json.SEEN = collections.Counter.SEEN = 1\n\
+                builtins.BIG = bytearray(8 << 20)";
     let problem = json!({
-        "id": "counter", "prompt": "", "tests": [
-            {"assert": "import builtins\nassert not hasattr(builtins, 'SEEN')\nbuiltins.SEEN = 1"},
-            {"assert": "import builtins\nassert not hasattr(builtins, 'SEEN')\nbuiltins.SEEN = 1"}
-        ]
+        "id": "counter", "prompt": "", "tests": vec![json!({"assert": test}); 6]
     });
     let problems = write(dir.path(), "p.jsonl", &jsonl(&[problem]));
     let out = verify(
         runtime,
         &problems,
-        &[],
+        &["--jobs", "1"],
         jsonl(&[json!({"problem_id": "counter", "code": "x = 1\n"})]),
     );
     out.expect_code(0);
-    assert_eq!(out.records()[0]["verdict"]["passed"], 2);
+    assert_eq!(
+        out.records()[0]["verdict"]["passed"],
+        6,
+        "{}",
+        out.records()[0]
+    );
 }
 
 /// The `random` module is seeded from the test (problem id, program, test index): the same test

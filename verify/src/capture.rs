@@ -28,7 +28,7 @@
 //! randomness, and a different `seed` gives different randomness to the same program.
 
 use crate::exec::{Expect, Job, RunLimits, run_job};
-use crate::{Args, LazyRuntime, Summary, finish, limits_for, progress_bar};
+use crate::{Args, LazyRuntime, Summary, end_stream, for_each_batch, limits_for, progress_bar};
 use rayon::prelude::*;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Line, Skipper};
 use rlcode_core::records::{Limits, Test};
@@ -96,29 +96,15 @@ pub(crate) fn run(
     };
     let started = Instant::now();
     let progress = progress_bar();
-    loop {
-        let (lines, bad_line) = reader.next_batch(args.batch.max(1))?;
-        let at_end = lines.is_empty() && bad_line.is_none();
-        let mut pending = Vec::with_capacity(lines.len());
-        let mut stop: Option<RecordError> = None;
-        for line in lines {
-            match validate(args, line) {
-                Ok(p) => pending.push(p),
-                Err(e) => {
-                    if let Err(Error::Record(e)) = skipper.skip(e) {
-                        stop = Some(e);
-                        break;
-                    }
-                }
+    let result = for_each_batch(
+        &mut reader,
+        &mut skipper,
+        args.batch,
+        |line| validate(args, line),
+        |pending| {
+            if pending.is_empty() {
+                return Ok(());
             }
-        }
-        if stop.is_none()
-            && let Some(e) = bad_line
-            && let Err(Error::Record(e)) = skipper.skip(e)
-        {
-            stop = Some(e);
-        }
-        if !pending.is_empty() {
             let runtime = rt.get()?;
             let ran: Vec<_> = pool.install(|| {
                 pending
@@ -136,7 +122,6 @@ pub(crate) fn run(
                     })
                     .collect()
             });
-            let id = runtime.id.clone();
             for (p, (result, stdout)) in pending.into_iter().zip(ran) {
                 summary.samples += 1;
                 summary.tests += 1;
@@ -154,19 +139,12 @@ pub(crate) fn run(
                 };
                 record.insert("fuel".into(), result.fuel.map_or(Value::Null, Value::from));
                 record.insert("ms".into(), result.ms.map_or(Value::Null, Value::from));
-                record.insert("runtime".into(), Value::from(id.clone()));
+                record.insert("runtime".into(), Value::from(runtime.id.clone()));
                 writer.write(&record)?;
             }
-        }
-        writer.flush()?;
-        if let Some(e) = stop {
-            finish(&progress, &mut summary, started);
-            return Err(Error::Record(e));
-        }
-        if at_end {
-            break;
-        }
-    }
-    finish(&progress, &mut summary, started);
-    Ok(skipper.exit_code())
+            writer.flush()?;
+            Ok(())
+        },
+    );
+    end_stream(result, &skipper, &progress, &mut summary, started)
 }

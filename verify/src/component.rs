@@ -20,14 +20,13 @@
 //! - Deep recursion in C (an `eval` of deeply nested brackets, say) can exhaust the wasm stack
 //!   before CPython notices: a trap, classified `error` ("stack overflow").
 
-use crate::exec::{Job, RawRun, collect, seed_bytes, stdin_bytes};
-use crate::runtime::{MemoryLimiter, Runtime, artifact_key, write_atomic};
+use crate::exec::{Job, RawRun, new_store, run_in, wasi_for};
+use crate::runtime::{RunState, Runtime, artifact_key, write_atomic};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The name in `verdict.runtime`, before the component's sha256 prefix.
@@ -36,18 +35,20 @@ pub const RUNTIME_NAME: &str = "cpython-3.14-wasi-preinit";
 /// The component, linked to WASI and pre-instantiated.
 pub type Pre = CommandPre<ComponentState>;
 
-/// The per-store state of one test run on the component.
-pub struct ComponentState {
-    wasi: WasiCtx,
+/// WASI preview 2's context and the resources it hands the guest.
+pub struct P2 {
+    ctx: WasiCtx,
     table: ResourceTable,
-    limits: MemoryLimiter,
 }
+
+/// The per-store state of one test run on the component.
+pub type ComponentState = RunState<P2>;
 
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
         }
     }
 }
@@ -120,55 +121,21 @@ fn compile(engine: &Engine, wasm: &Path) -> Result<Component> {
 /// Run one test on the component: a fresh instance of the snapshot, the harness protocol on
 /// stdin, the same limits as the plain runtime.
 pub(crate) async fn run_raw(rt: &Runtime, pre: &Pre, job: &Job<'_>, token: &str) -> Result<RawRun> {
-    let stdout = MemoryOutputPipe::new(job.limits.stdout_bytes);
-    let stderr = MemoryOutputPipe::new(job.limits.stderr_bytes);
-    // No preopened directories, no environment, no network: the program sees only its stdin.
     // The seed reaches the guest as its random source: the entry module reseeds `random` from
     // it before each test.
-    let seed = seed_bytes(&job.seed);
-    let wasi = WasiCtx::builder()
-        .args(&["python"])
-        .stdin(MemoryInputPipe::new(stdin_bytes(job, token)))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
-        .insecure_random(wasmtime_wasi::Deterministic::new(seed))
-        .insecure_random_seed(u128::from_le_bytes(job.seed[..16].try_into().expect("16")))
-        .build();
-    let mut store = Store::new(
-        &rt.engine,
-        ComponentState {
-            wasi,
-            table: ResourceTable::new(),
-            limits: MemoryLimiter {
-                max_bytes: job.limits.memory_bytes,
-                denied: false,
-            },
-        },
-    );
-    store.limiter(|s| &mut s.limits);
-    store.set_fuel(job.limits.fuel)?;
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
-
-    let run = async {
-        let command = pre.instantiate_async(&mut store).await?;
+    let (mut wasi, pipes) = wasi_for(job, token, &["python"]);
+    let state = P2 {
+        ctx: wasi.build(),
+        table: ResourceTable::new(),
+    };
+    let store = new_store(rt, state, &job.limits)?;
+    run_in(store, &job.limits, pipes, async |store| {
+        let command = pre.instantiate_async(&mut *store).await?;
         // `wasi:cli/run` returns only ok or err: no exit code to pass on.
-        match command.wasi_cli_run().call_run(&mut store).await? {
+        match command.wasi_cli_run().call_run(&mut *store).await? {
             Ok(()) => Ok(0),
             Err(()) => Ok(1),
         }
-    };
-    let outcome = tokio::time::timeout(job.limits.wall, run).await;
-    let fuel = job.limits.fuel.saturating_sub(store.get_fuel()?);
-    let memory_denied = store.data().limits.denied;
-    drop(store);
-    Ok(collect(
-        outcome.ok(),
-        &job.limits,
-        fuel,
-        memory_denied,
-        &stdout,
-        &stderr,
-    ))
+    })
+    .await
 }

@@ -1,9 +1,10 @@
 //! One test of one program in a fresh instance, and what its outcome means.
 
-use crate::runtime::{MemoryLimiter, RunState, Runtime, Sandbox};
+use crate::runtime::{MemoryLimiter, ModuleState, RunState, Runtime, Sandbox};
 use rlcode_core::records::{Status, Test, TestResult};
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 pub(crate) const HARNESS: &str = include_str!("harness.py");
@@ -142,57 +143,93 @@ pub(crate) fn seed_bytes(seed: &[u8; 32]) -> Vec<u8> {
     out
 }
 
-async fn run_raw(
-    rt: &Runtime,
-    pre: &wasmtime::InstancePre<RunState>,
-    job: &Job<'_>,
-    token: &str,
-) -> anyhow::Result<RawRun> {
-    let stdout = MemoryOutputPipe::new(job.limits.stdout_bytes);
-    let stderr = MemoryOutputPipe::new(job.limits.stderr_bytes);
-    // No preopened directories, no environment, no network: the program sees only its stdin.
-    let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-        .args(&["python", "-I", "-S", "-B", "-c", HARNESS])
+/// The guest's stdout and stderr, each capped at its limit.
+pub(crate) struct Pipes {
+    pub stdout: MemoryOutputPipe,
+    pub stderr: MemoryOutputPipe,
+}
+
+/// A WASI context for one test: `argv`, the harness protocol on stdin, capped stdout and
+/// stderr, and randomness from the job's seed. No preopened directories, no environment, no
+/// network: the program sees only its stdin.
+pub(crate) fn wasi_for(job: &Job<'_>, token: &str, argv: &[&str]) -> (WasiCtxBuilder, Pipes) {
+    let pipes = Pipes {
+        stdout: MemoryOutputPipe::new(job.limits.stdout_bytes),
+        stderr: MemoryOutputPipe::new(job.limits.stderr_bytes),
+    };
+    let seed = seed_bytes(&job.seed);
+    let mut b = WasiCtxBuilder::new();
+    b.args(argv)
         .stdin(MemoryInputPipe::new(stdin_bytes(job, token)))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .secure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&job.seed)))
-        .insecure_random(wasmtime_wasi::Deterministic::new(seed_bytes(&job.seed)))
-        .insecure_random_seed(u128::from_le_bytes(job.seed[..16].try_into().expect("16")))
-        .build_p1();
+        .stdout(pipes.stdout.clone())
+        .stderr(pipes.stderr.clone())
+        .secure_random(wasmtime_wasi::Deterministic::new(seed.clone()))
+        .insecure_random(wasmtime_wasi::Deterministic::new(seed))
+        .insecure_random_seed(u128::from_le_bytes(job.seed[..16].try_into().expect("16")));
+    (b, pipes)
+}
+
+/// A store for one test: its memory cap, its fuel budget, and an epoch deadline that yields to
+/// the host every tick, so that the wall-clock deadline can cut off a computing guest.
+pub(crate) fn new_store<W: 'static>(
+    rt: &Runtime,
+    wasi: W,
+    limits: &RunLimits,
+) -> anyhow::Result<Store<RunState<W>>> {
     let mut store = Store::new(
         &rt.engine,
         RunState {
             wasi,
             limits: MemoryLimiter {
-                max_bytes: job.limits.memory_bytes,
+                max_bytes: limits.memory_bytes,
                 denied: false,
             },
         },
     );
     store.limiter(|s| &mut s.limits);
-    store.set_fuel(job.limits.fuel)?;
+    store.set_fuel(limits.fuel)?;
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
+}
 
-    let run = async {
-        let instance = pre.instantiate_async(&mut store).await?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        start.call_async(&mut store, ()).await?;
-        Ok(0)
-    };
-    let outcome = tokio::time::timeout(job.limits.wall, run).await;
-    let fuel = job.limits.fuel.saturating_sub(store.get_fuel()?);
+/// Run `run` (instantiate and call the guest) under the job's wall-clock deadline, then collect
+/// what it left in `store` and `pipes`.
+pub(crate) async fn run_in<W: 'static>(
+    mut store: Store<RunState<W>>,
+    limits: &RunLimits,
+    pipes: Pipes,
+    run: impl AsyncFnOnce(&mut Store<RunState<W>>) -> wasmtime::Result<i32>,
+) -> anyhow::Result<RawRun> {
+    let outcome = tokio::time::timeout(limits.wall, run(&mut store)).await;
+    let fuel = limits.fuel.saturating_sub(store.get_fuel()?);
     let memory_denied = store.data().limits.denied;
     drop(store);
     Ok(collect(
         outcome.ok(),
-        &job.limits,
+        limits,
         fuel,
         memory_denied,
-        &stdout,
-        &stderr,
+        &pipes.stdout,
+        &pipes.stderr,
     ))
+}
+
+async fn run_raw(
+    rt: &Runtime,
+    pre: &wasmtime::InstancePre<ModuleState>,
+    job: &Job<'_>,
+    token: &str,
+) -> anyhow::Result<RawRun> {
+    let (mut wasi, pipes) = wasi_for(job, token, &["python", "-I", "-S", "-B", "-c", HARNESS]);
+    let store = new_store(rt, wasi.build_p1(), &job.limits)?;
+    run_in(store, &job.limits, pipes, async |store| {
+        let instance = pre.instantiate_async(&mut *store).await?;
+        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+        start.call_async(&mut *store, ()).await?;
+        Ok(0)
+    })
+    .await
 }
 
 /// What a run left: `outcome` is `None` when the wall-clock deadline cut it off, else the exit

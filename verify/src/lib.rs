@@ -99,6 +99,10 @@ pub struct Args {
     /// Compile the module afresh and do not cache it.
     #[arg(long)]
     pub no_module_cache: bool,
+    /// Allocate every test's instance afresh instead of reusing pooled, pre-mapped slots
+    /// (slower; for comparison and for hosts that refuse the pool's address-space reservation).
+    #[arg(long, hide = true)]
+    pub no_pool: bool,
     /// Samples verified per batch (memory stays bounded; output is written batch by batch).
     #[arg(long, default_value_t = 256, hide = true)]
     pub batch: usize,
@@ -261,6 +265,7 @@ pub(crate) struct LazyRuntime {
     id: String,
     wasm: PathBuf,
     module_cache: Option<PathBuf>,
+    concurrency: runtime::Concurrency,
     rt: Option<Runtime>,
 }
 
@@ -268,10 +273,14 @@ impl LazyRuntime {
     pub(crate) fn get(&mut self) -> Result<&Runtime, Error> {
         if self.rt.is_none() {
             let rt = match self.kind {
-                RuntimeKind::Python => Runtime::load(&self.wasm, self.module_cache.as_deref())?,
-                RuntimeKind::Preinit => {
-                    Runtime::load_preinit(&self.wasm, self.module_cache.as_deref())?
+                RuntimeKind::Python => {
+                    Runtime::load(&self.wasm, self.module_cache.as_deref(), self.concurrency)?
                 }
+                RuntimeKind::Preinit => Runtime::load_preinit(
+                    &self.wasm,
+                    self.module_cache.as_deref(),
+                    self.concurrency,
+                )?,
             };
             if rt.id != self.id {
                 return Err(Error::Usage(format!(
@@ -437,13 +446,6 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
         keys: KeyContext::new(&id),
         db,
     });
-    let mut rt = LazyRuntime {
-        kind: args.runtime,
-        id,
-        wasm,
-        module_cache,
-        rt: None,
-    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.jobs.unwrap_or(0))
         .build()
@@ -453,6 +455,14 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
                 args.jobs.unwrap_or(0)
             ))
         })?;
+    let mut rt = LazyRuntime {
+        kind: args.runtime,
+        id,
+        wasm,
+        module_cache,
+        concurrency: (!args.no_pool).then(|| pool.current_num_threads()),
+        rt: None,
+    };
     match problems {
         Some(problems) => {
             verify_stream(&mut rt, &pool, args, &problems, reader, cache.as_ref(), out)
@@ -478,18 +488,63 @@ fn verify_stream(
     };
     let started = Instant::now();
     let progress = progress_bar();
+    let result = for_each_batch(
+        &mut reader,
+        &mut skipper,
+        args.batch,
+        |line| validate(problems, line),
+        |pending| {
+            let verdicts = verify_batch(
+                rt,
+                pool,
+                args,
+                problems,
+                &pending,
+                cache,
+                summary.cache.as_mut(),
+            )?;
+            for (p, v) in pending.into_iter().zip(verdicts) {
+                summary.samples += 1;
+                summary.tests += v.total;
+                for t in &v.tests {
+                    *summary.statuses.entry(t.status).or_default() += 1;
+                }
+                progress.inc(v.total as u64);
+                let mut record = p.line.value;
+                record.insert(
+                    "verdict".into(),
+                    serde_json::to_value(&v).map_err(anyhow::Error::from)?,
+                );
+                writer.write(&record)?;
+            }
+            writer.flush()?;
+            Ok(())
+        },
+    );
+    end_stream(result, &skipper, &progress, &mut summary, started)
+}
+
+/// Read `reader` in batches of `size` records, validate each record in order, and hand each
+/// batch's valid ones to `handle` (which writes them). A bad record is skipped with
+/// `--keep-going`; otherwise the run stops after everything before it is handled, with that
+/// record's error.
+pub(crate) fn for_each_batch<P>(
+    reader: &mut JsonlReader,
+    skipper: &mut Skipper,
+    size: usize,
+    mut validate: impl FnMut(Line) -> Result<P, RecordError>,
+    mut handle: impl FnMut(Vec<P>) -> Result<(), Error>,
+) -> Result<(), Error> {
     loop {
-        let (lines, bad_line) = reader.next_batch(args.batch.max(1))?;
+        let (lines, bad_line) = reader.next_batch(size.max(1))?;
         let at_end = lines.is_empty() && bad_line.is_none();
         let mut pending = Vec::with_capacity(lines.len());
-        // A bad record stops the run after everything before it is written (unless
-        // --keep-going): validate in order, and remember where to stop.
-        let mut stop: Option<RecordError> = None;
-        for line in lines {
-            match validate(problems, line) {
+        let mut stop = None;
+        for line in lines.into_iter().map(&mut validate) {
+            match line {
                 Ok(p) => pending.push(p),
                 Err(e) => {
-                    if let Err(Error::Record(e)) = skipper.skip(e) {
+                    if let Err(e) = skipper.skip(e) {
                         stop = Some(e);
                         break;
                     }
@@ -498,44 +553,32 @@ fn verify_stream(
         }
         if stop.is_none()
             && let Some(e) = bad_line
-            && let Err(Error::Record(e)) = skipper.skip(e)
         {
-            stop = Some(e);
+            stop = skipper.skip(e).err();
         }
-        let verdicts = verify_batch(
-            rt,
-            pool,
-            args,
-            problems,
-            &pending,
-            cache,
-            summary.cache.as_mut(),
-        )?;
-        for (p, v) in pending.into_iter().zip(verdicts) {
-            summary.samples += 1;
-            summary.tests += v.total;
-            for t in &v.tests {
-                *summary.statuses.entry(t.status).or_default() += 1;
-            }
-            progress.inc(v.total as u64);
-            let mut record = p.line.value;
-            record.insert(
-                "verdict".into(),
-                serde_json::to_value(&v).map_err(anyhow::Error::from)?,
-            );
-            writer.write(&record)?;
-        }
-        writer.flush()?;
+        handle(pending)?;
         if let Some(e) = stop {
-            finish(&progress, &mut summary, started);
-            return Err(Error::Record(e));
+            return Err(e);
         }
         if at_end {
-            break;
+            return Ok(());
         }
     }
-    finish(&progress, &mut summary, started);
-    Ok(skipper.exit_code())
+}
+
+/// The end of a stream: the summary line on stderr (also when a bad record stopped the run), and
+/// the exit code.
+pub(crate) fn end_stream(
+    result: Result<(), Error>,
+    skipper: &Skipper,
+    progress: &indicatif::ProgressBar,
+    summary: &mut Summary,
+    started: Instant,
+) -> Result<ExitCode, Error> {
+    if matches!(result, Ok(()) | Err(Error::Record(_))) {
+        finish(progress, summary, started);
+    }
+    result.map(|()| skipper.exit_code())
 }
 
 pub(crate) fn finish(progress: &indicatif::ProgressBar, summary: &mut Summary, started: Instant) {

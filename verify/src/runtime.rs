@@ -9,11 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::{Config, Engine, Linker, Module};
 
-/// The per-store state of one test run.
-pub struct RunState {
-    pub wasi: wasmtime_wasi::p1::WasiP1Ctx,
+/// The per-store state of one test run: its WASI context (preview 1 for the plain runtime,
+/// preview 2 for the pre-initialized component) and its memory cap.
+pub struct RunState<W> {
+    pub wasi: W,
     pub limits: MemoryLimiter,
 }
+
+/// The plain runtime's store state.
+pub type ModuleState = RunState<wasmtime_wasi::p1::WasiP1Ctx>;
 
 /// Caps linear memory, and remembers that the program asked for more, so that a failure after a
 /// denied growth is reported as `memory`.
@@ -54,7 +58,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// for every test) or the pre-initialized one (a WASI preview-2 component whose start-up and
 /// standard-library imports were snapshotted when it was built).
 pub enum Sandbox {
-    Module(wasmtime::InstancePre<RunState>),
+    Module(wasmtime::InstancePre<ModuleState>),
     Component(crate::component::Pre),
 }
 
@@ -76,8 +80,16 @@ impl Drop for Runtime {
     }
 }
 
-fn engine_config() -> Config {
+/// How many test runs may hold an instance of the sandbox at once: the pooling allocator's
+/// slots are sized from it. `None` allocates every instance afresh (wasmtime's on-demand
+/// allocator; slower, kept for comparison: `rl-verify --no-pool`).
+pub type Concurrency = Option<usize>;
+
+fn engine_config(concurrency: Concurrency) -> Config {
     let mut c = Config::new();
+    if let Some(n) = concurrency {
+        c.allocation_strategy(pooling_config(n));
+    }
     // Fuel makes the CPU limit deterministic: the same program gets the same verdict on a
     // fast or a loaded machine. Epochs let a wall-clock deadline interrupt pure computation.
     c.consume_fuel(true);
@@ -87,6 +99,45 @@ fn engine_config() -> Config {
     c.max_wasm_stack(4 << 20);
     c.async_stack_size(5 << 20);
     c
+}
+
+/// The pooling allocator for `n` concurrent runs. A test's instance takes a slot that an
+/// earlier test of the same runtime used, and the slot is reset to the snapshot when that test
+/// ends: its memory's first `linear_memory_keep_resident` bytes (all of the snapshot's heap) are
+/// copied back from the image with `memcpy` and stay mapped, so the next test takes no page
+/// faults there. Every reset slot holds exactly the snapshot, so reuse leaks nothing between
+/// tests.
+///
+/// Why not the on-demand allocator (`--no-pool`): each test then maps the image afresh and takes
+/// a copy-on-write fault, with a TLB shootdown on the other cores, for every page it writes; on
+/// the HumanEval benchmark that was 17 s of kernel time in a 23 s run. Why not `PAGEMAP_SCAN`
+/// (copy back only the pages a test wrote): wasmtime 48 reads at most 32 runs of dirty pages per
+/// scan and `madvise`s the rest of the memory away, and a CPython test writes pages scattered
+/// over far more runs than that, so the faults came back (docs/benchmarks.md has the figures).
+fn pooling_config(n: usize) -> wasmtime::PoolingAllocationConfig {
+    // Stores alive at once: one per worker, and room for a store being torn down while the
+    // worker's next one is set up.
+    let stores = (2 * n.max(1) + 2) as u32;
+    // The pre-initialized component links ~10 core modules, each with at most one memory and
+    // one table; the plain runtime is one module.
+    const PER_STORE: u32 = 32;
+    let mut p = wasmtime::PoolingAllocationConfig::new();
+    p.total_component_instances(stores)
+        .total_core_instances(stores * PER_STORE)
+        .total_memories(stores * PER_STORE)
+        .total_tables(stores * PER_STORE)
+        .total_stacks(stores)
+        .total_gc_heaps(stores)
+        // The memory cap is enforced per test by `MemoryLimiter`; a slot can hold the largest
+        // memory wasm32 allows, so a problem's own `memory_mb` is never refused by the pool.
+        .max_memory_size(1 << 32)
+        .table_elements(1 << 17)
+        .max_component_instance_size(16 << 20)
+        .max_core_instance_size(4 << 20)
+        .linear_memory_keep_resident(64 << 20)
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(wasmtime::Enabled::No);
+    p
 }
 
 /// sha256 of the CPython 3.12.0 WASI build that `scripts/setup.sh` fetches.
@@ -104,14 +155,14 @@ pub fn default_python_wasm() -> PathBuf {
 impl Runtime {
     /// Load `wasm`, from the compiled-artifact cache in `cache_dir` when it holds one for this
     /// module and these engine settings, else compiling it (~5 s) and caching the result.
-    pub fn load(wasm: &Path, cache_dir: Option<&Path>) -> Result<Self> {
-        let engine = Engine::new(&engine_config())?;
+    pub fn load(wasm: &Path, cache_dir: Option<&Path>, concurrency: Concurrency) -> Result<Self> {
+        let engine = Engine::new(&engine_config(concurrency))?;
         let (id, sha256) = identify(crate::RuntimeKind::Python, wasm)?;
         let module = match cache_dir {
             Some(dir) => load_cached(&engine, wasm, &sha256, dir)?,
             None => Module::from_file(&engine, wasm)?,
         };
-        let mut linker: Linker<RunState> = Linker::new(&engine);
+        let mut linker: Linker<ModuleState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)?;
         let pre = linker.instantiate_pre(&module)?;
         let ticker_stop = start_ticker(&engine)?;
@@ -126,8 +177,12 @@ impl Runtime {
 
     /// Load the pre-initialized component `wasm` (see [`crate::component`]), cached like
     /// [`Runtime::load`] caches modules.
-    pub fn load_preinit(wasm: &Path, cache_dir: Option<&Path>) -> Result<Self> {
-        let engine = Engine::new(&engine_config())?;
+    pub fn load_preinit(
+        wasm: &Path,
+        cache_dir: Option<&Path>,
+        concurrency: Concurrency,
+    ) -> Result<Self> {
+        let engine = Engine::new(&engine_config(concurrency))?;
         let (pre, sha256) = crate::component::load(&engine, wasm, cache_dir)?;
         let ticker_stop = start_ticker(&engine)?;
         Ok(Runtime {
