@@ -111,6 +111,16 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
+/// The records of a JSON Lines file; panics naming the file (and the line) if it cannot be read
+/// or parsed.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
 /// JSON Lines from values.
 pub fn jsonl(values: &[serde_json::Value]) -> String {
     values.iter().map(|v| format!("{v}\n")).collect()

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use rlcode_tests::{bin, root};
+use rlcode_tests::{bin, read_jsonl, root};
 use serde_json::Value;
 
 fn reproduce(out: &Path, cache: &Path) -> String {
@@ -30,13 +30,6 @@ fn reproduce(out: &Path, cache: &Path) -> String {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    read(path)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
-        .collect()
 }
 
 #[test]
@@ -102,7 +95,7 @@ fn quick_study_writes_every_output_and_resumes() {
 
     // Every step's metrics line carries the diagnostics.
     for c in configs {
-        let m = jsonl(&out.join(format!("runs/{c}/seed-1/metrics.jsonl")));
+        let m = read_jsonl(&out.join(format!("runs/{c}/seed-1/metrics.jsonl")));
         assert_eq!(m.len(), 2);
         for line in &m {
             for key in [
@@ -117,7 +110,7 @@ fn quick_study_writes_every_output_and_resumes() {
     }
 
     // calibration.jsonl: one line per run, labelled, with per-step buckets.
-    let cal = jsonl(&out.join("calibration.jsonl"));
+    let cal = read_jsonl(&out.join("calibration.jsonl"));
     let labels: Vec<&str> = cal.iter().map(|c| c["label"].as_str().unwrap()).collect();
     assert_eq!(labels, configs.map(|c| format!("{c}/seed-1")));
     for c in &cal {
@@ -145,13 +138,21 @@ fn quick_study_writes_every_output_and_resumes() {
     // A second invocation finds every run complete: the results do not change.
     let before: Vec<Value> = configs
         .iter()
-        .map(|c| Value::Array(jsonl(&out.join(format!("runs/{c}/seed-1/metrics.jsonl")))))
+        .map(|c| {
+            Value::Array(read_jsonl(
+                &out.join(format!("runs/{c}/seed-1/metrics.jsonl")),
+            ))
+        })
         .collect();
     reproduce(&out, &cache);
     assert_eq!(read(&out.join("summary.csv")), csv_text);
     let after: Vec<Value> = configs
         .iter()
-        .map(|c| Value::Array(jsonl(&out.join(format!("runs/{c}/seed-1/metrics.jsonl")))))
+        .map(|c| {
+            Value::Array(read_jsonl(
+                &out.join(format!("runs/{c}/seed-1/metrics.jsonl")),
+            ))
+        })
         .collect();
     assert_eq!(before, after);
 }

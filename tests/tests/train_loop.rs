@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rlcode_tests::{bin, root};
+use rlcode_tests::{bin, read_jsonl, root};
 use serde_json::Value;
 
 fn train_cmd(out: &Path, steps: u32, extra: &[&str]) -> Command {
@@ -46,14 +46,6 @@ fn train_ok(out: &Path, steps: u32, extra: &[&str]) -> String {
     stderr
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
-        .collect()
-}
-
 fn steps_of(records: &[Value], key: &str) -> Vec<u64> {
     records
         .iter()
@@ -79,7 +71,7 @@ fn assert_ckpt(out: &Path, step: u32) {
 
 #[track_caller]
 fn check_metrics(out: &Path, n: u64) -> Vec<Value> {
-    let m = lines(&out.join("metrics.jsonl"));
+    let m = read_jsonl(&out.join("metrics.jsonl"));
     assert_eq!(steps_of(&m, "train_step"), (1..=n).collect::<Vec<_>>());
     for (i, r) in m.iter().enumerate() {
         assert_eq!(r["reward"], "pass_rate", "{r}");
@@ -106,7 +98,7 @@ fn check_metrics(out: &Path, n: u64) -> Vec<Value> {
         assert_eq!(train["samples"], 4, "{r}");
         assert!(train["mean_pass_rate"].is_number(), "{r}");
         assert!(train["mean_reward"].is_number(), "{r}");
-        let verdicts = lines(&out.join(format!("verdicts/{}.jsonl", i + 1)));
+        let verdicts = read_jsonl(&out.join(format!("verdicts/{}.jsonl", i + 1)));
         assert_eq!(verdicts.len(), 4);
         assert!(
             verdicts
@@ -114,7 +106,7 @@ fn check_metrics(out: &Path, n: u64) -> Vec<Value> {
                 .all(|v| v["verdict"]["total"].as_u64() > Some(0))
         );
     }
-    let e = lines(&out.join("eval.jsonl"));
+    let e = read_jsonl(&out.join("eval.jsonl"));
     assert_eq!(steps_of(&e, "step"), (0..=n).collect::<Vec<_>>());
     for r in &e {
         assert_eq!(r["label"], "test", "{r}");
@@ -186,7 +178,7 @@ fn train_loop_runs_is_killed_and_resumes() {
         assert_ckpt(&out, s);
     }
     assert!(
-        lines(&out.join("sft.jsonl"))
+        read_jsonl(&out.join("sft.jsonl"))
             .iter()
             .any(|r| r["algo"] == "sft")
     );

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use rlcode_tests::{bin, home, run};
+use rlcode_tests::{bin, home, read_jsonl, run};
 use serde_json::Value;
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + \
@@ -51,14 +51,6 @@ fn train_real(out: &Path, model: &Path, problems: &Path, steps: &str, cache: &Pa
     stderr
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
-        .collect()
-}
-
 #[test]
 fn lora_chat_loop_runs_both_rewards_and_resumes() {
     let t = tempfile::tempdir().unwrap();
@@ -92,13 +84,13 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
     let cache = t.path().join("verdicts.sqlite");
 
     train_real(&out, &model, &problems, "2", &cache);
-    let base = lines(&out.join("eval-base.jsonl"));
+    let base = read_jsonl(&out.join("eval-base.jsonl"));
     assert_eq!(base.len(), 1);
     assert_eq!(base[0]["label"], "base");
     assert_eq!(base[0]["samples"], 4);
     for reward in ["binary", "pass_rate"] {
         let d = out.join(reward);
-        let m = lines(&d.join("metrics.jsonl"));
+        let m = read_jsonl(&d.join("metrics.jsonl"));
         assert_eq!(m.len(), 2, "{reward}: one metrics line per step");
         for (i, line) in m.iter().enumerate() {
             assert_eq!(line["train_step"], i + 1);
@@ -114,7 +106,7 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
             }
         }
         // Every sample of the step was verified and its prompt went through the chat template.
-        let v = lines(&d.join("verdicts/2.jsonl"));
+        let v = read_jsonl(&d.join("verdicts/2.jsonl"));
         assert_eq!(v.len(), 2);
         assert!(
             v.iter()
@@ -129,7 +121,7 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
         assert!(d.join("adapter/2/adapter_model.safetensors").is_file());
         assert!(d.join("policy/2/model.safetensors").is_file());
         assert!(!d.join("policy/1").exists());
-        assert_eq!(lines(&d.join("eval/2.jsonl"))[0]["label"], reward);
+        assert_eq!(read_jsonl(&d.join("eval/2.jsonl"))[0]["label"], reward);
     }
     let summary = std::fs::read_to_string(out.join("summary.tsv")).unwrap();
     let rows: Vec<&str> = summary.lines().collect();
@@ -145,7 +137,7 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
     );
     train_real(&out, &model, &problems, "3", &cache);
     for reward in ["binary", "pass_rate"] {
-        let m = lines(&out.join(reward).join("metrics.jsonl"));
+        let m = read_jsonl(&out.join(reward).join("metrics.jsonl"));
         assert_eq!(m.len(), 3);
         assert_eq!(m[2]["train_step"], 3);
         assert!(out.join(reward).join("eval/3.jsonl").is_file());
