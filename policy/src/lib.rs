@@ -14,6 +14,35 @@ pub use config::{LlamaConfig, Preset};
 pub use model::{KvCache, Llama, LogitsChunk, Trainable, token_logprobs};
 pub use tokenizer::Tokenizer;
 
+/// Settings that make candle's CPU backend fast in a short-lived process. Call it first thing in
+/// `main`, before any other thread exists (it sets environment variables). Changes no result:
+/// the thread count is the one candle would pick, and allocation does not change arithmetic.
+///
+/// - candle asks for the matrix-product thread count on every product, and unless
+///   `RAYON_NUM_THREADS` is set, that reads `/proc/cpuinfo` (`num_cpus::get_physical`): thousands
+///   of reads per `rl-sample` run, half its wall time on this machine. The count is read once
+///   here and put in `RAYON_NUM_THREADS`, where candle (and rayon) find it.
+/// - glibc's malloc gives freed memory back to the kernel (heap trimming, and `mmap` for blocks
+///   of a few hundred KiB), so every training step faulted in and zeroed its tensors' pages
+///   again: a third of `rl-update`'s CPU went to the kernel. It now keeps freed memory below
+///   32 MiB per block for reuse (what `GLIBC_TUNABLES=glibc.malloc.trim_threshold=...:
+///   glibc.malloc.mmap_threshold=33554432` would do).
+///
+/// docs/policy.md has the measurements.
+pub fn tune_process() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        // SAFETY: called first thing in main (documented above), before any other thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc malloc's tuning parameters; both are valid values.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+}
+
 /// A fresh checkpoint of a preset size with the byte-level tokenizer, written to `out`.
 pub fn init_checkpoint(
     preset: Preset,
