@@ -23,10 +23,11 @@ pub use tokenizer::Tokenizer;
 ///   of reads per `rl-sample` run, half its wall time on this machine. The count is read once
 ///   here and put in `RAYON_NUM_THREADS`, where candle (and rayon) find it.
 /// - glibc's malloc gives freed memory back to the kernel (heap trimming, and `mmap` for blocks
-///   of a few hundred KiB), so every training step faulted in and zeroed its tensors' pages
-///   again: a third of `rl-update`'s CPU went to the kernel. It now keeps freed memory below
-///   32 MiB per block for reuse (what `GLIBC_TUNABLES=glibc.malloc.trim_threshold=...:
-///   glibc.malloc.mmap_threshold=33554432` would do).
+///   above its mmap threshold, 128 KiB to start with), so every training step faulted in and
+///   zeroed its tensors' pages again: a third of `rl-update`'s CPU went to the kernel. Now the
+///   heap is never trimmed and only blocks of 32 MiB or more are `mmap`ed (what
+///   `GLIBC_TUNABLES=glibc.malloc.trim_threshold=...:glibc.malloc.mmap_threshold=33554432` would
+///   do).
 ///
 /// docs/policy.md has the measurements.
 pub fn tune_process() {

@@ -118,7 +118,7 @@ fn pooling_config(n: usize) -> wasmtime::PoolingAllocationConfig {
     // Stores alive at once: one per worker, and room for a store being torn down while the
     // worker's next one is set up.
     let stores = (2 * n.max(1) + 2) as u32;
-    // The pre-initialized component links ~10 core modules, each with at most one memory and
+    // The pre-initialized component links 14 core modules, each with at most one memory and
     // one table; the plain runtime is one module.
     const PER_STORE: u32 = 32;
     let mut p = wasmtime::PoolingAllocationConfig::new();
