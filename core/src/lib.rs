@@ -17,4 +17,9 @@ pub mod records;
 pub mod testing;
 
 pub use error::{Error, ExitCode, RecordError, Result};
+
+/// The `setup` of every problem `rl-data import codeio` writes: `_rl_same(got, want)`, the
+/// comparison its tests make. rl-verify recognises it (by this exact text) and makes the same
+/// comparison on the host.
+pub const CODEIO_SETUP: &str = include_str!("codeio_setup.py");
 pub use jsonl::{JsonlReader, JsonlWriter, Line};

@@ -85,8 +85,10 @@ impl From<Test> for Map<String, Value> {
     }
 }
 
-/// Per-problem overrides of the verifier's limits.
+/// Per-problem overrides of the verifier's limits. An unknown key is an error, and so is a value
+/// out of [`Limits::check`]'s ranges: a misspelt or absurd limit must not load silently.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Fuel units (wasm instructions, roughly) per test; deterministic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +99,43 @@ pub struct Limits {
     /// Wall-clock deadline per test, in milliseconds, including time blocked in host calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_ms: Option<u64>,
+}
+
+impl Limits {
+    /// The ranges a limit may take: fuel 1..=10^13 units, memory 1..=4096 MiB (wasm32's whole
+    /// address space), wall clock 1..=3,600,000 ms. `Err` names the key and its range.
+    pub fn check(&self) -> Result<(), String> {
+        let range = |key: &str, v: Option<u64>, lo: u64, hi: u64| match v {
+            Some(v) if v < lo || v > hi => Err(format!(
+                "field \"limits.{key}\": {v} is out of range ({lo}..={hi})"
+            )),
+            _ => Ok(()),
+        };
+        range("fuel", self.fuel, 1, 10_000_000_000_000)?;
+        range("memory_mb", self.memory_mb, 1, 4096)?;
+        range("wall_ms", self.wall_ms, 1, 3_600_000)
+    }
+}
+
+/// The languages the verifier runs.
+pub const LANGUAGES: &[&str] = &["python"];
+
+impl Problem {
+    /// What the record's types cannot say: a language the verifier runs, limits in range, at
+    /// least one test.
+    pub fn check(&self) -> Result<(), String> {
+        if !LANGUAGES.contains(&self.language.as_str()) {
+            return Err(format!(
+                "field \"language\": \"{}\" is not supported (supported: {})",
+                self.language,
+                LANGUAGES.join(", ")
+            ));
+        }
+        if let Some(l) = &self.limits {
+            l.check()?;
+        }
+        Ok(())
+    }
 }
 
 /// The outcome of one test.
@@ -246,6 +285,7 @@ impl ProblemSet {
         for line in reader {
             let line = line?;
             let p: Problem = line.typed()?;
+            p.check().map_err(|m| Error::Record(line.error(m)))?;
             set.insert(p).map_err(|m| Error::Record(line.error(m)))?;
         }
         Ok(set)
@@ -290,6 +330,43 @@ pub fn verdict_of(line: &crate::Line) -> Result<Verdict, RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_limits_and_languages_are_refused_naming_the_key() {
+        let load = |text: &str| {
+            ProblemSet::from_reader(JsonlReader::from_reader(
+                "problems.jsonl",
+                std::io::Cursor::new(text.to_string().into_bytes()),
+            ))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let p = |extra: &str| {
+            format!(r#"{{"id":"p","prompt":"","tests":[{{"assert":"assert 1"}}]{extra}}}"#)
+        };
+        assert!(load(&p("")).is_ok());
+        assert!(load(&p(r#","limits":{"fuel":5,"memory_mb":64,"wall_ms":100}"#)).is_ok());
+        for (extra, want) in [
+            (
+                r#","limits":{"memory_mb":0}"#,
+                "problems.jsonl:1: field \"limits.memory_mb\": 0 is out of range",
+            ),
+            (
+                r#","limits":{"memory_mb":17592186044416}"#,
+                "limits.memory_mb",
+            ),
+            (r#","limits":{"wall_ms":0}"#, "limits.wall_ms"),
+            (r#","limits":{"fuel":0}"#, "limits.fuel"),
+            (r#","limits":{"memory":64}"#, "unknown field `memory`"),
+            (
+                r#","language":"rust""#,
+                "field \"language\": \"rust\" is not supported",
+            ),
+        ] {
+            let err = load(&p(extra)).unwrap_err();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+    }
 
     #[test]
     fn problem_round_trips_and_keeps_unknown_fields() {

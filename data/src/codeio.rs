@@ -52,7 +52,7 @@ pub const MIN_OUTPUTS: usize = 3;
 
 const DRIVER: &str = include_str!("codeio_driver.py");
 /// The problems' `setup`: `_rl_same(got, want)`, the comparison every test makes.
-pub const SETUP: &str = include_str!("codeio_setup.py");
+pub const SETUP: &str = rlcode_core::CODEIO_SETUP;
 const REPORT_PREFIX: &str = "@rlcodeio ";
 /// rl-verify's default fuel per test on `runtime` (2 G units on `preinit`, 5 G on `python`); a
 /// record's run gets this much per step, and the check run this much per test.

@@ -36,7 +36,7 @@ use crate::exec::RunLimits;
 
 /// Bump when the meaning of a cached result changes without the harness or the runtime changing
 /// (the classification in `exec.rs`, the engine's fuel accounting after a wasmtime upgrade...).
-pub const KEY_VERSION: &str = "rlcode-verdict-cache-v1";
+pub const KEY_VERSION: &str = "rlcode-verdict-cache-v2";
 
 /// `PRAGMA application_id` of a verdict cache ("rlcv").
 const APPLICATION_ID: i64 = 0x726c_6376;

@@ -27,7 +27,7 @@
 //! `seed` as its JSON text (`null` when absent): the same record always sees the same
 //! randomness, and a different `seed` gives different randomness to the same program.
 
-use crate::exec::{Expect, Job, RunLimits, run_job};
+use crate::exec::{Expect, Job, Kind, RunLimits, run_job};
 use crate::{Args, LazyRuntime, Summary, end_stream, for_each_batch, limits_for, progress_bar};
 use rayon::prelude::*;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Line, Skipper};
@@ -57,7 +57,11 @@ fn validate(args: &Args, line: Line) -> Result<Pending, RecordError> {
     };
     let limits = match line.value.get("limits") {
         None | Some(Value::Null) => None,
-        Some(_) => Some(line.typed_field::<Limits>("limits")?),
+        Some(_) => {
+            let l = line.typed_field::<Limits>("limits")?;
+            l.check().map_err(|m| line.error(m))?;
+            Some(l)
+        }
     };
     let seed_text = line.value.get("seed").unwrap_or(&Value::Null).to_string();
     let hash = rlcode_core::hash::content_hash([
@@ -114,7 +118,7 @@ pub(crate) fn run(
                         let job = Job {
                             program: &p.program,
                             setup: "",
-                            test: &p.test,
+                            kind: Kind::of(&p.test, None),
                             limits: p.limits,
                             seed: p.seed,
                         };

@@ -130,7 +130,10 @@ pub(crate) async fn run_raw(rt: &Runtime, pre: &Pre, job: &Job<'_>, token: &str)
     };
     let store = new_store(rt, state, &job.limits)?;
     run_in(store, &job.limits, pipes, async |store| {
-        let command = pre.instantiate_async(&mut *store).await?;
+        let command = pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(|e| e.context(crate::exec::HostFailure))?;
         // `wasi:cli/run` returns only ok or err: no exit code to pass on.
         match command.wasi_cli_run().call_run(&mut *store).await? {
             Ok(()) => Ok(0),

@@ -1,6 +1,7 @@
 //! One test of one program in a fresh instance, and what its outcome means.
 
 use crate::runtime::{MemoryLimiter, ModuleState, RunState, Runtime, Sandbox};
+use crate::split::{Split, ValueTest};
 use rlcode_core::records::{Status, Test, TestResult};
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
@@ -8,6 +9,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 pub(crate) const HARNESS: &str = include_str!("harness.py");
+
+/// Room on stderr for the harness's reports beyond the program's cap: a value (at most 1 MiB
+/// encoded, harness.py) and a line of detail.
+pub(crate) const REPORT_ROOM: usize = (1 << 20) + (16 << 10);
 
 /// The detail of a timeout by fuel exhaustion: the only deterministic kind of timeout.
 pub const FUEL_EXHAUSTED: &str = "fuel budget exhausted";
@@ -22,15 +27,39 @@ pub struct RunLimits {
     pub stderr_bytes: usize,
 }
 
-/// One unit of work: a program and one of its problem's tests.
+/// One unit of work: a program and one of its problem's tests, or an analysis run.
 pub struct Job<'a> {
     pub program: &'a str,
     pub setup: &'a str,
-    pub test: &'a Test,
+    pub kind: Kind<'a>,
     pub limits: RunLimits,
     /// Seeds the guest's random source (and so Python's hash seed): the same job always sees the
     /// same randomness, so its verdict and fuel are reproducible.
     pub seed: [u8; 32],
+}
+
+/// What a run does with the program (the harness's modes; harness.py describes them).
+#[derive(Debug, Clone, Copy)]
+pub enum Kind<'a> {
+    /// An assert test run in the program's interpreter (mode `a`).
+    Assert(&'a str),
+    /// A value test (mode `v`): the program's value is compared on the host.
+    Value(&'a ValueTest),
+    /// A stdio test, or a `--capture` run (mode `s`).
+    Stdio { stdin: &'a str },
+    /// The analysis of assert tests, with no program (mode `p`): a JSON list.
+    Analyse(&'a str),
+}
+
+impl<'a> Kind<'a> {
+    /// How `test` runs, given its analysis (`None` for a stdio test or one never analysed).
+    pub fn of(test: &'a Test, split: Option<&'a Split>) -> Kind<'a> {
+        match (test, split) {
+            (Test::Assert { .. }, Some(Split::Value(v))) => Kind::Value(v),
+            (Test::Assert { code }, _) => Kind::Assert(code),
+            (Test::Stdio { stdin, .. }, _) => Kind::Stdio { stdin },
+        }
+    }
 }
 
 thread_local! {
@@ -54,10 +83,12 @@ pub(crate) struct RawRun {
     pub fuel: u64,
 }
 
-pub fn run_test(rt: &Runtime, job: &Job<'_>) -> TestResult {
-    let expect = match job.test {
-        Test::Assert { .. } => Expect::Completion,
-        Test::Stdio { stdout, .. } => Expect::Stdout(stdout),
+/// Run one test: `job.kind` must be how `test` runs ([`Kind::of`]).
+pub fn run_test(rt: &Runtime, job: &Job<'_>, test: &Test) -> TestResult {
+    let expect = match (test, job.kind) {
+        (_, Kind::Value(v)) => Expect::Value(v),
+        (Test::Assert { .. }, _) => Expect::Completion,
+        (Test::Stdio { stdout, .. }, _) => Expect::Stdout(stdout),
     };
     run_job(rt, job, expect).0
 }
@@ -71,10 +102,22 @@ pub(crate) enum Expect<'a> {
     CleanExit,
     /// Run to completion (or exit with 0) and print this.
     Stdout(&'a str),
+    /// Report a value that passes this check.
+    Value(&'a ValueTest),
 }
 
 /// Run a job and classify its outcome; also returns what the program printed on stdout.
 pub(crate) fn run_job(rt: &Runtime, job: &Job<'_>, expect: Expect<'_>) -> (TestResult, Vec<u8>) {
+    let (result, stdout, _, _) = run_job_full(rt, job, expect);
+    (result, stdout)
+}
+
+/// [`run_job`], also returning stderr and the run's token.
+pub(crate) fn run_job_full(
+    rt: &Runtime,
+    job: &Job<'_>,
+    expect: Expect<'_>,
+) -> (TestResult, Vec<u8>, Vec<u8>, String) {
     let start = Instant::now();
     let token = new_token();
     let raw = TOKIO.with(|tokio| {
@@ -86,15 +129,16 @@ pub(crate) fn run_job(rt: &Runtime, job: &Job<'_>, expect: Expect<'_>) -> (TestR
         })
     });
     let ms = start.elapsed().as_secs_f64() * 1e3;
-    let (status, detail, fuel, stdout) = match raw {
+    let (status, detail, fuel, stdout, stderr) = match raw {
         Ok(raw) => {
-            let (status, detail) = classify(expect, &token, &raw);
-            (status, detail, Some(raw.fuel), raw.stdout)
+            let (status, detail) = classify(expect, &token, &raw, &job.limits);
+            (status, detail, Some(raw.fuel), raw.stdout, raw.stderr)
         }
         Err(e) => (
             Status::Infra,
             Some(format!("sandbox failure: {e:#}")),
             None,
+            Vec::new(),
             Vec::new(),
         ),
     };
@@ -104,7 +148,7 @@ pub(crate) fn run_job(rt: &Runtime, job: &Job<'_>, expect: Expect<'_>) -> (TestR
         fuel,
         ms: Some((ms * 1000.0).round() / 1000.0),
     };
-    (result, stdout)
+    (result, stdout, stderr, token)
 }
 
 fn new_token() -> String {
@@ -113,21 +157,26 @@ fn new_token() -> String {
     format!("rlcode-{:032x}", rng.random::<u128>())
 }
 
+/// The harness's stdin: the token line, the fixed-size header, the texts, then the program's
+/// own stdin (harness.py reads exactly the first parts and leaves the rest to the program).
 pub(crate) fn stdin_bytes(job: &Job<'_>, token: &str) -> Vec<u8> {
-    let (mode, test_code, program_stdin) = match job.test {
-        Test::Assert { code } => ("assert", code.as_str(), ""),
-        Test::Stdio { stdin, .. } => ("stdio", "", stdin.as_str()),
+    let (mode, test_text, program_stdin) = match job.kind {
+        Kind::Assert(code) => ('a', code, ""),
+        Kind::Value(v) => ('v', v.code.as_str(), ""),
+        Kind::Stdio { stdin } => ('s', "", stdin),
+        Kind::Analyse(tests) => ('p', tests, ""),
     };
+    debug_assert_eq!(token.len(), 39, "harness.py reads a 40-byte token line");
     let mut b = format!(
-        "{token}\n{} {} {} {mode}\n",
+        "{token}\n{:012} {:012} {:012} {mode}\n",
         job.program.len(),
         job.setup.len(),
-        test_code.len()
+        test_text.len()
     )
     .into_bytes();
     b.extend_from_slice(job.program.as_bytes());
     b.extend_from_slice(job.setup.as_bytes());
-    b.extend_from_slice(test_code.as_bytes());
+    b.extend_from_slice(test_text.as_bytes());
     b.extend_from_slice(program_stdin.as_bytes());
     b
 }
@@ -154,8 +203,10 @@ pub(crate) struct Pipes {
 /// network: the program sees only its stdin.
 pub(crate) fn wasi_for(job: &Job<'_>, token: &str, argv: &[&str]) -> (WasiCtxBuilder, Pipes) {
     let pipes = Pipes {
-        stdout: MemoryOutputPipe::new(job.limits.stdout_bytes),
-        stderr: MemoryOutputPipe::new(job.limits.stderr_bytes),
+        // One byte over each cap, so that output of exactly the cap fits and one byte more is
+        // seen; stderr also has room for the harness's own reports, which are not the program's.
+        stdout: MemoryOutputPipe::new(job.limits.stdout_bytes + 1),
+        stderr: MemoryOutputPipe::new(job.limits.stderr_bytes + 1 + REPORT_ROOM),
     };
     let seed = seed_bytes(&job.seed);
     let mut b = WasiCtxBuilder::new();
@@ -224,8 +275,13 @@ async fn run_raw(
     let (mut wasi, pipes) = wasi_for(job, token, &["python", "-I", "-S", "-B", "-c", HARNESS]);
     let store = new_store(rt, wasi.build_p1(), &job.limits)?;
     run_in(store, &job.limits, pipes, async |store| {
-        let instance = pre.instantiate_async(&mut *store).await?;
-        let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+        let instance = pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(|e| e.context(HostFailure))?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut *store, "_start")
+            .map_err(|e| e.context(HostFailure))?;
         start.call_async(&mut *store, ()).await?;
         Ok(0)
     })
@@ -257,14 +313,35 @@ pub(crate) fn collect(
         .err()
         .is_some_and(|e| format!("{e:?}").contains("write beyond capacity"));
     RawRun {
-        stdout_full: full || out.len() >= limits.stdout_bytes,
-        stderr_full: full || err.len() >= limits.stderr_bytes,
+        stdout_full: full || out.len() > limits.stdout_bytes,
+        stderr_full: full || err.len() > limits.stderr_bytes + REPORT_ROOM,
         stdout: out,
         stderr: err,
         exit,
         timed_out,
         memory_denied,
         fuel,
+    }
+}
+
+/// The bytes of stderr that are the program's: all but the harness's report lines.
+fn program_stderr_len(stderr: &[u8], token: &str) -> usize {
+    let reports: usize = stderr
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(token.as_bytes()))
+        .map(|l| l.len() + 2)
+        .sum();
+    stderr.len().saturating_sub(reports)
+}
+
+/// Marks an error of the host side of the sandbox (creating or instantiating it): the only
+/// errors that become `infra`. Everything that goes wrong once the guest runs is the program's.
+#[derive(Debug)]
+pub(crate) struct HostFailure;
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the sandbox could not be set up")
     }
 }
 
@@ -311,8 +388,15 @@ fn last_stderr_line(stderr: &str, token: &str) -> String {
         .to_string()
 }
 
-fn classify(expect: Expect<'_>, token: &str, raw: &RawRun) -> (Status, Option<String>) {
-    if raw.stdout_full || raw.stderr_full {
+fn classify(
+    expect: Expect<'_>,
+    token: &str,
+    raw: &RawRun,
+    limits: &RunLimits,
+) -> (Status, Option<String>) {
+    let stderr_full =
+        raw.stderr_full || program_stderr_len(&raw.stderr, token) > limits.stderr_bytes;
+    if raw.stdout_full || stderr_full {
         let which = if raw.stdout_full { "stdout" } else { "stderr" };
         return (Status::OutputLimit, Some(format!("{which} over its cap")));
     }
@@ -336,8 +420,16 @@ fn classify(expect: Expect<'_>, token: &str, raw: &RawRun) -> (Status, Option<St
                     Status::Error,
                     Some(format!("{trap}: {}", last_stderr_line(&stderr, token))),
                 ),
-                // Not a trap: the host side of the sandbox failed.
-                None => (Status::Infra, Some(format!("{e:#}"))),
+                // The host side of the sandbox failed before the guest ran.
+                None if e.downcast_ref::<HostFailure>().is_some() => {
+                    (Status::Infra, Some(format!("{e:#}")))
+                }
+                // A host call the guest made failed (an empty poll list, an exit status WASI
+                // cannot carry): the program asked for it.
+                None => (
+                    Status::Error,
+                    Some(format!("the sandbox refused a host call: {e:#}")),
+                ),
             };
         }
     };
@@ -347,13 +439,16 @@ fn classify(expect: Expect<'_>, token: &str, raw: &RawRun) -> (Status, Option<St
             let mut parts = r[4..].splitn(3, ' ');
             let phase = parts.next().unwrap_or("");
             let kind = parts.next().unwrap_or("");
-            let msg = parts.next().unwrap_or("");
+            let msg = parts.next().unwrap_or("").trim();
             let detail = if msg.is_empty() {
                 format!("{kind} (in {phase})")
             } else {
                 format!("{kind}: {msg} (in {phase})")
             };
-            if kind == "MemoryError" || raw.memory_denied {
+            // `memory` only when the cap was hit and the program did not recover: a MemoryError
+            // it caught is followed by its own result, and one raised without the cap (the
+            // parser's "too complex") is an ordinary error.
+            if kind == "MemoryError" && raw.memory_denied {
                 (Status::Memory, Some(detail))
             } else if kind == "AssertionError" && phase == "test" {
                 (Status::Fail, Some(detail))
@@ -368,9 +463,20 @@ fn classify(expect: Expect<'_>, token: &str, raw: &RawRun) -> (Status, Option<St
                 r[5..].trim()
             )),
         ),
+        Some(r) if r.starts_with("VALUE ") => match expect {
+            Expect::Value(v) => v.judge(&r[6..]),
+            _ => (
+                Status::Error,
+                Some("a value where none was asked for".into()),
+            ),
+        },
         Some("OK") => match expect {
             Expect::Completion | Expect::CleanExit => (Status::Pass, None),
             Expect::Stdout(stdout) => stdio_verdict(&raw.stdout, stdout),
+            Expect::Value(_) => (
+                Status::Error,
+                Some("the test's value was never reported".into()),
+            ),
         },
         _ if raw.memory_denied => (Status::Memory, Some("memory cap reached".into())),
         // The program ended the interpreter itself (os._exit, a signal-like abort): an assert

@@ -1,69 +1,485 @@
 # rlcode's test harness: runs inside the sandbox as `python -c`, never on the host. The
 # pre-initialized runtime's entry module (verify/guest/app.py) imports it and calls _rlcode_run.
-# The host feeds, on stdin, a per-run random token, a header line
-# "<program bytes> <setup bytes> <test bytes> <assert|stdio>", the three texts and then the
-# program's own stdin. The harness reports on fd 2 with a line starting with the token. The token
-# is read before the program runs and is never part of any source text or argv, so the program
-# cannot print it, and "OK" is written only after the test code ran to completion: exiting early
-# (sys.exit, os._exit, exit handlers) cannot pass. (The token stays as bytes, never hashed, so the
-# interpreter's work, and so the fuel count, does not depend on its value.)
+# docs/security.md is the threat model this file implements; the protocol, in short:
+#
+# stdin: a 40-byte line "<token>\n" (a per-run random token), a 41-byte header
+# "<program bytes> <setup bytes> <test bytes> <mode>\n" (12-digit decimals, one mode letter),
+# the three texts, then the program's own stdin, left unread for the program (all of it is read
+# with os.read, exactly, so no buffer swallows the program's input).
+#
+# Modes:
+#   v  a value test: the test text is "<imports>\0<expression>". The harness runs the program
+#      and the setup, evaluates the expression (the call the test makes) and writes its value,
+#      read through the builtin types' own C accessors, as "<token> VALUE <json>". The host
+#      compares it with the expected value, which never enters this interpreter: a program can
+#      only pass by producing a value equal to it.
+#   a  any other assert test, run here: "<token> OK" once the test code ran to completion.
+#   s  a stdio test: the program as __main__ with its stdin; the host compares stdout.
+#   p  analysis, in an instance that runs no program: the test text is a JSON list of assert
+#      tests; for each, "<token> SPLIT <i> <json>" says whether it is a value test (its imports,
+#      expression, comparison and expected value) or must run as mode a.
+# Reports: "<token> OK", "<token> VALUE <json>", "<token> EXC <phase> <type> <msg>",
+# "<token> EXIT <phase> <code>", each on a line of its own on fd 2.
+#
+# The program controls everything in this interpreter once it runs. So everything the harness
+# needs afterwards is bound to locals here first (a program that patches builtins or modules
+# changes nothing the harness looks up), no method of a value the program made is ever called
+# (values and exception messages are read through the builtin types' slots), and an audit hook,
+# which no program can remove, refuses the ways to reach a frame (where the token lives) and to
+# add audit hooks or signal handlers of its own.
 import sys, os
+
+
 def _rlcode_run():
-    write, hard_exit, out = os.write, os._exit, sys.stdout
-    src = sys.stdin.buffer
-    tok = src.readline().rstrip(b"\n")
-    head = src.readline().split()
-    mode = head[3]
-    texts = [src.read(int(n)).decode("utf-8") for n in head[:3]]
+    read, write, hard_exit = os.read, os.write, os._exit
+    _type, _exec, _eval, _compile, _issubclass = type, exec, eval, compile, issubclass
+    _int, _bool, _float, _complex, _str, _bytes = int, bool, float, complex, str, bytes
+    _bytearray, _list, _tuple, _dict, _set, _frozenset = bytearray, list, tuple, dict, set, frozenset
+    _BaseException, _SystemExit, _RecursionError = BaseException, SystemExit, RecursionError
+    _ValueError, _TypeError, _MemoryError = ValueError, TypeError, MemoryError
+    int_format, float_repr, str_encode = _int.__format__, _float.__repr__, _str.encode
+    bytes_hex, bytearray_hex, str_join = _bytes.hex, _bytearray.hex, _str.join
+    str_slice, str_replace = _str.__getitem__, _str.replace
+    list_copy, tuple_slice, dict_copy, dict_items = _list.copy, _tuple.__getitem__, _dict.copy, _dict.items
+    dict_clear, dict_update, dict_get = _dict.clear, _dict.update, _dict.get
+    set_copy, frozenset_copy, list_append = _set.copy, _frozenset.copy, _list.append
+    complex_real = _complex.__dict__["real"].__get__
+    complex_imag = _complex.__dict__["imag"].__get__
+    exc_args = _BaseException.__dict__["args"].__get__
+    type_name = _type.__dict__["__name__"].__get__
+    _len, _slice, _delattr = len, slice, delattr
+    # The program's own output is flushed through the stream it had at the start (a C method:
+    # the program can replace sys.stdout, not what this calls).
+    stdout_flush, stderr_flush = sys.stdout.flush, sys.stderr.flush
+
+    def flush():
+        for f in (stdout_flush, stderr_flush):
+            try:
+                f()
+            except _BaseException:
+                pass
+    _FunctionType = _type(_rlcode_run)
+    exit_code = _SystemExit.__dict__["code"].__get__
+    _builtins = sys.modules["builtins"]
+    pristine_builtins = dict_copy(_builtins.__dict__)
+    sys_modules = sys.modules
+    everything = slice(None)
+
+    def read_exact(n):
+        parts = []
+        while n > 0:
+            b = read(0, n if n < 1048576 else 1048576)
+            if not b:
+                break
+            list_append(parts, b)
+            n -= _len(b)
+        return b"".join(parts)
+
+    tok = read_exact(40)[:39]
+    head = read_exact(41)
+    mode = head[39:40]
+    texts = [str(read_exact(int(head[i:i + 12])), "utf-8", "surrogateescape")
+             for i in (0, 13, 26)]
     sys.argv = ["main.py"]
     sys.orig_argv = ["python", "main.py"]
-    def report(text):
+
+    def exact_str(s):
+        # A str (or str subclass) as an exact str, without calling any of its methods.
+        return str_slice(s, everything) if _issubclass(_type(s), _str) else "?"
+
+    # The value encoder: JSON of tagged builtin values, read through the builtin base type's own
+    # accessors, so a subclass's overrides (__eq__, __iter__, __repr__, ...) are never called: a
+    # value compares as the builtin content it holds. Anything else is refused by type name.
+    LIMIT = 1 << 20
+
+    def encode(v, out, depth):
+        if depth > 200:
+            raise _ValueError("nested deeper than 200 levels")
+        t = _type(v)
+        if v is None:
+            list_append(out, "null")
+        elif t is _bool:
+            list_append(out, "true" if v else "false")
+        elif _issubclass(t, _int):
+            list_append(out, '["i","' + int_format(v, "x") + '"]')
+        elif _issubclass(t, _float):
+            list_append(out, '["f","' + float_repr(v) + '"]')
+        elif _issubclass(t, _complex):
+            list_append(out, '["c","' + float_repr(complex_real(v)) + '","'
+                        + float_repr(complex_imag(v)) + '"]')
+        elif _issubclass(t, _str):
+            list_append(out, '["s","' + bytes_hex(str_encode(v, "utf-8", "surrogatepass")) + '"]')
+        elif _issubclass(t, _bytes):
+            list_append(out, '["b","' + bytes_hex(v) + '"]')
+        elif _issubclass(t, _bytearray):
+            list_append(out, '["b","' + bytearray_hex(v) + '"]')
+        elif _issubclass(t, (_list, _tuple, _set, _frozenset)):
+            if _issubclass(t, _list):
+                tag, items = "l", list_copy(v)
+            elif _issubclass(t, _tuple):
+                tag, items = "t", tuple_slice(v, everything)
+            elif _issubclass(t, _set):
+                tag, items = "S", set_copy(v)
+            else:
+                tag, items = "F", frozenset_copy(v)
+            list_append(out, '["' + tag + '",[')
+            first = True
+            for x in items:
+                if not first:
+                    list_append(out, ",")
+                first = False
+                encode(x, out, depth + 1)
+            list_append(out, "]]")
+        elif _issubclass(t, _dict):
+            list_append(out, '["d",[')
+            first = True
+            for k, x in dict_items(dict_copy(v)):
+                list_append(out, "[" if first else ",[")
+                first = False
+                encode(k, out, depth + 1)
+                list_append(out, ",")
+                encode(x, out, depth + 1)
+                list_append(out, "]")
+            list_append(out, "]]")
+        else:
+            raise _TypeError("the value is a " + exact_str(type_name(t))
+                             + ", not a builtin value the verifier can compare")
+        if _len(out) > LIMIT:
+            raise _ValueError("the value's encoding is over 1 MiB")
+
+    def encoded(v):
+        out = []
+        encode(v, out, 0)
+        s = str_join("", out)
+        if _len(s) > LIMIT:
+            raise _ValueError("the value's encoding is over 1 MiB")
+        return s
+
+    def describe(e):
+        # "<type> <message>" of an exception without running any of its code: the message is
+        # its single str argument, if it has one.
+        name = exact_str(type_name(_type(e)))
         try:
-            write(2, b"\n" + tok + b" " + text.encode("utf-8", "replace") + b"\n")
-        finally:
-            hard_exit(0)
-    # The token lives in this frame and in report's closure: a program that reached either could
-    # print "<token> OK" and exit, forging a pass. Frames and the objects that hold them are
-    # reachable only through a few audited operations (sys._getframe, a traceback's tb_frame, a
-    # generator's or coroutine's frame, trace and profile hooks, the gc module's object lists),
-    # so an audit hook, which no program can remove, refuses them for the rest of the run. It
-    # raises ValueError, which the standard library's own frame lookups (logging, namedtuple,
-    # warnings) already handle. Everything it uses is local to this function.
-    blocked_events = frozenset(("sys._getframe", "sys._current_frames", "sys.settrace",
-                                "sys.setprofile", "gc.get_objects", "gc.get_referrers",
-                                "gc.get_referents"))
+            args = exc_args(e)
+            msg = exact_str(args[0]) if _len(args) == 1 and _issubclass(_type(args[0]), _str) else ""
+        except _BaseException:
+            msg = ""
+        return name + " " + str_replace(str_slice(msg, _slice(0, 300)), "\n", " ")
+
+    if mode == b"p":
+        _rlcode_analyse(texts[2], tok, write, encoded, describe, pristine_builtins)
+        hard_exit(0)
+
+    # The token is the only thing that lets a mode-a test pass, so it lives in one place: the
+    # closure of the audit hook below, which CPython keeps in a C list no Python code can read
+    # (the local is deleted before the program runs). Reports are made by raising the audit
+    # event "rlcode.report" from `report`, called by this very frame: the hook writes the
+    # token and the text only then. The rest of the harness's state is in this frame, so the
+    # hook also refuses every way a program could reach a frame (sys._getframe, a traceback's
+    # tb_frame, a generator's or coroutine's frame, trace and profile hooks, sys.monitoring
+    # callbacks, the gc module's object lists), new audit hooks (they would see what the
+    # harness compiles), and a fresh `_signal` module (signal handlers are called with the
+    # interrupted frame): builtin modules are created only through the hook, which refuses
+    # `_signal` and CPython's `_test*` modules. It raises ValueError, which the standard
+    # library's own frame lookups (logging, namedtuple, warnings) already handle.
+    blocked_events = frozenset(("sys._getframe", "sys._current_frames",
+                                "sys._current_exceptions", "sys.settrace", "sys.setprofile",
+                                "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+                                "sys.addaudithook", "sys.monitoring.register_callback"))
     blocked_attrs = frozenset(("tb_frame", "gi_frame", "cr_frame", "ag_frame"))
-    def guard(event, args):
-        if event in blocked_events or (event == "object.__getattr__" and len(args) > 1
-                                       and args[1] in blocked_attrs):
-            raise ValueError("frame introspection is disabled in the rlcode sandbox: " + event)
+    import _imp
+    from types import SimpleNamespace
+
+    def make_guard(tok, harness_frame, report_code, getframe, create_builtin):
+        inside = [False]
+
+        def guard(event, args):
+            # Only names bound before the program ran, and exact strings: the program may have
+            # patched every builtin by the time this runs.
+            event = exact_str(event)
+            if inside[0]:
+                return
+            if event == "rlcode.report":
+                inside[0] = True
+                try:
+                    caller = getframe(1)
+                    ok = caller.f_code is report_code and caller.f_back is harness_frame
+                finally:
+                    inside[0] = False
+                if ok:
+                    try:
+                        write(2, b"\n" + tok + b" "
+                              + str_encode(exact_str(args[0]), "utf-8", "replace") + b"\n")
+                    finally:
+                        hard_exit(0)
+                raise _ValueError("not the harness's report")
+            if event == "rlcode.create_builtin":
+                name = exact_str(args[0])
+                if name == "_signal" or str_slice(name, _slice(0, 5)) == "_test":
+                    raise _ValueError("the module " + name + " is disabled in the rlcode sandbox")
+                list_append(args[1], create_builtin(SimpleNamespace(name=name)))
+                return
+            if event in blocked_events or (event == "object.__getattr__" and _len(args) > 1
+                                           and exact_str(args[1]) in blocked_attrs):
+                raise _ValueError("frame introspection is disabled in the rlcode sandbox: "
+                                  + event)
+        return guard
+
+    def report(text):
+        _audit("rlcode.report", exact_str(text))
+        hard_exit(0)
+
+    def new_builtin_module(spec):
+        box = []
+        _audit("rlcode.create_builtin", exact_str(spec.name), box)
+        return box[0]
+
+    def refuse(*args, **kwargs):
+        raise _ValueError("signal handlers are disabled in the rlcode sandbox")
+
+    _audit = sys.audit
     # `types` reads a traceback's tb_frame while it is imported (to name FrameType), and much of
     # the standard library imports it: import it before the hook is in place.
     import types
-    sys.addaudithook(guard)
-    scope = {"__name__": "__main__" if mode == b"stdio" else "solution"}
+    # The existing signal modules lose what installs or raises a handler (signal.py, imported
+    # later, takes these stubs from _signal).
+    for name in ("signal", "_signal"):
+        mod = dict_get(sys_modules, name)
+        if mod is not None:
+            for attr in ("signal", "set_wakeup_fd", "setitimer", "alarm", "raise_signal",
+                         "pthread_kill", "siginterrupt"):
+                if hasattr(mod, attr):
+                    setattr(mod, attr, refuse)
+    sys.addaudithook(make_guard(tok, sys._getframe(0), report.__code__, sys._getframe,
+                                _imp.create_builtin))
+    _imp.create_builtin = new_builtin_module
+    del tok
+
+    stdio = mode == b"s"
+    scope = {"__name__": "__main__" if stdio else "solution"}
     phase = "program"
+    program = texts[0]
+    if program[:1] == "\ufeff":
+        program = program[1:]
+    if mode == b"a":
+        # Mode a runs the test's own code here: give it the modules as they were before the
+        # program ran (namespaces restored, modules the program imported dropped).
+        saved_modules = dict_copy(sys_modules)
+        saved_namespaces = [(m.__dict__, dict_copy(m.__dict__)) for m in saved_modules.values()
+                            if _type(m) is types.ModuleType]
+    setup, test = texts[1], texts[2]
+    texts = None
+
+    def exact_value(v, depth):
+        # A copy of a builtin value (or of a builtin subclass's content) in exact builtin
+        # types, read through the base types' own accessors; anything else is refused.
+        t = _type(v)
+        if depth > 200:
+            raise _ValueError("nested deeper than 200 levels")
+        if v is None or t is _bool:
+            return v
+        if _issubclass(t, _int):
+            return _int.__index__(v) if t is _int else _int(int_format(v, "x"), 16)
+        if _issubclass(t, _float):
+            return _float.__float__(v) if t is _float else _float(float_repr(v))
+        if _issubclass(t, _complex):
+            return _complex(complex_real(v), complex_imag(v))
+        if _issubclass(t, _str):
+            return str_slice(v, everything)
+        if _issubclass(t, _bytes):
+            return _bytes.__getitem__(v, everything)
+        if _issubclass(t, _bytearray):
+            return _bytearray(_bytes(v))
+        if _issubclass(t, _list):
+            return [exact_value(x, depth + 1) for x in list_copy(v)]
+        if _issubclass(t, _tuple):
+            return _tuple([exact_value(x, depth + 1) for x in tuple_slice(v, everything)])
+        if _issubclass(t, _set):
+            return _set([exact_value(x, depth + 1) for x in set_copy(v)])
+        if _issubclass(t, _frozenset):
+            return _frozenset([exact_value(x, depth + 1) for x in frozenset_copy(v)])
+        if _issubclass(t, _dict):
+            return {exact_value(k, depth + 1): exact_value(x, depth + 1)
+                    for k, x in dict_items(dict_copy(v))}
+        raise _TypeError("the program returned a " + exact_str(type_name(t))
+                         + ": a test compares builtin values only")
+
+    def strict(fn):
+        def call(*args, **kwargs):
+            return exact_value(fn(*args, **kwargs), 0)
+        return call
+
     try:
-        exec(compile(texts[0], "<program>", "exec"), scope)
-        if mode == b"assert":
+        _exec(_compile(program, "<program>", "exec"), scope)
+        program = None
+        if not stdio:
+            # The test's scope: the program's names (exact str keys only), the builtins as they
+            # were before the program ran. The program's functions still see their own scope.
+            test_scope = {}
+            for k, x in dict_items(dict_copy(scope)):
+                if _type(k) is _str:
+                    test_scope[k] = x
+            test_scope["__builtins__"] = dict_copy(pristine_builtins)
+            if mode == b"a":
+                dict_clear(sys_modules)
+                dict_update(sys_modules, saved_modules)
+                for live, saved in saved_namespaces:
+                    dict_clear(live)
+                    dict_update(live, saved)
+                # Every function of the program returns through exact_value: a test compares,
+                # adds or sorts builtin values only, by rules the program cannot change.
+                for k, x in dict_items(dict_copy(test_scope)):
+                    if _type(x) is _FunctionType:
+                        test_scope[k] = strict(x)
             phase = "setup"
-            if texts[1]:
-                exec(compile(texts[1], "<setup>", "exec"), scope)
+            if setup:
+                _exec(_compile(setup, "<setup>", "exec"), test_scope)
             phase = "test"
-            exec(compile(texts[2], "<test>", "exec"), scope)
-    except SystemExit as e:
-        if not (mode == b"stdio" and e.code in (None, 0)):
-            report("EXIT " + phase + " " + repr(e.code)[:80])
-    except BaseException as e:
-        try:
-            msg = str(e)
-        except BaseException:
-            msg = "?"
-        report("EXC " + phase + " " + type(e).__name__ + " " + msg[:300].replace("\n", " "))
-    try:
-        out.flush()
-    except BaseException:
-        pass
+            if mode == b"v":
+                imports, _, expression = test.partition("\0")
+                if imports:
+                    _exec(_compile(imports, "<test>", "exec"), test_scope)
+                value = _eval(_compile(expression, "<test>", "eval"), test_scope)
+                phase = "value"
+                value = encoded(value)
+                flush()
+                report("VALUE " + value)
+            _exec(_compile(test, "<test>", "exec"), test_scope)
+    except _SystemExit as e:
+        code = exit_code(e)
+        if not (stdio and (code is None or (_type(code) is _int and code == 0))):
+            flush()
+            report("EXIT " + phase + " " + (
+                "None" if code is None else int_format(code, "d")
+                if _issubclass(_type(code), _int) else exact_str(type_name(_type(code)))))
+    except _BaseException as e:
+        flush()
+        report("EXC " + phase + " " + describe(e))
+    flush()
     report("OK")
+
+
+def _rlcode_analyse(tests, tok, write, encoded, describe, builtins):
+    # Mode p: for each assert test, whether it is a value test, and if so its parts. Runs in an
+    # instance that runs no program, so nothing here needs protecting.
+    import ast, json
+    for i, item in enumerate(json.loads(tests)):
+        try:
+            spec = _rlcode_split(item["code"], item["rl_same"], encoded, builtins, ast, json)
+        except BaseException as e:
+            spec = '{"run": %s}' % json.dumps(describe(e))
+        write(2, b"\n" + tok + b" SPLIT " + str(i).encode() + b" " + spec.encode() + b"\n")
+
+
+def _rlcode_split(code, rl_same, encoded, builtins, ast, json):
+    # A value test is some imports, then `assert <check>` where the check is one of
+    #   E == X, X == E, E != X, abs(E - X) < T (or <=, or X - E), _rl_same(E, X) (CodeI/O's
+    #   comparison, when the problem's setup is the project's own), E, not E, E is C, E is not C
+    # with X and T evaluable from the builtins and the imports alone (they are evaluated here,
+    # before any program exists) and E a "value expression": calls, names, attributes, constant
+    # subscripts and displays, where the arguments of a call to a name that is not a builtin
+    # (the program's functions) are the test's inputs and may be anything, and a builtin or a
+    # module's function takes only values from the program. So E hands the program the test's
+    # inputs, never its expected values, and no comparison of the program's values with them
+    # happens in the program's interpreter.
+    def run(why):
+        return '{"run": %s}' % json.dumps(why)
+    body = ast.parse(code).body
+    if not body or not isinstance(body[-1], ast.Assert):
+        return run("not an assert")
+    if not all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in body[:-1]):
+        return run("statements other than imports before the assert")
+    imports = "".join(ast.get_source_segment(code, s) + "\n" for s in body[:-1])
+    env = {"__builtins__": dict(builtins)}
+    exec(compile(imports, "<test>", "exec"), env)
+
+    def constant(node):
+        # The value of an expression needing nothing but the builtins and the imports.
+        try:
+            return True, eval(compile(ast.Expression(node), "<test>", "eval"), dict(env))
+        except Exception:
+            return False, None
+
+    def program_valued(node):
+        # An expression whose value comes from the program (not a constant).
+        return spine_ok(node) and not isinstance(node, ast.Constant) and not constant(node)[0]
+
+    def spine_ok(node):
+        if isinstance(node, (ast.Constant, ast.Name)):
+            return True
+        if isinstance(node, ast.Attribute):
+            return spine_ok(node.value)
+        if isinstance(node, ast.Subscript):
+            return spine_ok(node.value) and constant(node.slice)[0]
+        if isinstance(node, ast.Call):
+            f = node.func
+            if not spine_ok(f):
+                return False
+            builtin = ((isinstance(f, ast.Name) and f.id in builtins)
+                       or (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                           and f.value.id in env))
+            if not builtin:
+                # The program's function: its arguments are the test's inputs.
+                return True
+            # A builtin (or an imported module's function) applied to the program's values
+            # only: given a constant too (math.isclose(f(x), 3), round(f(x), 2)) it would
+            # decide, in the program's interpreter, what the host should.
+            return all(program_valued(a.value if isinstance(a, ast.Starred) else a)
+                       for a in node.args) \
+                and all(program_valued(k.value) for k in node.keywords)
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return all(spine_ok(e) for e in node.elts)
+        return False
+
+    def value(kind, e, **parts):
+        if not spine_ok(e):
+            return run("the checked expression compares or computes with the program's values")
+        out = '{"kind": "%s", "imports": %s, "expr": %s' % (
+            kind, json.dumps(imports), json.dumps("(" + ast.get_source_segment(code, e) + "\n)"))
+        for k, x in parts.items():
+            out += ', "%s": %s' % (k, encoded(x))
+        return out + "}"
+
+    t = body[-1].test
+    if isinstance(t, ast.Compare) and len(t.ops) == 1:
+        left, op, right = t.left, t.ops[0], t.comparators[0]
+        if isinstance(op, (ast.Eq, ast.NotEq)):
+            kind = "eq" if isinstance(op, ast.Eq) else "ne"
+            ok, x = constant(right)
+            if ok:
+                return value(kind, left, want=x)
+            ok, x = constant(left)
+            if ok:
+                return value(kind, right, want=x)
+            return run("neither side is a constant")
+        if isinstance(op, (ast.Is, ast.IsNot)) and isinstance(right, ast.Constant) \
+                and right.value in (None, True, False) and type(right.value) in (bool, type(None)):
+            return value("is" if isinstance(op, ast.Is) else "is_not", left, want=right.value)
+        if isinstance(op, (ast.Lt, ast.LtE)) and isinstance(left, ast.Call) \
+                and isinstance(left.func, ast.Name) and left.func.id == "abs" \
+                and len(left.args) == 1 and not left.keywords \
+                and isinstance(left.args[0], ast.BinOp) and isinstance(left.args[0].op, ast.Sub):
+            ok_t, tol = constant(right)
+            a, b = left.args[0].left, left.args[0].right
+            ok_b, xb = constant(b)
+            ok_a, xa = constant(a)
+            if ok_t and (ok_a or ok_b):
+                e, x = (a, xb) if ok_b else (b, xa)
+                return value("close_le" if isinstance(op, ast.LtE) else "close", e,
+                             want=x, tol=tol)
+        return run("an unsupported comparison")
+    if rl_same and isinstance(t, ast.Call) and isinstance(t.func, ast.Name) \
+            and t.func.id == "_rl_same" and len(t.args) == 2 and not t.keywords:
+        ok, x = constant(t.args[1])
+        if ok:
+            return value("rl_same", t.args[0], want=x)
+        return run("the expected value is not a constant")
+    if isinstance(t, ast.UnaryOp) and isinstance(t.op, ast.Not):
+        return value("falsy", t.operand)
+    if isinstance(t, (ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.IfExp)):
+        return run("an unsupported check")
+    return value("truthy", t)
+
+
 if __name__ == "__main__":
     _rlcode_run()

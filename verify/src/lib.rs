@@ -14,15 +14,18 @@ pub mod capture;
 pub mod component;
 pub mod exec;
 pub mod runtime;
+pub mod split;
+pub mod value;
 
 use cache::{Key, KeyContext, VerdictCache};
-use exec::{Job, RunLimits, run_test};
+use exec::{Job, Kind, RunLimits, run_test};
 use rayon::prelude::*;
 use rlcode_core::cli::InputArgs;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Line, Skipper};
 use rlcode_core::records::{Limits, ProblemSet, Status, TestResult, Verdict};
 use rlcode_core::{Error, ExitCode, RecordError};
 use runtime::Runtime;
+use split::{Analysis, Split};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,14 +68,14 @@ pub struct Args {
     pub jobs: Option<usize>,
     /// Fuel budget per test (deterministic CPU limit); a problem's `limits.fuel` overrides it.
     /// Default: 2000000000 with `--runtime preinit`, 5000000000 with `--runtime python`.
-    #[arg(long, value_name = "UNITS")]
+    #[arg(long, value_name = "UNITS", value_parser = clap::value_parser!(u64).range(1..=10_000_000_000_000))]
     pub fuel: Option<u64>,
     /// Memory cap per test in MiB; a problem's `limits.memory_mb` overrides it.
-    #[arg(long, default_value_t = DEFAULT_MEMORY_MB)]
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MB, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub memory_mb: u64,
     /// Wall-clock deadline per test in ms, time blocked in host calls included; a problem's
     /// `limits.wall_ms` overrides it.
-    #[arg(long, default_value_t = DEFAULT_WALL_MS)]
+    #[arg(long, default_value_t = DEFAULT_WALL_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub wall_ms: u64,
     /// Cap on each test's captured stdout, in KiB.
     #[arg(long, default_value_t = 1024)]
@@ -267,6 +270,8 @@ pub(crate) struct LazyRuntime {
     module_cache: Option<PathBuf>,
     concurrency: runtime::Concurrency,
     rt: Option<Runtime>,
+    /// How each assert test seen so far runs ([`split`]), found on this runtime.
+    splits: HashMap<Analysis, Split>,
 }
 
 impl LazyRuntime {
@@ -293,6 +298,12 @@ impl LazyRuntime {
             self.rt = Some(rt);
         }
         Ok(self.rt.as_ref().expect("loaded"))
+    }
+
+    /// [`LazyRuntime::get`], and the splits found on it.
+    fn get_with_splits(&mut self) -> Result<(&Runtime, &mut HashMap<Analysis, Split>), Error> {
+        self.get()?;
+        Ok((self.rt.as_ref().expect("loaded"), &mut self.splits))
     }
 }
 
@@ -326,16 +337,14 @@ fn verify_batch(
             if let Some(k) = &sample_key {
                 keys.push(k.test(&seed, test));
             }
-            jobs.push((
-                si,
-                Job {
-                    program: &p.code,
-                    setup,
-                    test,
-                    limits,
-                    seed,
-                },
-            ));
+            let analysis = match test {
+                rlcode_core::records::Test::Assert { code } => Some(Analysis {
+                    code: code.clone(),
+                    rl_same: setup == rlcode_core::CODEIO_SETUP,
+                }),
+                _ => None,
+            };
+            jobs.push((si, test, analysis, limits, seed, &p.code, setup));
         }
     }
     let mut results: Vec<Option<TestResult>> = match cache {
@@ -369,11 +378,36 @@ fn verify_batch(
         counts.duplicates += copies.len();
     }
     if !run.is_empty() {
-        let rt = rt.get()?;
+        let (rt, splits) = rt.get_with_splits()?;
+        // Split the assert tests not seen before, once each (docs/security.md).
+        let mut fresh: Vec<Analysis> = Vec::new();
+        for &j in &run {
+            if let Some(a) = &jobs[j].2
+                && !splits.contains_key(a)
+                && !fresh.contains(a)
+            {
+                fresh.push(a.clone());
+            }
+        }
+        if !fresh.is_empty() {
+            let found = pool.install(|| split::analyse(rt, &fresh));
+            splits.extend(fresh.into_iter().zip(found));
+        }
+        let splits = &*splits;
         let ran: Vec<TestResult> = pool.install(|| {
             run.par_iter()
                 .with_max_len(1)
-                .map(|&j| run_test(rt, &jobs[j].1))
+                .map(|&j| {
+                    let (_, test, analysis, limits, seed, program, setup) = &jobs[j];
+                    let job = Job {
+                        program,
+                        setup,
+                        kind: Kind::of(test, analysis.as_ref().and_then(|a| splits.get(a))),
+                        limits: *limits,
+                        seed: *seed,
+                    };
+                    run_test(rt, &job, test)
+                })
                 .collect()
         });
         // Stored before the verdicts are written: a verdict on stdout is in the cache.
@@ -388,7 +422,7 @@ fn verify_batch(
         }
     }
     let mut per_sample: Vec<(Vec<TestResult>, bool)> = vec![(Vec::new(), true); batch.len()];
-    for (((si, _), r), hit) in jobs.iter().zip(results).zip(from_cache) {
+    for (((si, ..), r), hit) in jobs.iter().zip(results).zip(from_cache) {
         let s = &mut per_sample[*si];
         s.0.push(r.expect("every test has a result"));
         s.1 &= hit;
@@ -462,6 +496,7 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
         module_cache,
         concurrency: (!args.no_pool).then(|| pool.current_num_threads()),
         rt: None,
+        splits: HashMap::new(),
     };
     match problems {
         Some(problems) => {
