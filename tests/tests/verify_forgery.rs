@@ -138,6 +138,22 @@ fn attacks() -> Vec<(&'static str, &'static str, String)> {
         ),
         (
             "comparison",
+            "callable_class",
+            format!(
+                "{everything}class add:\n    def __new__(cls, a, b):\n        return Any()\n\
+                 class main_solution:\n    def __new__(cls, n):\n        return Any()\n"
+            ),
+        ),
+        (
+            "comparison",
+            "partial_and_callable_object",
+            format!(
+                "{everything}import functools\nadd = functools.partial(lambda a, b: Any())\n\
+                 class M:\n    def __call__(self, n):\n        return Any()\nmain_solution = M()\n"
+            ),
+        ),
+        (
+            "comparison",
             "bool_like_zero",
             returning("class Z(int):\n    __bool__ = lambda s: True\n", "Z(0)"),
         ),

@@ -31,6 +31,8 @@ import time, datetime, calendar, hashlib, hmac, secrets, uuid, zlib
 import sys, os, io, errno, gc, atexit, warnings, traceback, inspect, ast, dis, pickle, timeit
 import argparse, ipaddress, threading, unittest, doctest, pathlib, xml.etree.ElementTree
 import urllib.parse, string.templatelib, annotationlib
+# The harness's analysis of tests (ast.unparse) imports it lazily.
+import _ast_unparse
 
 import harness
 from wit_world import exports

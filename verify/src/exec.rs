@@ -56,6 +56,7 @@ impl<'a> Kind<'a> {
     pub fn of(test: &'a Test, split: Option<&'a Split>) -> Kind<'a> {
         match (test, split) {
             (Test::Assert { .. }, Some(Split::Value(v))) => Kind::Value(v),
+            (Test::Assert { .. }, Some(Split::Run(_, Some(exact)))) => Kind::Assert(exact),
             (Test::Assert { code }, _) => Kind::Assert(code),
             (Test::Stdio { stdin, .. }, _) => Kind::Stdio { stdin },
         }

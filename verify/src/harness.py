@@ -301,13 +301,25 @@ def _rlcode_run():
         if _issubclass(t, _dict):
             return {exact_value(k, depth + 1): exact_value(x, depth + 1)
                     for k, x in dict_items(dict_copy(v))}
-        raise _TypeError("the program returned a " + exact_str(type_name(t))
-                         + ": a test compares builtin values only")
+        raise _TypeError("a test compares builtin values only, not a "
+                         + exact_str(type_name(t)))
 
-    def strict(fn):
-        def call(*args, **kwargs):
-            return exact_value(fn(*args, **kwargs), 0)
-        return call
+    type_flags = _type.__dict__["__flags__"].__get__
+    value_types = (_int, _float, _complex, _str, _bytes, _bytearray, _list, _tuple, _set,
+                   _frozenset, _dict)
+
+    def rl_exact(v):
+        # Mode a's __rl_exact__. A builtin value (or a subclass's content) becomes an exact copy.
+        # An object of any other type CPython defines in C (range, map, dict views, generators,
+        # functions, classes, modules) is passed as it is: its behaviour is C code no program
+        # can change, and what it yields or returns is checked where the test uses it. Objects
+        # of classes defined in Python (the program's) are refused.
+        t = _type(v)
+        if v is None or t is _bool:
+            return v
+        if not type_flags(t) & 512 and not _issubclass(t, value_types):  # Py_TPFLAGS_HEAPTYPE
+            return v
+        return exact_value(v, 0)
 
     try:
         _exec(_compile(program, "<program>", "exec"), scope)
@@ -326,11 +338,9 @@ def _rlcode_run():
                 for live, saved in saved_namespaces:
                     dict_clear(live)
                     dict_update(live, saved)
-                # Every function of the program returns through exact_value: a test compares,
-                # adds or sorts builtin values only, by rules the program cannot change.
-                for k, x in dict_items(dict_copy(test_scope)):
-                    if _type(x) is _FunctionType:
-                        test_scope[k] = strict(x)
+                # The test was rewritten (split.rs, mode p) so that every value it compares,
+                # computes with or tests goes through this first.
+                test_scope["__rl_exact__"] = rl_exact
             phase = "setup"
             if setup:
                 _exec(_compile(setup, "<setup>", "exec"), test_scope)
@@ -368,7 +378,94 @@ def _rlcode_analyse(tests, tok, write, encoded, describe, builtins):
             spec = _rlcode_split(item["code"], item["rl_same"], encoded, builtins, ast, json)
         except BaseException as e:
             spec = '{"run": %s}' % json.dumps(describe(e))
+        if spec.startswith('{"run": '):
+            # A test that runs in the program's interpreter: every value it compares, computes
+            # with or tests the truth of goes through __rl_exact__ first (harness mode a).
+            try:
+                spec = spec[:-1] + ', "code": %s}' % json.dumps(_rlcode_exact(item["code"], ast))
+            except BaseException as e:
+                spec = '{"run": %s}' % json.dumps("cannot rewrite: " + describe(e))
         write(2, b"\n" + tok + b" SPLIT " + str(i).encode() + b" " + spec.encode() + b"\n")
+
+
+# Builtins whose arguments are values they compute with (so a program's object there could decide
+# the result through its own methods).
+_RLCODE_VALUE_BUILTINS = frozenset((
+    "abs", "all", "any", "bool", "complex", "dict", "divmod", "float", "frozenset", "hash",
+    "int", "isinstance", "len", "list", "max", "min", "pow", "repr", "round", "set", "sorted",
+    "str", "sum", "tuple", "type", "ascii", "format", "ord", "chr", "bin", "hex", "oct"))
+
+
+def _rlcode_exact(code, ast):
+    # The test with every operand of a comparison, of arithmetic, of `and`/`or`/`not`, every
+    # condition (assert, if, while, conditional expression) and every argument of a builtin
+    # that computes with values, or of a function of a module the test imports, wrapped in
+    # __rl_exact__(...): then the test's decisions are made by the builtin types' own rules on
+    # exact builtin values, whatever the program's objects would say.
+    tree = ast.parse(code)
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                modules.add((a.asname or a.name).split(".")[0])
+
+    def wrap(e):
+        if e is None or isinstance(e, (ast.Constant, ast.Starred)):
+            return e
+        return ast.Call(ast.Name("__rl_exact__", ast.Load()), [e], [])
+
+    class Exact(ast.NodeTransformer):
+        def visit_Compare(self, node):
+            self.generic_visit(node)
+            node.left = wrap(node.left)
+            node.comparators = [wrap(c) for c in node.comparators]
+            return node
+
+        def visit_BinOp(self, node):
+            self.generic_visit(node)
+            node.left, node.right = wrap(node.left), wrap(node.right)
+            return node
+
+        def visit_UnaryOp(self, node):
+            self.generic_visit(node)
+            node.operand = wrap(node.operand)
+            return node
+
+        def visit_BoolOp(self, node):
+            self.generic_visit(node)
+            node.values = [wrap(v) for v in node.values]
+            return node
+
+        def visit_AugAssign(self, node):
+            self.generic_visit(node)
+            node.value = wrap(node.value)
+            return node
+
+        def visit_Assert(self, node):
+            self.generic_visit(node)
+            node.test = wrap(node.test)
+            return node
+
+        def visit_If(self, node):
+            self.generic_visit(node)
+            node.test = wrap(node.test)
+            return node
+
+        visit_While = visit_IfExp = visit_If
+
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id in _RLCODE_VALUE_BUILTINS) or (
+                    isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+                    and f.value.id in modules):
+                node.args = [wrap(a) for a in node.args]
+                for k in node.keywords:
+                    k.value = wrap(k.value)
+            return node
+
+    tree = ast.fix_missing_locations(Exact().visit(tree))
+    return ast.unparse(tree) + "\n"
 
 
 def _rlcode_split(code, rl_same, encoded, builtins, ast, json):

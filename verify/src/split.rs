@@ -17,9 +17,10 @@ use std::time::Duration;
 /// How an assert test runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Split {
-    /// In the program's interpreter, to completion (harness mode `a`), with the reason it is not
-    /// a value test.
-    Run(String),
+    /// In the program's interpreter, to completion (harness mode `a`): the reason it is not a
+    /// value test, and the test rewritten so that every value it compares is exact
+    /// (`__rl_exact__`); `None` where the analysis failed, and the test runs as written.
+    Run(String, Option<String>),
     /// As a value test.
     Value(ValueTest),
 }
@@ -99,7 +100,8 @@ impl Split {
     fn parse(text: &str) -> Result<Split, String> {
         let j: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if let Some(why) = j.get("run") {
-            return Ok(Split::Run(why.as_str().unwrap_or("").to_string()));
+            let code = j.get("code").and_then(Json::as_str).map(str::to_string);
+            return Ok(Split::Run(why.as_str().unwrap_or("").to_string(), code));
         }
         let s = |k: &str| {
             j.get(k)
@@ -176,7 +178,7 @@ fn analyse_run(rt: &Runtime, tests: &[Analysis]) -> Vec<Split> {
         },
         seed: [0; 32],
     };
-    let mut out = vec![Split::Run("not analysed".into()); tests.len()];
+    let mut out = vec![Split::Run("not analysed".into(), None); tests.len()];
     let (_, _, stderr, token) = run_job_full(rt, &job, Expect::CleanExit);
     let stderr = String::from_utf8_lossy(&stderr);
     for line in stderr.lines() {
@@ -192,7 +194,8 @@ fn analyse_run(rt: &Runtime, tests: &[Analysis]) -> Vec<Split> {
         if let Ok(i) = i.parse::<usize>()
             && i < out.len()
         {
-            out[i] = Split::parse(json).unwrap_or_else(|e| Split::Run(format!("analysis: {e}")));
+            out[i] =
+                Split::parse(json).unwrap_or_else(|e| Split::Run(format!("analysis: {e}"), None));
         }
     }
     out
