@@ -344,6 +344,20 @@ fn no_attack_forges_a_pass_or_an_infra(runtime: &str) {
         jsonl(&samples),
     );
     out.expect_code(0);
+    // How each test ran: `add` has 3 value tests and 3 that run in the program's interpreter,
+    // `codeio` 2 value tests, `sum` 2 stdio tests.
+    let per_problem = samples.len() / 3;
+    let ran = format!(
+        "run: {} value tests compared on the host, {} assert tests in the program's interpreter, {} stdio",
+        per_problem * 5,
+        per_problem * 3,
+        per_problem * 2
+    );
+    assert!(
+        out.stderr.contains(&ran),
+        "{runtime}: want {ran:?} in {}",
+        out.stderr
+    );
     let mut failures = Vec::new();
     for rec in out.records() {
         let v = &rec["verdict"];

@@ -152,6 +152,16 @@ pub struct Summary {
     pub cache: Option<CacheCounts>,
     /// A `--capture` run: programs, not samples and tests.
     pub capture: bool,
+    /// The tests run (not from the cache) by how they ran: value tests compared on the host,
+    /// assert tests run in the program's interpreter, stdio tests.
+    pub ran: RanCounts,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RanCounts {
+    pub value: usize,
+    pub in_interpreter: usize,
+    pub stdio: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -189,8 +199,18 @@ impl Summary {
             ),
             Some(c) => format!("; verdict cache: {} hits, {} misses", c.hits, c.misses),
         };
+        let r = self.ran;
+        let ran = if r.value + r.in_interpreter + r.stdio == 0 {
+            String::new()
+        } else {
+            format!(
+                "; run: {} value tests compared on the host, {} assert tests in the program's \
+                 interpreter, {} stdio",
+                r.value, r.in_interpreter, r.stdio
+            )
+        };
         format!(
-            "{PROGRAM}: {} samples, {} tests ({}) in {:.2} s, {:.1} tests/s{cache}",
+            "{PROGRAM}: {} samples, {} tests ({}) in {:.2} s, {:.1} tests/s{cache}{ran}",
             self.samples,
             self.tests,
             statuses,
@@ -322,7 +342,7 @@ fn verify_batch(
     problems: &ProblemSet,
     batch: &[Pending],
     cache: Option<&Cache>,
-    counts: Option<&mut CacheCounts>,
+    summary: &mut Summary,
 ) -> Result<Vec<Verdict>, Error> {
     let mut jobs = Vec::new();
     let mut keys: Vec<Key> = Vec::new();
@@ -372,7 +392,7 @@ fn verify_batch(
             None => run.push(j),
         }
     }
-    if let Some(counts) = counts {
+    if let Some(counts) = summary.cache.as_mut() {
         counts.hits += from_cache.iter().filter(|&&h| h).count();
         counts.misses += run.len() + copies.len();
         counts.duplicates += copies.len();
@@ -394,6 +414,14 @@ fn verify_batch(
             splits.extend(fresh.into_iter().zip(found));
         }
         let splits = &*splits;
+        for &j in &run {
+            let (_, test, analysis, ..) = &jobs[j];
+            match Kind::of(test, analysis.as_ref().and_then(|a| splits.get(a))) {
+                Kind::Value(_) => summary.ran.value += 1,
+                Kind::Stdio { .. } => summary.ran.stdio += 1,
+                _ => summary.ran.in_interpreter += 1,
+            }
+        }
         let ran: Vec<TestResult> = pool.install(|| {
             run.par_iter()
                 .with_max_len(1)
@@ -529,15 +557,7 @@ fn verify_stream(
         args.batch,
         |line| validate(problems, line),
         |pending| {
-            let verdicts = verify_batch(
-                rt,
-                pool,
-                args,
-                problems,
-                &pending,
-                cache,
-                summary.cache.as_mut(),
-            )?;
+            let verdicts = verify_batch(rt, pool, args, problems, &pending, cache, &mut summary)?;
             for (p, v) in pending.into_iter().zip(verdicts) {
                 summary.samples += 1;
                 summary.tests += v.total;
