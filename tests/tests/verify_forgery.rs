@@ -586,6 +586,10 @@ fn statuses_follow_the_program_not_the_harness(runtime: &str) {
             "id": "big", "prompt": "", "entry_point": "big",
             "tests": [{"assert": "assert big() == [0] * 50000"}]
         }),
+        json!({
+            "id": "stdin", "prompt": "",
+            "tests": [{"stdin": format!("1 2\n{}\n", "x".repeat(20000)), "stdout": "3"}]
+        }),
     ];
     let problems = write(dir.path(), "p.jsonl", &jsonl(&problems));
     let cases = [
@@ -626,6 +630,18 @@ fn statuses_follow_the_program_not_the_harness(runtime: &str) {
         // A large correct value is not the program's output.
         ("big", "def big():\n    return [0] * 50000\n", "pass"),
         ("big", "def big():\n    return [0] * 49999\n", "fail"),
+        // A program spinning in host calls (os.read(0, 0) with much unread input returns EINTR
+        // forever on the plain runtime) ends when its fuel does, not at the wall clock.
+        (
+            "stdin",
+            "import os\nwhile True:\n    os.read(0, 0)\n",
+            "timeout",
+        ),
+        (
+            "stdin",
+            "import sys\nprint(sum(map(int, sys.stdin.readline().split())))\n",
+            "pass",
+        ),
         // A byte-order mark before the program is not a syntax error.
         ("add", "\u{feff}def add(a, b):\n    return a + b\n", "pass"),
     ];
@@ -656,5 +672,11 @@ fn statuses_follow_the_program_not_the_harness(runtime: &str) {
             "{runtime}: {code:?}: want {want}, got {}",
             rec["verdict"]
         );
+        if want == "timeout" {
+            assert_eq!(
+                rec["verdict"]["tests"][0]["detail"], "fuel budget exhausted",
+                "{runtime}: {code:?}"
+            );
+        }
     }
 }

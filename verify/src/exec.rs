@@ -14,6 +14,13 @@ pub(crate) const HARNESS: &str = include_str!("harness.py");
 /// encoded, harness.py) and a line of detail.
 pub(crate) const REPORT_ROOM: usize = (1 << 20) + (16 << 10);
 
+/// Fuel each call from the guest into the host costs: enough that a loop of host calls ends
+/// within the budget (a spinning `os.read(0, 0)` makes ~40k calls a second on the plain runtime,
+/// so its 5 G budget ends one in ~2.5 s), too little to matter to ordinary programs (a test
+/// makes ~30 host calls on the pre-initialized runtime, ~4,000 while the plain one starts:
+/// 0.2 G of its 5 G).
+pub const HOST_CALL_FUEL: u64 = 50_000;
+
 /// The detail of a timeout by fuel exhaustion: the only deterministic kind of timeout.
 pub const FUEL_EXHAUSTED: &str = "fuel budget exhausted";
 
@@ -240,6 +247,16 @@ pub(crate) fn new_store<W: 'static>(
     );
     store.limiter(|s| &mut s.limits);
     store.set_fuel(limits.fuel)?;
+    // Host calls burn no fuel by themselves, so a program spinning in them (os.read(0, 0)
+    // returning EINTR forever on the plain runtime) would run until the wall clock: each one
+    // costs a fixed amount, and such a loop ends, deterministically, when the fuel does.
+    store.call_hook(|mut ctx, hook| {
+        if matches!(hook, wasmtime::CallHook::CallingHost) {
+            let left = ctx.get_fuel()?;
+            ctx.set_fuel(left.saturating_sub(HOST_CALL_FUEL))?;
+        }
+        Ok(())
+    });
     store.set_epoch_deadline(1);
     store.epoch_deadline_async_yield_and_update(1);
     Ok(store)
