@@ -156,6 +156,11 @@ impl JsonlReader {
                 Ok(t) => t,
                 Err(e) => return err(format!("invalid UTF-8 at byte {}", e.valid_up_to())),
             };
+            // A byte-order mark before a file's first record (editors add one) is not data.
+            let text = match self.line {
+                1 => text.strip_prefix('\u{feff}').unwrap_or(text),
+                _ => text,
+            };
             if text.trim().is_empty() {
                 continue;
             }
@@ -166,6 +171,10 @@ impl JsonlReader {
                     value,
                 })),
                 Ok(_) => err("expected a JSON object".to_string()),
+                Err(e) if e.to_string().contains("escape") && text.contains("\\u") => err(format!(
+                    "malformed JSON: {e} (a \\ud800-\\udfff escape must be one half of a surrogate \
+                     pair: a lone surrogate is not Unicode text)"
+                )),
                 Err(e) => err(format!("malformed JSON: {e}")),
             };
         }
@@ -272,6 +281,26 @@ impl Skipper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_a_lone_surrogate_is_named() {
+        let read = |text: &str| {
+            JsonlReader::from_reader(
+                "in.jsonl",
+                std::io::Cursor::new(text.to_string().into_bytes()),
+            )
+            .collect::<Vec<_>>()
+        };
+        let got = read("\u{feff}{\"a\": 1}\n{\"b\": 2}\n");
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|r| r.is_ok()));
+        let err = read("{\"a\": \"\\ud800\"}\n")
+            .remove(0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("in.jsonl:1: malformed JSON"), "{err}");
+        assert!(err.contains("lone surrogate"), "{err}");
+    }
     use std::io::Cursor;
 
     fn reader(text: &'static [u8]) -> JsonlReader {
