@@ -344,20 +344,6 @@ fn no_attack_forges_a_pass_or_an_infra(runtime: &str) {
         jsonl(&samples),
     );
     out.expect_code(0);
-    // How each test ran: `add` has 3 value tests and 3 that run in the program's interpreter,
-    // `codeio` 2 value tests, `sum` 2 stdio tests.
-    let per_problem = samples.len() / 3;
-    let ran = format!(
-        "run: {} value tests compared on the host, {} assert tests in the program's interpreter, {} stdio",
-        per_problem * 5,
-        per_problem * 3,
-        per_problem * 2
-    );
-    assert!(
-        out.stderr.contains(&ran),
-        "{runtime}: want {ran:?} in {}",
-        out.stderr
-    );
     let mut failures = Vec::new();
     for rec in out.records() {
         let v = &rec["verdict"];
@@ -377,6 +363,20 @@ fn no_attack_forges_a_pass_or_an_infra(runtime: &str) {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // How each test ran: `add` has 3 value tests and 3 that run in the program's interpreter,
+    // `codeio` 2 value tests, `sum` 2 stdio tests.
+    let per_problem = samples.len() / 3;
+    let ran = format!(
+        "run: {} value tests compared on the host, {} assert tests in the program's interpreter, {} stdio",
+        per_problem * 5,
+        per_problem * 3,
+        per_problem * 2
+    );
+    assert!(
+        out.stderr.contains(&ran),
+        "{runtime}: want {ran:?} in {}",
+        out.stderr
+    );
 }
 
 fn stdin_reaches_the_program_by_every_idiom(runtime: &str) {
@@ -530,7 +530,7 @@ fn generated(rng: &mut Rng) -> String {
 
 fn generated_risky_programs_never_pass_nor_become_infra(runtime: &str) {
     // Thousands on the fast runtime; fewer on the plain one, where each test starts CPython.
-    let count = if runtime == PREINIT { 3000 } else { 600 };
+    let count = if runtime == PREINIT { 4000 } else { 1200 };
     let dir = tempfile::tempdir().unwrap();
     let problem = json!({
         "id": "add", "prompt": "", "entry_point": "add",

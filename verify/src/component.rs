@@ -90,9 +90,11 @@ pub fn load(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) -> Result<(P
 fn load_cached(engine: &Engine, wasm: &Path, sha256: &str, dir: &Path) -> Result<Component> {
     let path = dir.join(format!("component-{}", artifact_key(engine, sha256)));
     if path.exists() {
-        // SAFETY: the file was written by `Component::serialize` of this program (the key covers
-        // the component and the engine's settings); a corrupt or foreign file fails the header
-        // checks and we fall back to compiling.
+        // SAFETY: deserializing runs the file's machine code, and wasmtime's header checks catch
+        // only accidents (a truncated file, another engine's settings), not a crafted file. The
+        // assumption is that the module cache directory is trusted like the rl-verify binary
+        // itself: only this program writes it (`Component::serialize`, under a key covering the
+        // component and the engine's settings), and whoever can write it could replace the binary.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok(c),
             Err(e) => eprintln!(

@@ -250,9 +250,11 @@ pub(crate) fn artifact_key(engine: &Engine, sha256: &str) -> String {
 fn load_cached(engine: &Engine, wasm: &Path, sha256: &str, dir: &Path) -> Result<Module> {
     let path = dir.join(artifact_key(engine, sha256));
     if path.exists() {
-        // SAFETY: the file was written by `Module::serialize` of this program (the key covers
-        // the module and the engine's settings); a corrupt or foreign file fails the header
-        // checks and we fall back to compiling.
+        // SAFETY: deserializing runs the file's machine code, and wasmtime's header checks catch
+        // only accidents (a truncated file, another engine's settings), not a crafted file. The
+        // assumption is that the module cache directory is trusted like the rl-verify binary
+        // itself: only this program writes it (`Module::serialize`, under a key covering the
+        // module and the engine's settings), and whoever can write it could replace the binary.
         match unsafe { Module::deserialize_file(engine, &path) } {
             Ok(m) => return Ok(m),
             Err(e) => eprintln!(
