@@ -197,8 +197,8 @@ fn attacks() -> Vec<(&'static str, &'static str, String)> {
             "harness",
             "builtins_exec_compile_eval",
             wrong(
-                "import builtins\nbuiltins.exec = lambda *a, **k: None\n\
-                 builtins.compile = lambda *a, **k: compile('pass', 'x', 'exec')\nbuiltins.eval = lambda *a, **k: 3",
+                "import builtins\n_compile = compile\nbuiltins.exec = lambda *a, **k: None\n\
+                 builtins.compile = lambda *a, **k: _compile('pass', 'x', 'exec')\nbuiltins.eval = lambda *a, **k: 3",
             ),
         ),
         (
@@ -212,7 +212,8 @@ fn attacks() -> Vec<(&'static str, &'static str, String)> {
         (
             "harness",
             "exception_str_subclass_radd",
-            "class S(str):\n    __radd__ = __add__ = lambda s, o: 'OK'\n    def encode(s, *a):\n        return b'OK'\n\
+            "class S(str):\n    __radd__ = __add__ = lambda s, o: 'OK'\n    __getitem__ = lambda s, i: s\n    \
+             replace = lambda s, *a: s\n    def encode(s, *a):\n        return b'OK'\n\
              class E(Exception):\n    def __str__(self):\n        return S('x')\n\
              def add(a, b):\n    raise E(S('x'))\ndef main_solution(n):\n    raise E(S('x'))\nraise E(S('top'))\n"
                 .into(),

@@ -93,8 +93,9 @@ def _rlcode_run():
     LIMIT = 1 << 20
 
     def encode(v, out, depth):
-        if depth > 200:
-            raise _ValueError("nested deeper than 200 levels")
+        # Each level is two JSON arrays deep and the host's JSON parser stops at 128.
+        if depth > 60:
+            raise _ValueError("the value is nested deeper than 60 levels")
         t = _type(v)
         if v is None:
             list_append(out, "null")
