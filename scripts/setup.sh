@@ -122,7 +122,7 @@ CLI_VERSION=$(sed -n 's/^package wasi:cli@\([0-9.]*\);/\1/p' "$WASI_WIT/cli.wit"
 # The component: rebuilt (~1-2 min) only when its inputs change: the entry module, the harness it
 # imports, the WIT or componentize-py. The stamp beside it records their hash.
 PREINIT=$HOME_DIR/runtime/python-preinit.wasm
-GUEST_INPUTS=(verify/guest/app.py verify/src/harness.py)
+GUEST_INPUTS=(verify/guest/app.py verify/src/harness.py verify/src/rlcode_analysis.py)
 stamp=$( { echo "componentize-py $CPY_WHEEL_SHA"; sha256sum "${GUEST_INPUTS[@]}";
            (cd "$WASI_WIT" && sha256sum ./*.wit); } | sha256sum | cut -d' ' -f1)
 if [[ -f $PREINIT && -f $PREINIT.stamp && $(cat "$PREINIT.stamp") == "$stamp" ]]; then

@@ -34,7 +34,7 @@ import urllib.parse, string.templatelib, annotationlib
 # The harness's analysis of tests (ast.unparse) imports it lazily.
 import _ast_unparse
 
-import harness
+import harness, rlcode_analysis
 from wit_world import exports
 
 # Everything allocated so far lives in the snapshot: move it out of the garbage collector's

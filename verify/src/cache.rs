@@ -90,6 +90,7 @@ impl KeyContext {
         let mut base = Sha256::new();
         part(&mut base, KEY_VERSION.as_bytes());
         part(&mut base, crate::exec::HARNESS.as_bytes());
+        part(&mut base, crate::exec::ANALYSIS.as_bytes());
         part(&mut base, runtime_id.as_bytes());
         KeyContext { base }
     }

@@ -9,6 +9,31 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 
 pub(crate) const HARNESS: &str = include_str!("harness.py");
+/// The analysis of assert tests (harness mode `p`), a module of its own so that the plain
+/// runtime, which compiles the harness's source for every test, compiles it only for analyses.
+pub(crate) const ANALYSIS: &str = include_str!("rlcode_analysis.py");
+
+/// What the plain runtime runs with `-c`: the harness without its comment lines (compiling the
+/// source is part of every test's cost there), and for an analysis the analysis before it.
+fn plain_source(kind: &Kind<'_>) -> &'static str {
+    static RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| strip_comments(HARNESS));
+    static ANALYSE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("{}\n{}", strip_comments(ANALYSIS), strip_comments(HARNESS))
+    });
+    match kind {
+        Kind::Analyse(_) => &ANALYSE,
+        _ => &RUN,
+    }
+}
+
+/// Drop the lines that are only a comment (neither file has a multi-line string).
+fn strip_comments(source: &str) -> String {
+    source
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
 
 /// Room on stderr for the harness's reports beyond the program's cap: a value (at most 1 MiB
 /// encoded, harness.py) and a line of detail.
@@ -290,7 +315,8 @@ async fn run_raw(
     job: &Job<'_>,
     token: &str,
 ) -> anyhow::Result<RawRun> {
-    let (mut wasi, pipes) = wasi_for(job, token, &["python", "-I", "-S", "-B", "-c", HARNESS]);
+    let source = plain_source(&job.kind);
+    let (mut wasi, pipes) = wasi_for(job, token, &["python", "-I", "-S", "-B", "-c", source]);
     let store = new_store(rt, wasi.build_p1(), &job.limits)?;
     run_in(store, &job.limits, pipes, async |store| {
         let instance = pre
