@@ -125,3 +125,27 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 pub fn jsonl(values: &[serde_json::Value]) -> String {
     values.iter().map(|v| format!("{v}\n")).collect()
 }
+
+/// rl-verify on `runtime` (`preinit` or `python`) with `--problems problems` and `extra`
+/// arguments, `input` on stdin.
+pub fn verify(runtime: &str, problems: &str, extra: &[&str], input: impl AsRef<[u8]>) -> Output {
+    let mut args = vec!["--runtime", runtime, "--problems", problems];
+    args.extend_from_slice(extra);
+    run("rl-verify", &args, input)
+}
+
+/// One `#[test]` per sandbox runtime for each scenario: `scenario => preinit_test, python_test;`
+/// calls `scenario("preinit")` and `scenario("python")`.
+#[macro_export]
+macro_rules! on_both_runtimes {
+    ($($scenario:ident => $preinit:ident, $python:ident;)*) => {$(
+        #[test]
+        fn $preinit() {
+            $scenario("preinit")
+        }
+        #[test]
+        fn $python() {
+            $scenario("python")
+        }
+    )*};
+}

@@ -5,24 +5,10 @@
 //! pass none of them and never be `infra`. Correct programs beside them must pass everything,
 //! including the ones that read their stdin by every idiom.
 
-use rlcode_tests::{jsonl, run, write};
+use rlcode_tests::{jsonl, on_both_runtimes, verify, write};
 use serde_json::{Value, json};
 
 const PREINIT: &str = "preinit";
-const PYTHON: &str = "python";
-
-macro_rules! on_both_runtimes {
-    ($($scenario:ident => $preinit:ident, $python:ident;)*) => {$(
-        #[test]
-        fn $preinit() {
-            $scenario(PREINIT)
-        }
-        #[test]
-        fn $python() {
-            $scenario(PYTHON)
-        }
-    )*};
-}
 
 on_both_runtimes! {
     no_attack_forges_a_pass_or_an_infra => attacks_preinit, attacks_python;
@@ -339,11 +325,7 @@ fn no_attack_forges_a_pass_or_an_infra(runtime: &str) {
     for (pid, code) in [("add", ADD), ("codeio", MAIN), ("sum", SUM)] {
         samples.push(json!({"problem_id": pid, "family": "correct", "name": pid, "code": code}));
     }
-    let out = run(
-        "rl-verify",
-        &["--runtime", runtime, "--no-cache", "--problems", &problems],
-        jsonl(&samples),
-    );
+    let out = verify(runtime, &problems, &["--no-cache"], jsonl(&samples));
     out.expect_code(0);
     let mut failures = Vec::new();
     for rec in out.records() {
@@ -396,11 +378,7 @@ fn stdin_reaches_the_program_by_every_idiom(runtime: &str) {
         .iter()
         .map(|c| json!({"problem_id": "sum", "code": c}))
         .collect();
-    let out = run(
-        "rl-verify",
-        &["--runtime", runtime, "--no-cache", "--problems", &problems],
-        jsonl(&samples),
-    );
+    let out = verify(runtime, &problems, &["--no-cache"], jsonl(&samples));
     out.expect_code(0);
     for (rec, idiom) in out.records().iter().zip(idioms) {
         assert_eq!(
@@ -547,11 +525,7 @@ fn generated_risky_programs_never_pass_nor_become_infra(runtime: &str) {
     let samples: Vec<Value> = (0..count)
         .map(|i| json!({"problem_id": "add", "sample": i, "code": generated(&mut rng)}))
         .collect();
-    let out = run(
-        "rl-verify",
-        &["--runtime", runtime, "--no-cache", "--problems", &problems],
-        jsonl(&samples),
-    );
+    let out = verify(runtime, &problems, &["--no-cache"], jsonl(&samples));
     out.expect_code(0);
     let records = out.records();
     assert_eq!(records.len(), count);
@@ -650,19 +624,10 @@ fn statuses_follow_the_program_not_the_harness(runtime: &str) {
         .iter()
         .map(|(p, c, _)| json!({"problem_id": p, "code": c}))
         .collect();
-    let out = run(
-        "rl-verify",
-        &[
-            "--runtime",
-            runtime,
-            "--no-cache",
-            "--problems",
-            &problems,
-            "--max-stdout-kb",
-            "1",
-            "--max-stderr-kb",
-            "1",
-        ],
+    let out = verify(
+        runtime,
+        &problems,
+        &["--no-cache", "--max-stdout-kb", "1", "--max-stderr-kb", "1"],
         jsonl(&samples),
     );
     out.expect_code(0);

@@ -2,33 +2,11 @@
 //! bounded time, nothing leaks out, and benign samples beside them still pass. Every test runs
 //! against both sandboxes: the pre-initialized component (the default) and plain python.wasm.
 
-use rlcode_tests::{Output, jsonl, run, write};
+use rlcode_tests::{jsonl, on_both_runtimes, verify, write};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const PREINIT: &str = "preinit";
 const PYTHON: &str = "python";
-
-/// rl-verify on `runtime` with `--problems problems` and `extra` arguments.
-fn verify(runtime: &str, problems: &str, extra: &[&str], input: impl AsRef<[u8]>) -> Output {
-    let mut args = vec!["--runtime", runtime, "--problems", problems];
-    args.extend_from_slice(extra);
-    run("rl-verify", &args, input)
-}
-
-/// One `#[test]` per runtime for each scenario below.
-macro_rules! on_both_runtimes {
-    ($($scenario:ident => $preinit:ident, $python:ident;)*) => {$(
-        #[test]
-        fn $preinit() {
-            $scenario(PREINIT)
-        }
-        #[test]
-        fn $python() {
-            $scenario(PYTHON)
-        }
-    )*};
-}
 
 on_both_runtimes! {
     hostile_programs_never_pass_and_benign_ones_do

@@ -35,8 +35,8 @@ def _rlcode_run():
     _type, _exec, _eval, _compile, _issubclass = type, exec, eval, compile, issubclass
     _int, _bool, _float, _complex, _str, _bytes = int, bool, float, complex, str, bytes
     _bytearray, _list, _tuple, _dict, _set, _frozenset = bytearray, list, tuple, dict, set, frozenset
-    _BaseException, _SystemExit, _RecursionError = BaseException, SystemExit, RecursionError
-    _ValueError, _TypeError, _MemoryError = ValueError, TypeError, MemoryError
+    _BaseException, _SystemExit = BaseException, SystemExit
+    _ValueError, _TypeError = ValueError, TypeError
     int_format, float_repr, str_encode = _int.__format__, _float.__repr__, _str.encode
     bytes_hex, bytearray_hex, str_join = _bytes.hex, _bytearray.hex, _str.join
     str_slice, str_replace = _str.__getitem__, _str.replace
@@ -47,7 +47,7 @@ def _rlcode_run():
     complex_imag = _complex.__dict__["imag"].__get__
     exc_args = _BaseException.__dict__["args"].__get__
     type_name = _type.__dict__["__name__"].__get__
-    _len, _slice, _delattr = len, slice, delattr
+    _len, _slice = len, slice
     # The program's own output is flushed through the stream it had at the start (a C method:
     # the program can replace sys.stdout, not what this calls).
     stdout_flush, stderr_flush = sys.stdout.flush, sys.stderr.flush
