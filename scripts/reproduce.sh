@@ -12,17 +12,25 @@ Usage: scripts/reproduce.sh [OPTIONS]
 Options (default in brackets; --quick changes the ones marked *):
   --out DIR               results directory [results]
   --quick                 a first look / CI check: 1 seed, 2 steps, smaller evaluations
+  --pilot                 instead of the study: the pilot of docs/study.md (warm starts of
+                          400, 800 and 1200 SFT steps; binary GRPO at lr 1e-5, 1e-4, 3e-4
+                          from the default one), written to DIR/pilot.md
   --rewards LIST          comma-separated rl-score designs [binary,pass_rate]
   --algos LIST            comma-separated algorithms [grpo,rloo]
-  --seeds N               seeds 1..N per configuration [3]*
-  --steps N               RL steps per run [6]*
+  --seeds N               seeds 1..N per configuration [5]*
+  --base-seed B           seed of the warm start (init and SFT) and base of the runs'
+                          sampling seeds (run seed-s samples with B*1000+s) [1]
+  --steps N               RL steps per run [20]*
   --group-size K          samples per problem [8]*
-  --problems-per-step P   train problems per step [4]*
-  --eval-every K          held-out evaluation every K steps (and at the last) [3]*
-  --eval-problems N       held-out problems per evaluation [24]*
-  --eval-samples N        samples per held-out problem [4]
+  --problems-per-step P   train problems per step [8]*
+  --eval-every K          held-out evaluation every K steps (and at the last) [10]*
+  --eval-problems N       held-out problems per evaluation [200]*
+  --eval-samples N        samples per held-out problem [8]*
   --lr LR                 RL learning rate [1e-4]
-  --sft-steps N           SFT steps of the shared warm start [400]*
+  --sft-steps N           SFT steps of the shared warm start [1200]*
+  --margin M              equivalence margin of the comparison, in pass@1 [0.05]
+  --diagnostics-seeds N   gradient diagnostics (rl-update --diagnostics, ~2x an update's
+                          time) in the runs of seeds 1..N [2]
   --families LIST         task families (rl-data synth --families), or "all" [train.sh's]
   --update-args "ARGS"    extra rl-update flags for every RL step []
   -h, --help              this text
@@ -31,7 +39,9 @@ Writes under DIR:
   warm/                   the shared warm start (train.sh --steps 0): ckpt/0, eval/0.jsonl
   runs/<reward>-<algo>/seed-<s>/   one train.sh run each (metrics.jsonl, eval.jsonl, ...)
   summary.csv             one row per configuration and seed
-  summary.md              mean ± std per configuration (Markdown)
+  summary.md              mean ± std per configuration, then the comparison in words
+  comparison.csv          every configuration vs binary-grpo and vs its warm start, paired by
+                          seed and problem: diff, 95% CI, p-value, TOST, MDE (rl-eval compare)
   calibration.jsonl       rl-eval --calibration of each run's held-out evaluations (one line each)
   plots/*.png plots/*.svg held-out pass@1, pass rate, reward density and alignment vs step
   plots/plots.json        the plotted points (rl-eval plot's summary)
@@ -44,14 +54,16 @@ log() { echo "reproduce.sh: $*" >&2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
-OUT=results QUICK=0 REWARDS=binary,pass_rate ALGOS=grpo,rloo SEEDS="" STEPS="" GROUP=""
-PPS="" EVAL_EVERY="" EVAL_PROBLEMS="" EVAL_SAMPLES=4 LR=1e-4 SFT_STEPS="" UPDATE_ARGS="" FAMILIES=""
+OUT=results QUICK=0 PILOT=0 REWARDS=binary,pass_rate ALGOS=grpo,rloo SEEDS="" STEPS="" GROUP=""
+PPS="" EVAL_EVERY="" EVAL_PROBLEMS="" EVAL_SAMPLES="" LR=1e-4 SFT_STEPS="" UPDATE_ARGS="" FAMILIES=""
+BASE_SEED=1 MARGIN=0.05 DIAG_SEEDS=2
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
     --quick) QUICK=1; shift ;;
+    --pilot) PILOT=1; shift ;;
     --out|--rewards|--algos|--seeds|--steps|--group-size|--problems-per-step|--eval-every|\
-    --eval-problems|--eval-samples|--lr|--sft-steps|--update-args|--families)
+    --eval-problems|--eval-samples|--lr|--sft-steps|--update-args|--families|--base-seed|--margin|--diagnostics-seeds)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       case $1 in
         --out) OUT=$2 ;; --rewards) REWARDS=$2 ;; --algos) ALGOS=$2 ;; --seeds) SEEDS=$2 ;;
@@ -59,6 +71,7 @@ while (($#)); do
         --eval-every) EVAL_EVERY=$2 ;; --eval-problems) EVAL_PROBLEMS=$2 ;;
         --eval-samples) EVAL_SAMPLES=$2 ;; --lr) LR=$2 ;; --sft-steps) SFT_STEPS=$2 ;;
         --update-args) UPDATE_ARGS=$2 ;; --families) FAMILIES=$2 ;;
+        --base-seed) BASE_SEED=$2 ;; --margin) MARGIN=$2 ;; --diagnostics-seeds) DIAG_SEEDS=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -66,11 +79,13 @@ while (($#)); do
 done
 if ((QUICK)); then
   : "${SEEDS:=1}" "${STEPS:=2}" "${GROUP:=4}" "${PPS:=2}" "${EVAL_EVERY:=2}"
-  : "${EVAL_PROBLEMS:=6}" "${SFT_STEPS:=20}"
+  : "${EVAL_PROBLEMS:=6}" "${EVAL_SAMPLES:=4}" "${SFT_STEPS:=20}"
 else
-  : "${SEEDS:=3}" "${STEPS:=6}" "${GROUP:=8}" "${PPS:=4}" "${EVAL_EVERY:=3}"
-  : "${EVAL_PROBLEMS:=24}" "${SFT_STEPS:=400}"
+  : "${SEEDS:=5}" "${STEPS:=20}" "${GROUP:=8}" "${PPS:=8}" "${EVAL_EVERY:=10}"
+  : "${EVAL_PROBLEMS:=200}" "${EVAL_SAMPLES:=8}" "${SFT_STEPS:=1200}"
 fi
+[[ $BASE_SEED =~ ^[0-9]+$ ]] || die "--base-seed must be a non-negative integer, not '$BASE_SEED'"
+[[ $DIAG_SEEDS =~ ^[0-9]+$ ]] || die "--diagnostics-seeds must be a non-negative integer, not '$DIAG_SEEDS'"
 [[ $SEEDS =~ ^[1-9][0-9]*$ ]] || die "--seeds must be a positive integer, not '$SEEDS'"
 IFS=, read -r -a RW <<<"$REWARDS"
 IFS=, read -r -a AL <<<"$ALGOS"
@@ -86,12 +101,62 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 T0=$(date +%s)
 COMMON=(--group-size "$GROUP" --problems-per-step "$PPS" --eval-every "$EVAL_EVERY"
-  --eval-problems "$EVAL_PROBLEMS" --eval-samples "$EVAL_SAMPLES" --lr "$LR")
+  --eval-problems "$EVAL_PROBLEMS" --eval-samples "$EVAL_SAMPLES")
 [[ -n $FAMILIES ]] && COMMON+=(--families "$FAMILIES")
 
-# ---- the shared warm start: init + SFT, and its held-out evaluation (step 0) ----
-log "warm start ($SFT_STEPS SFT steps) in $OUT/warm"
-bash "$ROOT/scripts/train.sh" --out "$OUT/warm" --steps 0 --sft-steps "$SFT_STEPS" "${COMMON[@]}"
+# ---- a warm start: init + SFT, and its held-out evaluation (step 0) ----
+warm_start() { # DIR SFT_STEPS
+  log "warm start ($2 SFT steps, seed $BASE_SEED) in $1"
+  bash "$ROOT/scripts/train.sh" --out "$1" --steps 0 --sft-steps "$2" --seed "$BASE_SEED" "${COMMON[@]}"
+}
+
+# ---- one RL run from a warm start ----
+rl_run() { # WARM DIR REWARD ALGO SEED LR
+  local warm=$1 dir=$2 diag=()
+  (($5 <= DIAG_SEEDS)) && diag=(--diagnostics)
+  # Every run starts from the warm start and evaluates it with the same seed: its step-0
+  # evaluation is the warm start's, copied rather than sampled again.
+  if [[ ! -s $dir/eval.jsonl && -s $warm/eval/0.jsonl ]]; then
+    mkdir -p "$dir/eval"
+    cp "$warm/eval/0.jsonl" "$dir/eval/0.jsonl"
+    grep '^{"step":0,' "$warm/eval.jsonl" > "$dir/eval.jsonl"
+  fi
+  bash "$ROOT/scripts/train.sh" --out "$dir" --init "$warm/ckpt/0" --reward "$3" \
+    --algo "$4" --seed $((BASE_SEED * 1000 + $5)) --steps "$STEPS" "${COMMON[@]}" --lr "$6" \
+    "${diag[@]}" --update-args "$UPDATE_ARGS"
+}
+
+if ((PILOT)); then
+  # The pilot of docs/study.md: how long a warm start must train, and which RL learning rate
+  # learns, for binary GRPO (2 seeds each). Configurations are named after what they vary.
+  for sft in 400 800 "$SFT_STEPS"; do
+    [[ -s $OUT/pilot/warm-$sft/eval/0.jsonl ]] || warm_start "$OUT/pilot/warm-$sft" "$sft"
+  done
+  W=$OUT/pilot/warm-$SFT_STEPS
+  for lr in 1e-5 "$LR" 3e-4 1e-3; do
+    for ((s = 1; s <= 2; s++)); do
+      name=binary-grpo
+      [[ $lr != "$LR" ]] && name=binary-grpo-lr$lr
+      log "pilot: binary GRPO at lr $lr, seed $s"
+      rl_run "$W" "$OUT/pilot/runs/$name/seed-$s" binary grpo "$s" "$lr"
+    done
+  done
+  # Warm starts of other lengths: binary GRPO at the default lr, seed 1.
+  for sft in 400 800; do
+    rl_run "$OUT/pilot/warm-$sft" "$OUT/pilot/runs/binary-grpo-sft$sft/seed-1" binary grpo 1 "$LR"
+  done
+  {
+    echo "# Pilot (scripts/reproduce.sh --pilot --out $OUT)"
+    echo
+   "$B/rl-eval" compare --runs "$OUT/pilot/runs" --margin "$MARGIN" --out "$OUT/pilot" >/dev/null
+    cat "$OUT/pilot/comparison.md"
+  } > "$OUT/pilot.md"
+  log "pilot done: $OUT/pilot.md"
+  cat "$OUT/pilot.md"
+  exit 0
+fi
+
+warm_start "$OUT/warm" "$SFT_STEPS"
 
 # ---- every configuration and seed, from the same warm start ----
 n=0 total=$((${#RW[@]} * ${#AL[@]} * SEEDS))
@@ -101,22 +166,18 @@ for r in "${RW[@]}"; do
       n=$((n + 1))
       dir=$OUT/runs/${r//:/}-$a/seed-$s
       log "run $n/$total: reward $r, algo $a, seed $s -> $dir"
-      # Every run starts from the warm start and evaluates it with the same seed: its step-0
-      # evaluation is the warm start's, copied rather than sampled again.
-      if [[ ! -s $dir/eval.jsonl && -s $OUT/warm/eval/0.jsonl ]]; then
-        mkdir -p "$dir/eval"
-        cp "$OUT/warm/eval/0.jsonl" "$dir/eval/0.jsonl"
-        grep '^{"step":0,' "$OUT/warm/eval.jsonl" > "$dir/eval.jsonl"
-      fi
-      bash "$ROOT/scripts/train.sh" --out "$dir" --init "$OUT/warm/ckpt/0" --reward "$r" \
-        --algo "$a" --seed "$s" --steps "$STEPS" "${COMMON[@]}" \
-        --diagnostics --update-args "$UPDATE_ARGS"
+      rl_run "$OUT/warm" "$dir" "$r" "$a" "$s" "$LR"
     done
   done
 done
 
 # ---- summary, calibration, plots ----
 "$B/rl-eval" summary --runs "$OUT/runs" --out "$OUT"
+# The paired comparison (docs/study.md): every design vs binary-grpo, and each vs its warm start.
+if [[ -d $OUT/runs/binary-grpo ]]; then
+  "$B/rl-eval" compare --runs "$OUT/runs" --baseline binary-grpo --margin "$MARGIN" --out "$OUT"
+  { echo; cat "$OUT/comparison.md"; } >> "$OUT/summary.md"
+fi
 # Calibration of each run: its held-out evaluations across steps (docs/calibration.md).
 : > "$OUT/calibration.jsonl.tmp.$$"
 for dir in "$OUT"/runs/*/seed-*; do

@@ -50,8 +50,13 @@ pub enum Error {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A bad command line or option value.
     #[error("{0}")]
     Usage(String),
+    /// A runtime failure that is neither a bad record nor an I/O error (e.g. inputs that do
+    /// not fit together).
+    #[error("{0}")]
+    Msg(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

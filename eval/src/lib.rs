@@ -6,7 +6,10 @@
 //! [`Report`] and [`ProblemRow`], and in docs/formats.md.
 
 pub mod calibration;
+pub mod compare;
+pub mod layout;
 pub mod plot;
+pub mod stats;
 pub mod summary;
 
 use rlcode_core::advantage::all_equal;
@@ -88,6 +91,10 @@ pub enum Command {
     /// One row per run of a results directory (summary.csv) and mean ± std per configuration
     /// (summary.md). docs/reproduce.md.
     Summary(summary::SummaryArgs),
+    /// Every configuration of a study against a baseline, paired by seed and problem:
+    /// differences with bootstrap CIs, permutation p-values, TOST and the minimum detectable
+    /// effect (comparison.csv, comparison.md). docs/study.md.
+    Compare(compare::CompareArgs),
 }
 
 /// What `main` runs: the subcommand, the calibration, or the metrics.
@@ -95,6 +102,7 @@ pub fn main(cli: &Cli, output: impl Write) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Plot(a)) => plot::run(a, output),
         Some(Command::Summary(a)) => summary::run(a, output).map(|()| ExitCode::Success),
+        Some(Command::Compare(a)) => compare::run(a, output).map(|()| ExitCode::Success),
         None if cli.eval.calibration => {
             let inputs = calibration::open_inputs(&cli.eval)?;
             calibration::run(&cli.eval, inputs, output)
@@ -116,7 +124,7 @@ pub struct Sample {
 
 impl Sample {
     /// The verdict says something about the program: at least one test, no sandbox failure.
-    fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         self.verdict.total > 0 && !self.verdict.has_infra()
     }
 }
@@ -153,7 +161,7 @@ impl Groups {
 }
 
 /// The fields rl-eval reads: `problem_id`, `verdict`, and `reward` where present.
-fn parse_record(line: &Line) -> Result<(String, Sample), RecordError> {
+pub(crate) fn parse_record(line: &Line) -> Result<(String, Sample), RecordError> {
     let problem_id = line.str_field("problem_id")?.to_string();
     let verdict = verdict_of(line)?;
     let reward = match line.value.get("reward") {

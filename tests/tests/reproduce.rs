@@ -93,7 +93,45 @@ fn quick_study_writes_every_output_and_resumes() {
         "stdout should end with the table:\n{stdout}"
     );
 
-    // Every step's metrics line carries the diagnostics.
+    // comparison.csv: each configuration against its warm start, and each design against
+    // binary-grpo on final pass@1, AUC and final pass rate; summary.md says it in words.
+    let cmp_text = read(&out.join("comparison.csv"));
+    let mut cmp = csv::Reader::from_reader(cmp_text.as_bytes());
+    let cmp_header = cmp.headers().unwrap().clone();
+    for col in [
+        "config", "baseline", "metric", "diff", "ci_low", "ci_high", "p_value", "tost_p", "mde",
+    ] {
+        assert!(
+            cmp_header.iter().any(|h| h == col),
+            "comparison.csv lacks {col}"
+        );
+    }
+    let cmp: Vec<csv::StringRecord> = cmp.records().map(Result::unwrap).collect();
+    let has = |c: &str, b: &str, m: &str| {
+        cmp.iter()
+            .any(|r| r.get(0) == Some(c) && r.get(1) == Some(b) && r.get(2) == Some(m))
+    };
+    for c in configs {
+        assert!(
+            has(c, "step-0", "final_pass@1"),
+            "{c} vs step-0 in\n{cmp_text}"
+        );
+        if c != "binary-grpo" {
+            for m in ["final_pass@1", "auc_pass@1", "final_pass_rate"] {
+                assert!(has(c, "binary-grpo", m), "{c} {m} in\n{cmp_text}");
+            }
+        }
+    }
+    assert!(
+        md.contains("## Comparison (paired by seed and held-out problem)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("**pass_rate-grpo** vs binary-grpo: final pass@1"),
+        "{md}"
+    );
+
+    // Every step's metrics line carries the diagnostics (seed 1 is within --diagnostics-seeds).
     for c in configs {
         let m = read_jsonl(&out.join(format!("runs/{c}/seed-1/metrics.jsonl")));
         assert_eq!(m.len(), 2);
