@@ -13,8 +13,8 @@ Options (default in brackets; --quick changes the ones marked *):
   --out DIR               results directory [results]
   --quick                 a first look / CI check: 1 seed, 2 steps, smaller evaluations
   --pilot                 instead of the study: the pilot of docs/study.md (warm starts of
-                          400, 800 and 1200 SFT steps; binary GRPO at lr 1e-5, 1e-4, 3e-4
-                          from the default one), written to DIR/pilot.md
+                          400, 800 and 1200 SFT steps; binary GRPO at lr 1e-5, --lr, 3e-4
+                          and 1e-3 from the --sft-steps one, 2 seeds), into DIR/pilot.md
   --rewards LIST          comma-separated rl-score designs [binary,pass_rate]
   --algos LIST            comma-separated algorithms [grpo,rloo]
   --seeds N               seeds 1..N per configuration [5]*
@@ -27,8 +27,10 @@ Options (default in brackets; --quick changes the ones marked *):
   --eval-problems N       held-out problems per evaluation [200]*
   --eval-samples N        samples per held-out problem [8]*
   --lr LR                 RL learning rate [1e-4]
-  --sft-steps N           SFT steps of the shared warm start [1200]*
+  --sft-steps N           SFT steps of the shared warm start [800]*
   --margin M              equivalence margin of the comparison, in pass@1 [0.05]
+  --jobs N                RL runs at a time, each with nproc/N threads (results do not
+                          depend on the thread count: docs/study.md) [2]
   --diagnostics-seeds N   gradient diagnostics (rl-update --diagnostics, ~2x an update's
                           time) in the runs of seeds 1..N [2]
   --families LIST         task families (rl-data synth --families), or "all" [train.sh's]
@@ -56,14 +58,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
 OUT=results QUICK=0 PILOT=0 REWARDS=binary,pass_rate ALGOS=grpo,rloo SEEDS="" STEPS="" GROUP=""
 PPS="" EVAL_EVERY="" EVAL_PROBLEMS="" EVAL_SAMPLES="" LR=1e-4 SFT_STEPS="" UPDATE_ARGS="" FAMILIES=""
-BASE_SEED=1 MARGIN=0.05 DIAG_SEEDS=2
+BASE_SEED=1 MARGIN=0.05 DIAG_SEEDS=2 JOBS=2
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
     --quick) QUICK=1; shift ;;
     --pilot) PILOT=1; shift ;;
     --out|--rewards|--algos|--seeds|--steps|--group-size|--problems-per-step|--eval-every|\
-    --eval-problems|--eval-samples|--lr|--sft-steps|--update-args|--families|--base-seed|--margin|--diagnostics-seeds)
+    --eval-problems|--eval-samples|--lr|--sft-steps|--update-args|--families|--base-seed|--margin|--diagnostics-seeds|--jobs)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       case $1 in
         --out) OUT=$2 ;; --rewards) REWARDS=$2 ;; --algos) ALGOS=$2 ;; --seeds) SEEDS=$2 ;;
@@ -72,6 +74,7 @@ while (($#)); do
         --eval-samples) EVAL_SAMPLES=$2 ;; --lr) LR=$2 ;; --sft-steps) SFT_STEPS=$2 ;;
         --update-args) UPDATE_ARGS=$2 ;; --families) FAMILIES=$2 ;;
         --base-seed) BASE_SEED=$2 ;; --margin) MARGIN=$2 ;; --diagnostics-seeds) DIAG_SEEDS=$2 ;;
+        --jobs) JOBS=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -82,9 +85,10 @@ if ((QUICK)); then
   : "${EVAL_PROBLEMS:=6}" "${EVAL_SAMPLES:=4}" "${SFT_STEPS:=20}"
 else
   : "${SEEDS:=5}" "${STEPS:=20}" "${GROUP:=8}" "${PPS:=8}" "${EVAL_EVERY:=10}"
-  : "${EVAL_PROBLEMS:=200}" "${EVAL_SAMPLES:=8}" "${SFT_STEPS:=1200}"
+  : "${EVAL_PROBLEMS:=200}" "${EVAL_SAMPLES:=8}" "${SFT_STEPS:=800}"
 fi
 [[ $BASE_SEED =~ ^[0-9]+$ ]] || die "--base-seed must be a non-negative integer, not '$BASE_SEED'"
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive integer, not '$JOBS'"
 [[ $DIAG_SEEDS =~ ^[0-9]+$ ]] || die "--diagnostics-seeds must be a non-negative integer, not '$DIAG_SEEDS'"
 [[ $SEEDS =~ ^[1-9][0-9]*$ ]] || die "--seeds must be a positive integer, not '$SEEDS'"
 IFS=, read -r -a RW <<<"$REWARDS"
@@ -126,10 +130,41 @@ rl_run() { # WARM DIR REWARD ALGO SEED LR
     "${diag[@]}" --update-args "$UPDATE_ARGS"
 }
 
+# ---- up to --jobs RL runs at a time ----
+NPROC=$(nproc 2>/dev/null || echo 2)
+THREADS=$((NPROC / JOBS)); ((THREADS >= 1)) || THREADS=1
+running=0
+# Start `rl_run ARGS` in the background (its stderr in DIR/train.stderr when several run at
+# once); wait for one to finish first when --jobs are running.
+spawn() { # LABEL WARM DIR REWARD ALGO SEED LR
+  local label=$1; shift
+  if ((JOBS == 1)); then
+    log "$label"
+    rl_run "$@"
+    return
+  fi
+  while ((running >= JOBS)); do reap; done
+  mkdir -p "$2"
+  log "start $label (stderr: $2/train.stderr)"
+  RAYON_NUM_THREADS=$THREADS rl_run "$@" 2> "$2/train.stderr" &
+  running=$((running + 1))
+}
+reap() {
+  local rc=0
+  wait -n || rc=$?
+  running=$((running - 1))
+  if ((rc != 0)); then
+    kill $(jobs -p) 2>/dev/null || true
+    die "an RL run failed (exit $rc): see its train.stderr under $OUT"
+  fi
+}
+drain() { while ((running > 0)); do reap; done; }
+
 if ((PILOT)); then
   # The pilot of docs/study.md: how long a warm start must train, and which RL learning rate
   # learns, for binary GRPO (2 seeds each). Configurations are named after what they vary.
-  for sft in 400 800 "$SFT_STEPS"; do
+  SFTS=$(printf '%s\n' 400 800 1200 "$SFT_STEPS" | sort -nu)
+  for sft in $SFTS; do
     [[ -s $OUT/pilot/warm-$sft/eval/0.jsonl ]] || warm_start "$OUT/pilot/warm-$sft" "$sft"
   done
   W=$OUT/pilot/warm-$SFT_STEPS
@@ -137,16 +172,22 @@ if ((PILOT)); then
     for ((s = 1; s <= 2; s++)); do
       name=binary-grpo
       [[ $lr != "$LR" ]] && name=binary-grpo-lr$lr
-      log "pilot: binary GRPO at lr $lr, seed $s"
-      rl_run "$W" "$OUT/pilot/runs/$name/seed-$s" binary grpo "$s" "$lr"
+      spawn "pilot: binary GRPO at lr $lr, seed $s" "$W" "$OUT/pilot/runs/$name/seed-$s" \
+        binary grpo "$s" "$lr"
     done
   done
   # Warm starts of other lengths: binary GRPO at the default lr, seed 1.
-  for sft in 400 800; do
-    rl_run "$OUT/pilot/warm-$sft" "$OUT/pilot/runs/binary-grpo-sft$sft/seed-1" binary grpo 1 "$LR"
+  for sft in $SFTS; do
+    [[ $sft == "$SFT_STEPS" ]] && continue
+    spawn "pilot: binary GRPO from $sft SFT steps" "$OUT/pilot/warm-$sft" \
+      "$OUT/pilot/runs/binary-grpo-sft$sft/seed-1" binary grpo 1 "$LR"
   done
+  drain
   {
     echo "# Pilot (scripts/reproduce.sh --pilot --out $OUT)"
+    echo
+    echo "binary-grpo: lr $LR from $SFT_STEPS SFT steps; binary-grpo-lrX: another lr;"
+    echo "binary-grpo-sftN: lr $LR from a warm start of N SFT steps. $STEPS steps of $PPS x $GROUP."
     echo
    "$B/rl-eval" compare --runs "$OUT/pilot/runs" --margin "$MARGIN" --out "$OUT/pilot" >/dev/null
     cat "$OUT/pilot/comparison.md"
@@ -165,11 +206,11 @@ for r in "${RW[@]}"; do
     for ((s = 1; s <= SEEDS; s++)); do
       n=$((n + 1))
       dir=$OUT/runs/${r//:/}-$a/seed-$s
-      log "run $n/$total: reward $r, algo $a, seed $s -> $dir"
-      rl_run "$OUT/warm" "$dir" "$r" "$a" "$s" "$LR"
+      spawn "run $n/$total: reward $r, algo $a, seed $s -> $dir" "$OUT/warm" "$dir" "$r" "$a" "$s" "$LR"
     done
   done
 done
+drain
 
 # ---- summary, calibration, plots ----
 "$B/rl-eval" summary --runs "$OUT/runs" --out "$OUT"
