@@ -23,6 +23,38 @@ pub fn grpo(rewards: &[f64], std_norm: bool, eps: f64) -> Vec<f64> {
     rewards.iter().map(|r| (r - m) / scale).collect()
 }
 
+/// GRPO with the baseline floored: A_i = (r_i − max(mean(r), floor)) / scale, so that no
+/// sample rewarded below `floor` gets a positive advantage (CoRPO-style). A group whose
+/// rewards are all equal still gets zeros (it says nothing about which sample was better).
+pub fn grpo_floored(rewards: &[f64], std_norm: bool, eps: f64, floor: f64) -> Vec<f64> {
+    let Some(m) = mean(rewards) else {
+        return Vec::new();
+    };
+    if all_equal(rewards) {
+        return vec![0.0; rewards.len()];
+    }
+    let scale = if std_norm {
+        sample_std(rewards) + eps
+    } else {
+        1.0
+    };
+    let b = m.max(floor);
+    rewards.iter().map(|r| (r - b) / scale).collect()
+}
+
+/// RLOO with the leave-one-out baseline floored: A_i = r_i − max(mean of the others, floor).
+pub fn rloo_floored(rewards: &[f64], floor: f64) -> Vec<f64> {
+    let n = rewards.len();
+    if n < 2 || all_equal(rewards) {
+        return vec![0.0; n];
+    }
+    let sum: f64 = rewards.iter().sum();
+    rewards
+        .iter()
+        .map(|r| r - ((sum - r) / (n - 1) as f64).max(floor))
+        .collect()
+}
+
 /// RLOO: A_i = r_i − mean of the other samples' rewards; 0 for a group of one.
 pub fn rloo(rewards: &[f64]) -> Vec<f64> {
     let n = rewards.len();
@@ -50,6 +82,27 @@ mod tests {
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() < 1e-9, "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn a_floored_baseline_never_pushes_a_sample_below_the_floor_up() {
+        // Pass rates of a group without a full pass: under plain GRPO the best two are pushed
+        // up; with the floor at 1 every one is pushed down, the worst the most.
+        let r = [0.5, 0.83, 0.83, 0.0];
+        let plain = grpo(&r, false, 0.0);
+        assert!(plain[1] > 0.0);
+        let a = grpo_floored(&r, false, 0.0, 1.0);
+        close(&a, &[-0.5, -0.17, -0.17, -1.0]);
+        // With a full pass it is the only positive one.
+        let a = grpo_floored(&[1.0, 0.83, 0.0], true, 0.0, 1.0);
+        assert!(a[0] == 0.0 && a[1] < 0.0 && a[2] < a[1], "{a:?}");
+        let a = rloo_floored(&[1.0, 0.83, 0.0], 1.0);
+        assert!(a[0] > 0.0 && a[1] < 0.0 && a[2] < a[1], "{a:?}");
+        // The floor below the mean changes nothing; equal rewards still give zeros.
+        close(&grpo_floored(&r, true, 1e-4, 0.1), &grpo(&r, true, 1e-4));
+        close(&rloo_floored(&r, 0.0), &rloo(&r));
+        close(&grpo_floored(&[0.5, 0.5], true, 1e-4, 1.0), &[0.0, 0.0]);
+        close(&rloo_floored(&[0.5, 0.5], 1.0), &[0.0, 0.0]);
     }
 
     #[test]

@@ -48,9 +48,24 @@ pub struct RunRow {
     pub cancellation_partial: Option<f64>,
     pub alignment: Option<f64>,
     pub partial_share: Option<f64>,
+    /// Means over steps of the diagnostics' null values, split-group alignment and
+    /// pairwise cosines, in the order of [`NULLS`].
+    pub nulls: [Option<f64>; 7],
     /// Seconds spent in sampling, verifying and updating, summed over steps.
     pub train_seconds: f64,
 }
+
+/// The null values, the split-group alignment and the mean pairwise cosines between outcome
+/// classes (docs/diagnostics.md), read from the metrics lines into [`RunRow::nulls`].
+pub const NULLS: [&str; 7] = [
+    "cancellation_null",
+    "alignment_null",
+    "alignment_split",
+    "cos_full_full",
+    "cos_full_partial",
+    "cos_partial_partial",
+    "cos_partial_zero",
+];
 
 /// Diagnostics fields read from the metrics lines, in the order of the row's fields.
 const DIAGNOSTICS: [&str; 4] = [
@@ -150,6 +165,9 @@ pub fn run_row(config: &str, seed: &str, dir: &Path) -> Result<RunRow> {
             .sum(),
         ..RunRow::default()
     };
+    for (slot, key) in row.nulls.iter_mut().zip(NULLS) {
+        *slot = mean_of(&metrics, |m| diagnostic(m, key));
+    }
     let d: Vec<Option<f64>> = DIAGNOSTICS
         .iter()
         .map(|key| mean_of(&metrics, |m| diagnostic(m, key)))
@@ -163,35 +181,12 @@ pub fn run_row(config: &str, seed: &str, dir: &Path) -> Result<RunRow> {
     Ok(row)
 }
 
-/// Every run under `runs`, sorted by configuration and seed.
+/// Every run under `runs`, sorted by configuration and seed (crate::layout).
 pub fn collect(runs: &Path) -> Result<Vec<RunRow>> {
-    let io = |source: std::io::Error| Error::Open {
-        path: runs.to_path_buf(),
-        source,
-    };
-    let mut rows = Vec::new();
-    for config in std::fs::read_dir(runs).map_err(io)? {
-        let config = config.map_err(io)?.path();
-        if !config.is_dir() {
-            continue;
-        }
-        for seed in std::fs::read_dir(&config).map_err(io)? {
-            let seed = seed.map_err(io)?.path();
-            let name = seed.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let (Some(s), true) = (name.strip_prefix("seed-"), seed.is_dir()) {
-                let c = config.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                rows.push(run_row(c, s, &seed)?);
-            }
-        }
-    }
-    rows.sort_by(|a, b| {
-        (&a.config, a.seed.parse::<u64>().ok(), &a.seed).cmp(&(
-            &b.config,
-            b.seed.parse::<u64>().ok(),
-            &b.seed,
-        ))
-    });
-    Ok(rows)
+    crate::layout::study_runs(runs)?
+        .iter()
+        .map(|r| run_row(&r.config, &r.seed, &r.dir))
+        .collect()
 }
 
 fn cell(x: Option<f64>) -> String {
@@ -202,44 +197,52 @@ fn cell(x: Option<f64>) -> String {
 pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
     let mut w = csv::Writer::from_writer(out);
     let csv_err = |e: csv::Error| Error::Other(e.into());
-    w.write_record([
-        "config",
-        "seed",
-        "reward",
-        "algo",
-        "steps",
-        "initial_pass@1",
-        "final_pass@1",
-        "k",
-        "final_pass@k",
-        "best_pass@1",
-        "reward_density",
-        "cancellation",
-        "cancellation_partial",
-        "alignment",
-        "partial_share",
-        "train_seconds",
-    ])
+    w.write_record(
+        [
+            "config",
+            "seed",
+            "reward",
+            "algo",
+            "steps",
+            "initial_pass@1",
+            "final_pass@1",
+            "k",
+            "final_pass@k",
+            "best_pass@1",
+            "reward_density",
+            "cancellation",
+            "cancellation_partial",
+            "alignment",
+            "partial_share",
+        ]
+        .into_iter()
+        .chain(NULLS)
+        .chain(["train_seconds"]),
+    )
     .map_err(csv_err)?;
     for r in rows {
-        w.write_record([
-            r.config.clone(),
-            r.seed.clone(),
-            r.reward.clone().unwrap_or_default(),
-            r.algo.clone().unwrap_or_default(),
-            r.steps.to_string(),
-            cell(r.initial_pass1),
-            cell(r.final_pass1),
-            r.k.map(|k| k.to_string()).unwrap_or_default(),
-            cell(r.final_pass_k),
-            cell(r.best_pass1),
-            cell(r.reward_density),
-            cell(r.cancellation),
-            cell(r.cancellation_partial),
-            cell(r.alignment),
-            cell(r.partial_share),
-            format!("{:.1}", r.train_seconds),
-        ])
+        w.write_record(
+            [
+                r.config.clone(),
+                r.seed.clone(),
+                r.reward.clone().unwrap_or_default(),
+                r.algo.clone().unwrap_or_default(),
+                r.steps.to_string(),
+                cell(r.initial_pass1),
+                cell(r.final_pass1),
+                r.k.map(|k| k.to_string()).unwrap_or_default(),
+                cell(r.final_pass_k),
+                cell(r.best_pass1),
+                cell(r.reward_density),
+                cell(r.cancellation),
+                cell(r.cancellation_partial),
+                cell(r.alignment),
+                cell(r.partial_share),
+            ]
+            .into_iter()
+            .chain(r.nulls.iter().map(|&x| cell(x)))
+            .chain([format!("{:.1}", r.train_seconds)]),
+        )
         .map_err(csv_err)?;
     }
     w.flush().map_err(Error::Io)
@@ -294,6 +297,39 @@ pub fn markdown(rows: &[RunRow]) -> String {
     s
 }
 
+/// The diagnostics beside their nulls (runs with diagnostics only): one line per configuration.
+pub fn diagnostics_markdown(rows: &[RunRow]) -> String {
+    let mut by: BTreeMap<&str, Vec<&RunRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.cancellation.is_some()) {
+        by.entry(&r.config).or_default().push(r);
+    }
+    if by.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| config | runs | cancellation | its null | alignment | its null | split alignment | \
+         cos full–full | cos full–partial | cos partial–partial | cos partial–zero |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (config, rs) in by {
+        let col = |f: &dyn Fn(&RunRow) -> Option<f64>| mean_std(rs.iter().map(|r| f(r)));
+        s += &format!(
+            "| {config} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            rs.len(),
+            col(&|r| r.cancellation),
+            col(&|r| r.nulls[0]),
+            col(&|r| r.alignment),
+            col(&|r| r.nulls[1]),
+            col(&|r| r.nulls[2]),
+            col(&|r| r.nulls[3]),
+            col(&|r| r.nulls[4]),
+            col(&|r| r.nulls[5]),
+            col(&|r| r.nulls[6]),
+        );
+    }
+    s
+}
+
 /// `rl-eval summary`.
 pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
     let rows = collect(&args.runs)?;
@@ -314,7 +350,13 @@ pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
             let mut buf = Vec::new();
             write_csv(&rows, &mut buf)?;
             std::fs::write(dir.join("summary.csv"), buf).map_err(io)?;
-            std::fs::write(dir.join("summary.md"), markdown(&rows)).map_err(io)?;
+            let mut md = markdown(&rows);
+            let diag = diagnostics_markdown(&rows);
+            if !diag.is_empty() {
+                md += "\n## Diagnostics beside their nulls (docs/diagnostics.md)\n\n";
+                md += &diag;
+            }
+            std::fs::write(dir.join("summary.md"), md).map_err(io)?;
             Ok(())
         }
     }

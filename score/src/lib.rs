@@ -158,6 +158,9 @@ fn run_inner(args: &Args, mut input: JsonlReader, output: impl Write) -> Result<
         let mut value = line.value;
         value.insert("reward".into(), reward_value);
         value.insert("reward_name".into(), name.clone());
+        if let Some(floor) = reward.baseline_floor() {
+            value.insert("baseline_floor".into(), Value::from(floor));
+        }
         out.write(&value)?;
     }
     out.flush()?;

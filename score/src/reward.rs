@@ -23,6 +23,13 @@ pub trait Reward: fmt::Debug + Send + Sync {
     /// in it is scorable (see [`scorable`]). Anything the caller should warn about (a design
     /// falling back to a simpler one, say) goes into `notes`.
     fn score(&self, group: &[&Verdict], notes: &mut Vec<String>) -> Vec<f64>;
+
+    /// A floor under the group baseline that the advantage estimator must apply
+    /// (`baseline_floor` in the output records; rl-update honours it): no sample whose reward
+    /// is below the floor gets a positive advantage. `None` for plain designs.
+    fn baseline_floor(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// One entry of the registry.
@@ -84,6 +91,20 @@ pub const DESIGNS: &[Design] = &[
         summary: "binary where the group has a full pass, else 0.5 for the group's highest pass \
                   rate (if > 0) and 0 for the rest: one partial direction per group",
         build: |_| Ok(Arc::new(BestPartial)),
+    },
+    Design {
+        name: "verpo",
+        param: Some("B"),
+        summary: "VeRPO-style: (1[full pass] + B x the difficulty-weighted share of tests passed) \
+                  / (1 + B), a test weighing 1 - the share of the group passing it; B > 0",
+        build: |p| Verpo::parse(p.unwrap_or_default()).map(|d| Arc::new(d) as Arc<dyn Reward>),
+    },
+    Design {
+        name: "corpo",
+        param: Some("T"),
+        summary: "CoRPO-style: pass_rate, with the group baseline floored at T (0 < T <= 1): a \
+                  sample below T never gets a positive advantage (rl-update applies the floor)",
+        build: |p| Corpo::parse(p.unwrap_or_default()).map(|d| Arc::new(d) as Arc<dyn Reward>),
     },
 ];
 
@@ -349,6 +370,102 @@ impl Reward for BestPartial {
     }
 }
 
+/// VeRPO-style dense reward combined with the outcome:
+/// (1[full pass] + B·Σ_j w_j·pass_ij / Σ_j w_j) / (1 + B) with w_j = 1 − (share of the group's
+/// samples passing test j): tests that most of the group passes count little, the hard ones
+/// much. A full pass scores 1 (its dense part is 1); a failed sample at most B / (1 + B).
+/// Where every test is passed by everybody (all weights 0) the dense part is the pass rate.
+#[derive(Debug)]
+pub struct Verpo {
+    pub weight: f64,
+}
+
+impl Verpo {
+    fn parse(p: &str) -> Result<Self, String> {
+        match p.parse::<f64>() {
+            Ok(weight) if weight.is_finite() && weight > 0.0 => Ok(Verpo { weight }),
+            _ => Err(format!("verpo:B needs a number B > 0, not \"{p}\"")),
+        }
+    }
+}
+
+impl Reward for Verpo {
+    fn name(&self) -> String {
+        format!("verpo:{}", self.weight)
+    }
+    fn score(&self, group: &[&Verdict], notes: &mut Vec<String>) -> Vec<f64> {
+        let tests = group[0].tests.len();
+        if let Some(other) = group.iter().find(|v| v.tests.len() != tests) {
+            notes.push(format!(
+                "samples have different numbers of tests ({tests} and {}); verpo uses the plain \
+                 pass rate as its dense part for this group",
+                other.tests.len()
+            ));
+            return group
+                .iter()
+                .map(|v| (binary(v) + self.weight * pass_rate(v)) / (1.0 + self.weight))
+                .collect();
+        }
+        let n = group.len() as f64;
+        let weights: Vec<f64> = (0..tests)
+            .map(|j| {
+                let passes = group
+                    .iter()
+                    .filter(|v| v.tests[j].status == Status::Pass)
+                    .count();
+                1.0 - passes as f64 / n
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        group
+            .iter()
+            .map(|v| {
+                let dense = if total > 0.0 {
+                    v.tests
+                        .iter()
+                        .zip(&weights)
+                        .filter(|(t, _)| t.status == Status::Pass)
+                        .map(|(_, w)| w)
+                        .sum::<f64>()
+                        / total
+                } else {
+                    pass_rate(v)
+                };
+                (binary(v) + self.weight * dense) / (1.0 + self.weight)
+            })
+            .collect()
+    }
+}
+
+/// CoRPO-style: the reward is the pass rate, and the group baseline is max(baseline, T), so a
+/// sample below T (with T = 1: every failed sample) is never pushed up, however the rest of
+/// its group did; partial credit only orders the failures among themselves.
+#[derive(Debug)]
+pub struct Corpo {
+    pub floor: f64,
+}
+
+impl Corpo {
+    fn parse(p: &str) -> Result<Self, String> {
+        match p.parse::<f64>() {
+            Ok(floor) if floor > 0.0 && floor <= 1.0 => Ok(Corpo { floor }),
+            _ => Err(format!("corpo:T needs a number 0 < T <= 1, not \"{p}\"")),
+        }
+    }
+}
+
+impl Reward for Corpo {
+    fn name(&self) -> String {
+        format!("corpo:{}", self.floor)
+    }
+    fn score(&self, group: &[&Verdict], _: &mut Vec<String>) -> Vec<f64> {
+        group.iter().map(|v| pass_rate(v)).collect()
+    }
+    fn baseline_floor(&self) -> Option<f64> {
+        Some(self.floor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,6 +654,42 @@ mod tests {
             assert!(a[0] > 0.0, "{spec}: {a:?}");
             assert!(a[1..].iter().all(|&x| x < 0.0), "{spec}: {a:?}");
         }
+    }
+
+    #[test]
+    fn verpo_adds_difficulty_weighted_credit_to_the_outcome() {
+        // Test 1 passed by all (w = 0), test 2 by one of three (w = 2/3), test 3 by none
+        // (w = 1): total 5/3.
+        close(
+            &rewards("verpo:0.5", &["ppf", "pff", "pff"]),
+            &[
+                Some(0.5 * (2.0 / 3.0) / (5.0 / 3.0) / 1.5),
+                Some(0.0),
+                Some(0.0),
+            ],
+        );
+        // w = (1/3, 2/3): a full pass scores 1; "pf" its weighted share 1/3 x B / (1 + B).
+        close(
+            &rewards("verpo:0.5", &["pp", "pf", "ff"]),
+            &[Some(1.0), Some(0.5 * (1.0 / 3.0) / 1.5), Some(0.0)],
+        );
+        close(
+            &rewards("verpo:0.25", &["pp", "pp"]),
+            &[Some(1.0), Some(1.0)],
+        );
+        assert!(parse("verpo:0").is_err() && parse("verpo").is_err());
+        assert_eq!(parse("verpo:0.5").unwrap().name(), "verpo:0.5");
+    }
+
+    #[test]
+    fn corpo_is_pass_rate_with_a_baseline_floor() {
+        close(
+            &rewards("corpo:1", &["ppf", "pff", "ppp"]),
+            &[Some(2.0 / 3.0), Some(1.0 / 3.0), Some(1.0)],
+        );
+        assert_eq!(parse("corpo:1").unwrap().baseline_floor(), Some(1.0));
+        assert_eq!(parse("pass_rate").unwrap().baseline_floor(), None);
+        assert!(parse("corpo:0").is_err() && parse("corpo:1.5").is_err());
     }
 
     #[test]

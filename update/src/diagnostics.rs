@@ -197,67 +197,169 @@ impl Pull {
     }
 }
 
-/// The gradient statistics of one group, fed one sample at a time (memory: four vectors of the
-/// projection's dimension, whatever the group size).
-#[derive(Debug, Clone)]
+/// The gradient statistics of one group, fed one sample at a time. The group's (projected)
+/// gradients are kept until [`GroupAccum::stats`] (memory: group size × the projection's
+/// dimension, in f32): every statistic is a function of their Gram matrix.
+#[derive(Debug, Clone, Default)]
 pub struct GroupAccum {
-    all: Pull,
-    partial: Pull,
-    /// d = Σ_{full pass} v_i.
-    full_dir: Vec<f64>,
-    full: usize,
+    adv: Vec<f64>,
+    outcomes: Vec<Outcome>,
+    vecs: Vec<Vec<f32>>,
 }
 
-/// The gradient statistics of a group (see the module documentation). Null where undefined.
+/// The gradient statistics of a group (see the module documentation and docs/diagnostics.md).
+/// Null where undefined.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct GradStats {
     pub cancellation: Option<f64>,
     pub cancellation_partial: Option<f64>,
     pub alignment: Option<f64>,
     pub partial_share: Option<f64>,
+    /// What `cancellation` would be if the samples' gradients were mutually orthogonal with the
+    /// same norms: √(Σ A_i² ‖g_i‖²) / Σ |A_i| ‖g_i‖. Below it, the pulls cancel more than
+    /// unrelated directions would; above it, they agree.
+    pub cancellation_null: Option<f64>,
+    /// What `alignment` would be for orthogonal gradients with the same norms and advantages:
+    /// Σ_full A_i ‖g_i‖² / (√(Σ A_i² ‖g_i‖²) √(Σ_full ‖g_i‖²)) (the self-inclusion floor).
+    pub alignment_null: Option<f64>,
+    /// Alignment without self-inclusion: the group split into its even- and odd-indexed
+    /// samples, the cosine between one half's update Σ A_i g_i and the other half's full-pass
+    /// direction, averaged over the (up to two) defined pairings.
+    pub alignment_split: Option<f64>,
+    /// Mean cosine between the gradients of two samples of the given outcomes (distinct
+    /// samples; null without such a pair).
+    pub cos_full_full: Option<f64>,
+    pub cos_full_partial: Option<f64>,
+    pub cos_partial_partial: Option<f64>,
+    pub cos_partial_zero: Option<f64>,
 }
 
 impl GroupAccum {
-    pub fn new(dim: usize) -> Self {
-        GroupAccum {
-            all: Pull::new(dim),
-            partial: Pull::new(dim),
-            full_dir: vec![0.0; dim],
-            full: 0,
-        }
+    pub fn new(_dim: usize) -> Self {
+        GroupAccum::default()
     }
 
     /// Add sample i: its advantage, outcome and (projected) gradient.
     pub fn add(&mut self, advantage: f64, outcome: Outcome, v: &[f64]) {
-        let n = norm(v);
-        self.all.add(advantage, v, n);
-        match outcome {
-            Outcome::Partial => self.partial.add(advantage, v, n),
-            Outcome::Full => {
-                axpy(&mut self.full_dir, 1.0, v);
-                self.full += 1;
+        self.adv.push(advantage);
+        self.outcomes.push(outcome);
+        self.vecs.push(v.iter().map(|&x| x as f32).collect());
+    }
+
+    fn gram(&self) -> Vec<Vec<f64>> {
+        let n = self.vecs.len();
+        let dot32 = |x: &[f32], y: &[f32]| -> f64 {
+            x.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let mut g = vec![vec![0.0; n]; n];
+        for (i, vi) in self.vecs.iter().enumerate() {
+            for (j, vj) in self.vecs.iter().enumerate().skip(i) {
+                let d = dot32(vi, vj);
+                g[i][j] = d;
+                g[j][i] = d;
             }
-            Outcome::Zero | Outcome::Other => {}
         }
+        g
     }
 
     pub fn stats(&self) -> GradStats {
-        let u = &self.all.sum;
-        let d = &self.full_dir;
-        let (alignment, partial_share) = if self.full == 0 {
-            (None, None)
+        let g = self.gram();
+        let n = self.adv.len();
+        let a = &self.adv;
+        let is = |o: Outcome| -> Vec<usize> { (0..n).filter(|&i| self.outcomes[i] == o).collect() };
+        let (full, partial, zero) = (is(Outcome::Full), is(Outcome::Partial), is(Outcome::Zero));
+        let all: Vec<usize> = (0..n).collect();
+        // ⟨Σ_{i∈x} c_i g_i, Σ_{j∈y} e_j g_j⟩ from the Gram matrix.
+        let inner =
+            |x: &[usize], c: &dyn Fn(usize) -> f64, y: &[usize], e: &dyn Fn(usize) -> f64| {
+                let mut s = 0.0;
+                for &i in x {
+                    for &j in y {
+                        s += c(i) * e(j) * g[i][j];
+                    }
+                }
+                s
+            };
+        let adv = |i: usize| a[i];
+        let one = |_: usize| 1.0;
+        let gn = |i: usize| g[i][i].max(0.0).sqrt();
+        let cancel = |x: &[usize]| -> Option<f64> {
+            let num = inner(x, &adv, x, &adv).max(0.0).sqrt();
+            let den: f64 = x.iter().map(|&i| a[i].abs() * gn(i)).sum();
+            ratio(num, den).map(|c| c.min(1.0))
+        };
+        let uu = inner(&all, &adv, &all, &adv).max(0.0);
+        let (alignment, partial_share, alignment_null) = if full.is_empty() {
+            (None, None, None)
         } else {
-            let ud = dot(u, d);
+            let ud = inner(&all, &adv, &full, &one);
+            let dd = inner(&full, &one, &full, &one).max(0.0);
+            let null_uu: f64 = all.iter().map(|&i| a[i] * a[i] * g[i][i]).sum();
+            let null_ud: f64 = full.iter().map(|&i| a[i] * g[i][i]).sum();
+            let null_dd: f64 = full.iter().map(|&i| g[i][i]).sum();
             (
-                ratio(ud, norm(u) * norm(d)).map(|c| c.clamp(-1.0, 1.0)),
-                ratio(dot(&self.partial.sum, d), ud),
+                ratio(ud, uu.sqrt() * dd.sqrt()).map(|c| c.clamp(-1.0, 1.0)),
+                ratio(inner(&partial, &adv, &full, &one), ud),
+                ratio(null_ud, null_uu.sqrt() * null_dd.sqrt()).map(|c| c.clamp(-1.0, 1.0)),
             )
         };
+        let cancellation_null = {
+            let num: f64 = all
+                .iter()
+                .map(|&i| a[i] * a[i] * g[i][i])
+                .sum::<f64>()
+                .sqrt();
+            let den: f64 = all.iter().map(|&i| a[i].abs() * gn(i)).sum();
+            ratio(num, den).map(|c| c.min(1.0))
+        };
+        let halves: [Vec<usize>; 2] = [
+            all.iter().copied().filter(|i| i % 2 == 0).collect(),
+            all.iter().copied().filter(|i| i % 2 == 1).collect(),
+        ];
+        let split: Vec<f64> = [(0, 1), (1, 0)]
+            .iter()
+            .filter_map(|&(u, d)| {
+                let fd: Vec<usize> = halves[d]
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.outcomes[i] == Outcome::Full)
+                    .collect();
+                if fd.is_empty() {
+                    return None;
+                }
+                let ud = inner(&halves[u], &adv, &fd, &one);
+                let uu = inner(&halves[u], &adv, &halves[u], &adv).max(0.0);
+                let dd = inner(&fd, &one, &fd, &one).max(0.0);
+                ratio(ud, uu.sqrt() * dd.sqrt()).map(|c| c.clamp(-1.0, 1.0))
+            })
+            .collect();
+        // Over distinct pairs; within one class (`same`) each unordered pair once.
+        let mean_cos = |x: &[usize], y: &[usize], same: bool| -> Option<f64> {
+            let mut cs = Vec::new();
+            for &i in x {
+                for &j in y {
+                    if i != j
+                        && (!same || i < j)
+                        && let Some(c) = ratio(g[i][j], gn(i) * gn(j))
+                    {
+                        cs.push(c.clamp(-1.0, 1.0));
+                    }
+                }
+            }
+            mean(&cs)
+        };
         GradStats {
-            cancellation: self.all.cancellation(),
-            cancellation_partial: self.partial.cancellation(),
+            cancellation: cancel(&all),
+            cancellation_partial: cancel(&partial),
             alignment,
             partial_share,
+            cancellation_null,
+            alignment_null,
+            alignment_split: mean(&split),
+            cos_full_full: mean_cos(&full, &full, true),
+            cos_full_partial: mean_cos(&full, &partial, false),
+            cos_partial_partial: mean_cos(&partial, &partial, true),
+            cos_partial_zero: mean_cos(&partial, &zero, false),
         }
     }
 }
@@ -338,6 +440,13 @@ pub struct DiagSummary {
     pub batch_cancellation_partial: Option<f64>,
     pub alignment: Option<f64>,
     pub partial_share: Option<f64>,
+    pub cancellation_null: Option<f64>,
+    pub alignment_null: Option<f64>,
+    pub alignment_split: Option<f64>,
+    pub cos_full_full: Option<f64>,
+    pub cos_full_partial: Option<f64>,
+    pub cos_partial_partial: Option<f64>,
+    pub cos_partial_zero: Option<f64>,
     pub delta_logprob_full: Option<f64>,
     pub delta_logprob_partial: Option<f64>,
     pub delta_logprob_zero: Option<f64>,
@@ -556,6 +665,13 @@ pub fn after_step(
         batch_cancellation_partial,
         alignment: over_groups(|s| s.alignment),
         partial_share: over_groups(|s| s.partial_share),
+        cancellation_null: over_groups(|s| s.cancellation_null),
+        alignment_null: over_groups(|s| s.alignment_null),
+        alignment_split: over_groups(|s| s.alignment_split),
+        cos_full_full: over_groups(|s| s.cos_full_full),
+        cos_full_partial: over_groups(|s| s.cos_full_partial),
+        cos_partial_partial: over_groups(|s| s.cos_partial_partial),
+        cos_partial_zero: over_groups(|s| s.cos_partial_zero),
         delta_logprob_full: mean(&all_full),
         delta_logprob_partial: mean(&all_partial),
         delta_logprob_zero: mean(&all_zero),

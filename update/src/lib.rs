@@ -347,6 +347,9 @@ pub struct Scored {
     pub example: Example,
     /// What the record's `verdict` says (for --diagnostics).
     pub outcome: Outcome,
+    /// `baseline_floor` of the record (a reward design such as `corpo:T` sets it): the group's
+    /// advantage baseline is at least this.
+    pub baseline_floor: Option<f64>,
 }
 
 /// Parse one RL record. `Ok(None)`: `reward` is null (left out and counted).
@@ -389,6 +392,14 @@ pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordE
             .as_f64()
             .ok_or_else(|| line.error("field \"temperature\" must be a number"))?,
     };
+    let baseline_floor = match line.value.get("baseline_floor") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| line.error("field \"baseline_floor\" must be a number"))?,
+        ),
+    };
     let start = prompt.len();
     let mut all = prompt;
     all.extend(tokens);
@@ -396,6 +407,7 @@ pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordE
         problem_id,
         reward,
         outcome: Outcome::of(line.value.get("verdict")),
+        baseline_floor,
         example: Example {
             tokens: all,
             start,
@@ -949,9 +961,15 @@ fn rl_step(
     let mut diag_groups = Vec::new();
     for g in groups.iter_mut() {
         let rewards: Vec<f64> = g.iter().map(|s| s.reward).collect();
-        let adv = match a.algo {
-            Algo::Rloo => rlcode_core::advantage::rloo(&rewards),
-            _ => rlcode_core::advantage::grpo(&rewards, !a.no_std_norm, a.adv_eps),
+        // A floor, when the reward design set one, is the group's highest (records of one
+        // group come from one rl-score run, so they agree).
+        let floor = g.iter().filter_map(|s| s.baseline_floor).reduce(f64::max);
+        use rlcode_core::advantage as adv_of;
+        let adv = match (a.algo, floor) {
+            (Algo::Rloo, None) => adv_of::rloo(&rewards),
+            (Algo::Rloo, Some(f)) => adv_of::rloo_floored(&rewards, f),
+            (_, None) => adv_of::grpo(&rewards, !a.no_std_norm, a.adv_eps),
+            (_, Some(f)) => adv_of::grpo_floored(&rewards, !a.no_std_norm, a.adv_eps, f),
         };
         abs_adv.extend(adv.iter().map(|x| x.abs()));
         if a.diagnostics {

@@ -724,3 +724,53 @@ fn lora_trains_an_adapter_continues_it_and_merges_into_a_checkpoint() {
     let e = format!("{:#}", anyhow::Error::from(r.unwrap_err()));
     assert!(e.contains("nope"), "{e}");
 }
+
+#[test]
+fn a_baseline_floor_from_the_records_sets_the_advantages() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny(dir.path());
+    let prompt = [vec![rlcode_policy::tokenizer::BOS_ID], bytes("def f(x):\n")].concat();
+    let floored = |r: f64, floor: Option<f64>| {
+        let mut v: Value =
+            serde_json::from_str(&record("p", &prompt, &bytes("    return x\n"), json!(r)))
+                .unwrap();
+        if let Some(f) = floor {
+            v["baseline_floor"] = json!(f);
+        }
+        v.to_string()
+    };
+    for (floor, want) in [(None, 0.15), (Some(1.0), 0.35)] {
+        let input = dir.path().join("scored.jsonl");
+        std::fs::write(
+            &input,
+            [floored(0.8, floor), floored(0.5, floor)].join("\n"),
+        )
+        .unwrap();
+        let out = dir.path().join("ckpt1");
+        let (r, lines) = run_cli(&[
+            "--model",
+            ck.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-std-norm",
+            input.to_str().unwrap(),
+        ]);
+        assert_eq!(r.unwrap(), ExitCode::Success);
+        let got = lines[0]["mean_abs_advantage"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "floor {floor:?}: {got}");
+    }
+    // A baseline_floor that is not a number is an error naming the field.
+    let input = dir.path().join("bad.jsonl");
+    let mut v: Value = serde_json::from_str(&floored(0.5, None)).unwrap();
+    v["baseline_floor"] = json!("high");
+    std::fs::write(&input, v.to_string()).unwrap();
+    let (r, _) = run_cli(&[
+        "--model",
+        ck.to_str().unwrap(),
+        "--out",
+        dir.path().join("ckpt2").to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]);
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("baseline_floor"), "{e}");
+}

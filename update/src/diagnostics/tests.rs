@@ -208,3 +208,82 @@ fn outcomes_follow_the_verdict() {
     assert_eq!(Outcome::of(Some(&Value::Null)), Other);
     assert_eq!(Outcome::of(None), Other);
 }
+
+#[test]
+fn orthogonal_gradients_sit_at_their_null() {
+    // Four orthogonal gradients of different norms: cancellation and alignment equal the
+    // values the null formulas give, and every cosine is 0.
+    let e = |k: usize, s: f64| {
+        let mut v = vec![0.0; 4];
+        v[k] = s;
+        v
+    };
+    let s = stats(&[
+        (1.5, Full, e(0, 2.0)),
+        (0.5, Full, e(1, 1.0)),
+        (-0.5, Partial, e(2, 3.0)),
+        (-1.5, Zero, e(3, 0.5)),
+    ]);
+    close(s.cancellation_null, s.cancellation.unwrap());
+    close(s.alignment_null, s.alignment.unwrap());
+    close(s.cos_full_full, 0.0);
+    close(s.cos_full_partial, 0.0);
+    close(s.cos_partial_zero, 0.0);
+    assert_eq!(
+        s.cos_partial_partial, None,
+        "one partial-pass sample: no pair"
+    );
+    // By hand: num √(1.5²·4 + 0.5²·1 + 0.5²·9 + 1.5²·0.25), den 1.5·2 + 0.5 + 0.5·3 + 1.5·0.5.
+    let num = (9.0f64 + 0.25 + 2.25 + 0.5625).sqrt();
+    close(s.cancellation_null, num / (3.0 + 0.5 + 1.5 + 0.75));
+    // alignment_null = (1.5·4 + 0.5·1) / (num · √5).
+    close(s.alignment_null, 6.5 / (num * 5f64.sqrt()));
+}
+
+#[test]
+fn split_alignment_excludes_the_sample_itself() {
+    // Samples 0 and 1 are full passes with orthogonal gradients, 2 and 3 zero passes. The
+    // even half {0, 2} has update 1·e1 - 1·e3 and full direction e1; the odd half {1, 3}:
+    // 1·e2 - 1·e4 and e2. Across halves the directions are orthogonal: split alignment 0,
+    // while the usual alignment (with self-inclusion) is positive.
+    let e = |k: usize| {
+        let mut v = vec![0.0; 4];
+        v[k] = 1.0;
+        v
+    };
+    let s = stats(&[
+        (1.0, Full, e(0)),
+        (1.0, Full, e(1)),
+        (-1.0, Zero, e(2)),
+        (-1.0, Zero, e(3)),
+    ]);
+    close(s.alignment_split, 0.0);
+    close(s.alignment, 2.0 / (2.0 * 2f64.sqrt()));
+    // Identical full-pass gradients: the other half's direction is the same: split alignment
+    // equals the half's own.
+    let s = stats(&[
+        (1.0, Full, vec![1.0, 0.0]),
+        (1.0, Full, vec![1.0, 0.0]),
+        (-1.0, Zero, vec![0.0, 1.0]),
+        (-1.0, Zero, vec![0.0, 1.0]),
+    ]);
+    close(s.alignment_split, 1.0 / 2f64.sqrt());
+    close(s.cos_full_full, 1.0);
+}
+
+#[test]
+fn pairwise_cosines_by_class() {
+    let s = stats(&[
+        (1.0, Full, vec![1.0, 0.0]),
+        (0.0, Partial, vec![1.0, 1.0]),
+        (0.0, Partial, vec![-1.0, 1.0]),
+        (-1.0, Zero, vec![0.0, 1.0]),
+    ]);
+    // full–partial: cos(e1, (1,1)) = 1/√2, cos(e1, (-1,1)) = -1/√2: mean 0.
+    close(s.cos_full_partial, 0.0);
+    // partial–partial: (1,1)·(-1,1) = 0.
+    close(s.cos_partial_partial, 0.0);
+    // partial–zero: both 1/√2.
+    close(s.cos_partial_zero, 1.0 / 2f64.sqrt());
+    assert_eq!(s.cos_full_full, None);
+}
