@@ -175,6 +175,16 @@ pub struct TrainArgs {
     /// Upper clip: ratios above 1 + this stop the gradient of positive-advantage tokens.
     #[arg(long, default_value_t = 0.2)]
     pub clip_high: f64,
+    /// GRPO/RLOO: passes over the batch (PPO epochs). With more than one optimizer step per
+    /// batch the importance ratio against the sampling policy moves away from 1 and the clip
+    /// acts; old log-probs are the records' `logprobs` (the sampler's), else the model's before
+    /// the first step.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub ppo_epochs: u64,
+    /// GRPO/RLOO: optimizer steps per epoch, each on one of this many interleaved slices of the
+    /// batch's samples (sample i in slice i mod M).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub mini_batches: u64,
     /// Reference policy for the KL penalty (k3 estimator); required when --kl-coef > 0.
     #[arg(long, value_name = "DIR")]
     pub ref_model: Option<PathBuf>,
@@ -255,6 +265,9 @@ pub struct Metrics {
     pub skipped_null_rewards: Option<usize>,
     pub skipped_records: usize,
     pub lr: f64,
+    /// Optimizer steps this invocation took (GRPO/RLOO: --ppo-epochs x --mini-batches, 0
+    /// without an update; SFT: steps so far).
+    pub optimizer_steps: usize,
     pub seconds: f64,
     /// With --diagnostics: batch aggregates (top level) and the `diagnostics` object.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -1037,26 +1050,64 @@ fn rl_step(
         }
         return Ok(());
     }
-    let spec = LossSpec {
-        rl: true,
-        clip_low: a.clip_low,
-        clip_high: a.clip_high,
-        kl_coef: a.kl_coef,
-        reference,
-        weights: token_weights(&examples, a.loss_agg, a.norm_length),
-        micro_batch: a.micro_batch,
-        logits_chunk: logits_chunk(a),
-    };
-    let mut grads = HashMap::new();
-    let st = accumulate(tr, &examples, &spec, &mut grads)?;
-    m.grad_norm = optim::clip_grad_norm(&mut grads, a.max_grad_norm)?;
-    opt.step(&tr.params, &grads)?;
+    let passes = (a.ppo_epochs * a.mini_batches) as usize;
+    if passes > 1 {
+        // Several optimizer steps on one batch: the ratio must be taken against a fixed old
+        // policy. Records without the sampler's log-probs get the model's, before any step.
+        let chunk = logits_chunk(a);
+        for e in examples.iter_mut().filter(|e| e.old_logprobs.is_none()) {
+            let lp: Vec<f32> = if e.completion_len() == 0 {
+                Vec::new()
+            } else {
+                diagnostics::completion_logprobs(&tr.model, &[&*e], chunk)?.to_vec1()?
+            };
+            e.old_logprobs = Some(lp);
+        }
+    }
+    let slices = (a.mini_batches as usize).min(examples.len()).max(1);
+    let (mut loss, mut tokens, mut clipped, mut kl_sum) = (0.0, 0usize, 0usize, 0.0);
+    for epoch in 0..a.ppo_epochs {
+        for slice in 0..slices {
+            let part: Vec<Example> = examples
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % slices == slice)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let spec = LossSpec {
+                rl: true,
+                clip_low: a.clip_low,
+                clip_high: a.clip_high,
+                kl_coef: a.kl_coef,
+                reference,
+                weights: token_weights(&part, a.loss_agg, a.norm_length),
+                micro_batch: a.micro_batch,
+                logits_chunk: logits_chunk(a),
+            };
+            let mut grads = HashMap::new();
+            let st = accumulate(tr, &part, &spec, &mut grads)?;
+            let norm = optim::clip_grad_norm(&mut grads, a.max_grad_norm)?;
+            if epoch == 0 && slice == 0 {
+                m.grad_norm = norm;
+            }
+            opt.step(&tr.params, &grads)?;
+            loss += st.loss / slices as f64;
+            if epoch == 0 {
+                tokens += st.tokens;
+            }
+            clipped += st.clipped;
+            kl_sum += st.kl_sum;
+        }
+    }
     m.updated = true;
-    m.loss = st.loss;
-    m.tokens = st.tokens;
-    let denom = st.tokens.max(1) as f64;
-    m.clip_frac = Some(st.clipped as f64 / denom);
-    m.kl = reference.map(|_| st.kl_sum / denom);
+    m.optimizer_steps = passes.min(a.ppo_epochs as usize * slices);
+    // Loss: the mean over epochs of each epoch's loss (slices averaged); clip_frac and kl over
+    // every token of every pass.
+    m.loss = loss / a.ppo_epochs as f64;
+    m.tokens = tokens;
+    let denom = (tokens * a.ppo_epochs as usize).max(1) as f64;
+    m.clip_frac = Some(clipped as f64 / denom);
+    m.kl = reference.map(|_| kl_sum / denom);
     if let Some(b) = before {
         m.diagnostics = Some(diagnostics::after_step(
             &tr.model,
@@ -1124,6 +1175,7 @@ fn run_sft(
         opt.step(&tr.params, &grads)?;
         m.lr = opt.lr;
         done += 1;
+        m.optimizer_steps = done;
         loss_sum += st.loss;
         tokens += st.tokens;
         m.loss = st.loss;

@@ -774,3 +774,58 @@ fn a_baseline_floor_from_the_records_sets_the_advantages() {
     let e = r.unwrap_err().to_string();
     assert!(e.contains("baseline_floor"), "{e}");
 }
+
+#[test]
+fn ppo_epochs_take_several_steps_and_the_clip_acts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny(dir.path());
+    let prompt = [vec![rlcode_policy::tokenizer::BOS_ID], bytes("def f(x):\n")].concat();
+    let good = bytes("    return x\n");
+    let bad = bytes("    pass\n");
+    let input = dir.path().join("scored.jsonl");
+    let text = [
+        record("p", &prompt, &good, json!(1.0)),
+        record("p", &prompt, &bad, json!(0.0)),
+        record("q", &prompt, &bad, json!(1.0)),
+        record("q", &prompt, &good, json!(0.0)),
+    ]
+    .join("\n");
+    std::fs::write(&input, text).unwrap();
+    let step = |extra: &[&str], out: &str| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "--model",
+            ck.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--lr",
+            "1e-2",
+        ];
+        args.extend_from_slice(extra);
+        args.push(input.to_str().unwrap());
+        let (r, lines) = run_cli(&args);
+        assert_eq!(r.unwrap(), ExitCode::Success);
+        (out, lines.into_iter().next().unwrap())
+    };
+    let (one, m1) = step(&[], "one");
+    assert_eq!(m1["optimizer_steps"], 1);
+    assert_eq!(m1["clip_frac"], 0.0, "one on-policy step never clips");
+    let (many, m) = step(&["--ppo-epochs", "4", "--mini-batches", "2"], "many");
+    assert_eq!(m["optimizer_steps"], 8);
+    assert_eq!(m["step"], 8);
+    assert_eq!(
+        m["tokens"], m1["tokens"],
+        "tokens of the batch, counted once"
+    );
+    assert!(m["clip_frac"].as_f64().unwrap() > 0.0, "{m}");
+    assert_ne!(
+        std::fs::read(one.join("model.safetensors")).unwrap(),
+        std::fs::read(many.join("model.safetensors")).unwrap()
+    );
+    // The defaults are one epoch of one mini-batch: the same bytes as giving them.
+    let (same, _) = step(&["--ppo-epochs", "1", "--mini-batches", "1"], "same");
+    assert_eq!(
+        std::fs::read(one.join("model.safetensors")).unwrap(),
+        std::fs::read(same.join("model.safetensors")).unwrap()
+    );
+}
