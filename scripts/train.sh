@@ -20,8 +20,9 @@ and metrics line present); a larger --steps extends the run.
 
 Options (default in brackets):
   --out DIR               run directory (required)
-  --reward DESIGN         rl-score reward: binary, pass_rate, binary_fallback, power:P,
-                          test_weighted [pass_rate]
+  --reward DESIGN         any rl-score design (`rl-score --help` lists them all: binary,
+                          pass_rate, binary_fallback, power:P, test_weighted, full_anchor:C,
+                          best_partial, verpo:B, corpo:T) [pass_rate]
   --algo ALGO             grpo or rloo [grpo]
   --steps N               RL steps in all (counting steps already done) [20]
   --group-size K          samples per problem (rl-sample -n) [8]

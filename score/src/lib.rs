@@ -26,13 +26,9 @@ pub const PROGRAM: &str = "rl-score";
 pub struct Args {
     #[command(flatten)]
     pub input: InputArgs,
-    /// The reward design: binary (1 iff every test passed), pass_rate (passed/total),
-    /// binary_fallback (binary where the group has a full pass, else pass_rate), power:P
-    /// (pass_rate^P), test_weighted (tests weighted by how rarely the group passes them),
-    /// full_anchor:C (binary where the group has a full pass, else C*pass_rate, 0 < C < 1),
-    /// best_partial (binary where the group has a full pass, else 0.5 for the group's best
-    /// partial pass rate and 0 for the rest). See docs/rewards.md.
-    #[arg(long, value_name = "DESIGN", value_parser = reward::parse)]
+    /// The reward design (the help lists every design of the registry; docs/rewards.md).
+    #[arg(long, value_name = "DESIGN", value_parser = reward::parse,
+          help = format!("The reward design. {}. See docs/rewards.md", reward::describe()))]
     pub reward: Arc<dyn Reward>,
 }
 
