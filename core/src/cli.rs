@@ -24,7 +24,8 @@ pub fn main_with(
     match closed_stdout_is_success(body()) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("{program}: {e}");
+            // `{:#}`: an anyhow error prints its whole cause chain ("a: b: c").
+            eprintln!("{program}: {e:#}");
             ExitCode::Failure.into()
         }
     }

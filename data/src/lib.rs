@@ -172,8 +172,7 @@ pub fn synth_corpus(
 /// `rlcode_policy::gguf`), with a one-line summary on stderr. Writes nothing to stdout.
 pub fn convert_gguf(gguf: &std::path::Path, out: &std::path::Path) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let summary = rlcode_policy::gguf::convert(gguf, out)
-        .map_err(|e| Error::Other(anyhow::anyhow!("{e:#}")))?;
+    let summary = rlcode_policy::gguf::convert(gguf, out).map_err(Error::Other)?;
     eprintln!(
         "{PROGRAM}: converted {} -> {}: {summary} ({:.1} s)",
         gguf.display(),
