@@ -291,11 +291,24 @@ pub fn compare(args: &CompareArgs) -> Result<(Vec<Row>, Vec<Warm>)> {
         if config == &args.baseline {
             continue;
         }
-        let seeds: Vec<String> = seeds_of
-            .keys()
-            .filter(|s| base.contains_key(*s))
-            .cloned()
-            .collect();
+        // Seeds that both sides ran to the same last evaluated step (a run still in progress,
+        // or one with a different budget, is left out, with a warning).
+        let last = |r: &RunEvals| r.steps.last().map(|(s, _)| *s);
+        let mut seeds = Vec::new();
+        for (s, r) in seeds_of {
+            let Some(b) = base.get(s) else { continue };
+            if r.steps.len() > 1 && last(r) == last(b) {
+                seeds.push(s.clone());
+            } else {
+                eprintln!(
+                    "rl-eval: warning: {config} seed-{s}: last evaluation at step {}, {} at {}: \
+                     left out of the comparison",
+                    last(r).map_or("none".into(), |x| x.to_string()),
+                    args.baseline,
+                    last(b).map_or("none".into(), |x| x.to_string())
+                );
+            }
+        }
         let problems = common_problems(
             seeds
                 .iter()
@@ -446,6 +459,11 @@ pub fn markdown(rows: &[Row], warms: &[Warm], alpha: f64) -> String {
             p.seeds,
             p.problems
         );
+        let few = if p.seeds < 2 {
+            " (one seed: the CI covers held-out problems, not training randomness)"
+        } else {
+            ""
+        };
         let verdict = if p.ci_low > 0.0 {
             "higher"
         } else if p.ci_high < 0.0 {
@@ -457,12 +475,22 @@ pub fn markdown(rows: &[Row], warms: &[Warm], alpha: f64) -> String {
         };
         let text = if r.baseline == "step-0" {
             format!(
-                "- **{}** moves final held-out pass@1 from the warm start's {:.3} to {:.3}: {ci}.\n",
+                "- **{}** moves final held-out pass@1 from the warm start's {:.3} to {:.3}: {ci}{few}.\n",
                 r.config, r.baseline_mean, r.config_mean
             )
         } else {
+            let also = if r.equivalent(alpha) {
+                format!(
+                    ", though by less than the ±{:.2} margin (TOST p = {:.3})",
+                    r.margin, p.tost_p
+                )
+            } else {
+                String::new()
+            };
             let why = match verdict {
-                "higher" | "lower" => format!("{verdict} than {}, the CI excludes 0", r.baseline),
+                "higher" | "lower" => {
+                    format!("{verdict} than {}, the CI excludes 0{also}", r.baseline)
+                }
                 "equivalent" => format!(
                     "equivalent to {} within ±{:.2} (TOST p = {:.3})",
                     r.baseline, r.margin, p.tost_p
@@ -474,7 +502,7 @@ pub fn markdown(rows: &[Row], warms: &[Warm], alpha: f64) -> String {
                 ),
             };
             format!(
-                "- **{}** vs {}: final pass@1 {:.3} vs {:.3}, difference {ci}: {why}.\n",
+                "- **{}** vs {}: final pass@1 {:.3} vs {:.3}, difference {ci}: {why}{few}.\n",
                 r.config, r.baseline, r.config_mean, r.baseline_mean
             )
         };
