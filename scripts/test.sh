@@ -8,5 +8,8 @@ echo "test: cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "test: cargo clippy" >&2
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+echo "test: cargo machete (no unused dependencies)" >&2
+command -v cargo-machete >/dev/null || cargo install --locked --quiet cargo-machete@0.9.2
+cargo machete
 echo "test: cargo test" >&2
 cargo test --release --workspace
