@@ -258,14 +258,6 @@ impl Verdict {
     }
 }
 
-/// The fields of a sample every stage needs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SampleKey {
-    pub problem_id: String,
-    #[serde(default)]
-    pub sample: Option<u64>,
-}
-
 /// Problems by id, loaded from a problems file.
 #[derive(Debug, Default, Clone)]
 pub struct ProblemSet {
