@@ -30,10 +30,16 @@ pub use tokenizer::Tokenizer;
 ///   do).
 ///
 /// docs/policy.md has the measurements.
-pub fn tune_process() {
+///
+/// # Safety
+///
+/// It sets an environment variable (`std::env::set_var`), which is undefined behaviour while
+/// another thread may read or write the environment: call it first thing in `main`, before any
+/// thread exists.
+pub unsafe fn tune_process() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let n = candle_core::utils::get_num_threads();
-        // SAFETY: called first thing in main (documented above), before any other thread exists.
+        // SAFETY: the caller guarantees no other thread exists (this function's contract).
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

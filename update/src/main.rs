@@ -10,7 +10,8 @@ fn main() -> std::process::ExitCode {
         // SAFETY: first thing in main, before any other thread exists.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
-    rlcode_policy::tune_process();
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { rlcode_policy::tune_process() };
     let cli = rl_update::Cli::parse();
     rlcode_core::cli::main_with(rl_update::PROGRAM, || {
         rl_update::run(&cli, std::io::stdout().lock())
