@@ -222,7 +222,8 @@ mod tests {
         let src = dir.path().join("problems.jsonl");
         std::fs::write(&src, "{}\n").unwrap();
         let out = dir.path().join("ckpt");
-        let err = convert_gguf(&src, &out).unwrap_err().to_string();
+        // As main_with prints it: the whole cause chain.
+        let err = format!("{:#}", convert_gguf(&src, &out).unwrap_err());
         assert!(
             err.contains("problems.jsonl") && err.contains("not a GGUF file"),
             "{err}"
