@@ -96,7 +96,11 @@ mod tests {
         // With a full pass it is the only positive one.
         let a = grpo_floored(&[1.0, 0.83, 0.0], true, 0.0, 1.0);
         assert!(a[0] == 0.0 && a[1] < 0.0 && a[2] < a[1], "{a:?}");
+        // At T = 1 the baseline is 1: a full pass gets 0, only failures move (down).
         let a = rloo_floored(&[1.0, 0.83, 0.0], 1.0);
+        assert!(a[0] == 0.0 && a[1] < 0.0 && a[2] < a[1], "{a:?}");
+        // Below 1, a full pass is pushed up and every sample below T down.
+        let a = grpo_floored(&[1.0, 0.83, 0.0], false, 0.0, 0.9);
         assert!(a[0] > 0.0 && a[1] < 0.0 && a[2] < a[1], "{a:?}");
         // The floor below the mean changes nothing; equal rewards still give zeros.
         close(&grpo_floored(&r, true, 1e-4, 0.1), &grpo(&r, true, 1e-4));
