@@ -9,18 +9,7 @@ use crate::metrics::{mean, sample_std};
 /// (n − 1 in the denominator, as `torch.std` and TRL compute it). With `std_norm = false`
 /// (Dr. GRPO) A_i = r_i − mean(r).
 pub fn grpo(rewards: &[f64], std_norm: bool, eps: f64) -> Vec<f64> {
-    let Some(m) = mean(rewards) else {
-        return Vec::new();
-    };
-    if all_equal(rewards) {
-        return vec![0.0; rewards.len()];
-    }
-    let scale = if std_norm {
-        sample_std(rewards) + eps
-    } else {
-        1.0
-    };
-    rewards.iter().map(|r| (r - m) / scale).collect()
+    grpo_floored(rewards, std_norm, eps, f64::NEG_INFINITY)
 }
 
 /// GRPO with the baseline floored: A_i = (r_i − max(mean(r), floor)) / scale, so that no
@@ -57,15 +46,7 @@ pub fn rloo_floored(rewards: &[f64], floor: f64) -> Vec<f64> {
 
 /// RLOO: A_i = r_i − mean of the other samples' rewards; 0 for a group of one.
 pub fn rloo(rewards: &[f64]) -> Vec<f64> {
-    let n = rewards.len();
-    if n < 2 || all_equal(rewards) {
-        return vec![0.0; n];
-    }
-    let sum: f64 = rewards.iter().sum();
-    rewards
-        .iter()
-        .map(|r| r - (sum - r) / (n - 1) as f64)
-        .collect()
+    rloo_floored(rewards, f64::NEG_INFINITY)
 }
 
 /// True when every reward equals the first (an empty group counts as equal).

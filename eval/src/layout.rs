@@ -26,7 +26,8 @@ fn open_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-fn sorted_subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The non-hidden subdirectories of `dir`, sorted.
+pub(crate) fn sorted_subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(open_err(dir))? {
         let e = e.map_err(open_err(dir))?;
@@ -39,7 +40,7 @@ fn sorted_subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn name_of(p: &Path) -> String {
+pub(crate) fn name_of(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()

@@ -153,28 +153,7 @@ fn is_run(dir: &Path) -> bool {
         .any(|s| dir.join(s.file()).is_file())
 }
 
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Open {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    for e in entries {
-        let e = e?;
-        let hidden = e.file_name().to_string_lossy().starts_with('.');
-        if !hidden && e.path().is_dir() {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
+use crate::layout::{name_of, sorted_subdirs as subdirs};
 
 /// Every run under `runs`, sorted by config, then run name.
 pub fn discover(runs: &Path) -> Result<Vec<Run>> {

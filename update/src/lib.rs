@@ -977,12 +977,10 @@ fn rl_step(
         // A floor, when the reward design set one, is the group's highest (records of one
         // group come from one rl-score run, so they agree).
         let floor = g.iter().filter_map(|s| s.baseline_floor).reduce(f64::max);
-        use rlcode_core::advantage as adv_of;
-        let adv = match (a.algo, floor) {
-            (Algo::Rloo, None) => adv_of::rloo(&rewards),
-            (Algo::Rloo, Some(f)) => adv_of::rloo_floored(&rewards, f),
-            (_, None) => adv_of::grpo(&rewards, !a.no_std_norm, a.adv_eps),
-            (_, Some(f)) => adv_of::grpo_floored(&rewards, !a.no_std_norm, a.adv_eps, f),
+        let floor = floor.unwrap_or(f64::NEG_INFINITY);
+        let adv = match a.algo {
+            Algo::Rloo => rlcode_core::advantage::rloo_floored(&rewards, floor),
+            _ => rlcode_core::advantage::grpo_floored(&rewards, !a.no_std_norm, a.adv_eps, floor),
         };
         abs_adv.extend(adv.iter().map(|x| x.abs()));
         if a.diagnostics {
