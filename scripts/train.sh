@@ -12,7 +12,8 @@ The RL loop on the synthetic task world (docs/tasks.md):
   ckpt/0 = --init DIR, or a fresh `rl-update init` fine-tuned by SFT on `rl-data synth-corpus`;
   step s = 1..STEPS: rl-sample (problems (s-1)*P .. s*P-1 of the train split, from ckpt/s-1)
            | rl-verify | (verdicts/s.jsonl) | rl-score | rl-update -> ckpt/s, one line of
-           metrics.jsonl;
+           metrics.jsonl; with --budget updates, further chunks of P problems from the step's
+           window (problems (s-1)*P*R .. s*P*R-1) until P groups are informative;
   at step 0, every K steps and the last step: sample the first N held-out problems from
   ckpt/s, verify, rl-eval -> one line of eval.jsonl.
 Running it again with the same DIR continues after the last complete step (checkpoint written
@@ -36,6 +37,12 @@ Options (default in brackets):
   --temperature T         sampling temperature, training and eval [0.7]
   --max-tokens N          most tokens per completion, training and eval [96]
   --lr LR                 RL learning rate [1e-4]
+  --budget samples|updates  samples: each step samples P problems and updates on them all;
+                          updates: DAPO-style dynamic sampling, each step draws chunks of P
+                          problems until P groups have rewards that differ (the others are
+                          left out of the update; all verdicts are kept) or R chunks are drawn
+                          [samples]
+  --max-draws R           with --budget updates: most chunks drawn per step [4]
   --update-args "ARGS"    extra rl-update flags for RL steps, word-split (e.g. "--no-std-norm
                           --clip-high 0.28") []
   --diagnostics           add rl-update's gradient diagnostics (docs/diagnostics.md) to every
@@ -85,7 +92,7 @@ OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=4 SEED=1 DATA_SEED=1
 TEMP=0.7 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
 EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=400 SFT_CORPUS=8000
 SFT_LR=3e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3 FAMILIES=threshold_count,clamp,in_range,three_way,distance_from DIAG=0 DIAG_DIM=""
-SFT_ARGS="--lr-schedule cosine --warmup-steps 20"
+SFT_ARGS="--lr-schedule cosine --warmup-steps 20" BUDGET=samples MAX_DRAWS=4
 
 while (($#)); do
   case $1 in
@@ -94,7 +101,8 @@ while (($#)); do
     --out|--reward|--algo|--steps|--group-size|--problems-per-step|--seed|--data-seed|\
     --temperature|--max-tokens|--lr|--update-args|--eval-every|--eval-problems|--eval-samples|\
     --eval-seed|--init|--config|--sft-steps|--sft-corpus|--sft-lr|--sft-batch-size|\
-    --correct-fraction|--keep-checkpoints|--families|--sft-args|--diagnostics-dim)
+    --correct-fraction|--keep-checkpoints|--families|--sft-args|--diagnostics-dim|--budget|\
+    --max-draws)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       v=$2
       case $1 in
@@ -107,7 +115,7 @@ while (($#)); do
         --sft-steps) SFT_STEPS=$v ;; --sft-corpus) SFT_CORPUS=$v ;; --sft-lr) SFT_LR=$v ;;
         --sft-batch-size) SFT_BATCH=$v ;; --correct-fraction) CORRECT_FRACTION=$v ;;
         --keep-checkpoints) KEEP=$v ;; --families) FAMILIES=$v ;; --sft-args) SFT_ARGS=$v ;;
-        --diagnostics-dim) DIAG_DIM=$v ;;
+        --diagnostics-dim) DIAG_DIM=$v ;; --budget) BUDGET=$v ;; --max-draws) MAX_DRAWS=$v ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -116,14 +124,15 @@ done
 
 [[ -n $OUT ]] || die "--out DIR is required (see --help)"
 case $ALGO in grpo|rloo) ;; *) die "--algo must be grpo or rloo, not '$ALGO'" ;; esac
+case $BUDGET in samples|updates) ;; *) die "--budget must be samples or updates, not '$BUDGET'" ;; esac
 for pair in "steps:$STEPS" "group-size:$GROUP" "problems-per-step:$PPS" "seed:$SEED" \
   "data-seed:$DATA_SEED" "max-tokens:$MAX_TOKENS" "eval-every:$EVAL_EVERY" \
   "eval-problems:$EVAL_PROBLEMS" "eval-samples:$EVAL_SAMPLES" "eval-seed:$EVAL_SEED" \
   "sft-steps:$SFT_STEPS" "sft-corpus:$SFT_CORPUS" "sft-batch-size:$SFT_BATCH" \
-  "keep-checkpoints:$KEEP"; do
+  "keep-checkpoints:$KEEP" "max-draws:$MAX_DRAWS"; do
   [[ ${pair#*:} =~ ^[0-9]+$ ]] || die "--${pair%%:*} must be a non-negative integer, not '${pair#*:}'"
 done
-((GROUP >= 1 && PPS >= 1 && EVAL_SAMPLES >= 1)) || die "--group-size, --problems-per-step and --eval-samples must be at least 1"
+((GROUP >= 1 && PPS >= 1 && EVAL_SAMPLES >= 1 && MAX_DRAWS >= 1)) || die "--group-size, --problems-per-step, --eval-samples and --max-draws must be at least 1"
 [[ -z $INIT || -f $INIT/config.json ]] || die "--init $INIT: no config.json there"
 for b in rl-data rl-sample rl-verify rl-score rl-update rl-eval; do
   [[ -x $B/$b ]] || die "$B/$b is missing (build with cargo build --release, or set RLCODE_BIN)"
@@ -246,24 +255,58 @@ prune() {
 ((L > 0)) && log "resuming after step $L"
 if eval_due "$L" && ! has_eval "$L"; then evaluate "$L"; fi
 
+# Sample, verify and append to verdicts/S.jsonl problems OFF .. OFF+LIM-1 of the train split
+# for step S, from ckpt/S-1, with sampling seed SEED; add the seconds taken to T_SAMPLE and
+# T_VERIFY.
+draw() { # S OFF LIM SEED
+  local tmp=$OUT/verdicts/$1.samples.tmp.$$ a b c
+  a=$(now)
+  "$B/rl-sample" --model "$OUT/ckpt/$(($1 - 1))" --problems "$TRAIN" --offset "$2" --limit "$3" \
+    -n "$GROUP" --seed "$4" --temperature "$TEMP" --max-tokens "$MAX_TOKENS" 2>>"$LOGF" > "$tmp"
+  b=$(now)
+  "$B/rl-verify" --problems "$TRAIN" "$tmp" 2>>"$LOGF" >> "$OUT/verdicts/$1.jsonl.tmp.$$"
+  c=$(now)
+  rm -f "$tmp"
+  T_SAMPLE=$(awk -v t="$T_SAMPLE" -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", t + b - a }')
+  T_VERIFY=$(awk -v t="$T_VERIFY" -v b="$b" -v c="$c" 'BEGIN { printf "%.3f", t + c - b }')
+}
+# The number of problems in a scored file (rl-eval's "problems").
+groups_in() { "$B/rl-eval" --k 1 "$1" | sed -n 's/.*"problems":\([0-9][0-9]*\).*/\1/p'; }
+
 for ((s = L + 1; s <= STEPS; s++)); do
   prev=$((s - 1))
-  off=$(((prev * PPS) % NTRAIN))
-  lim=$PPS
-  ((off + lim > NTRAIN)) && lim=$((NTRAIN - off))
-  t0=$(now)
-  "$B/rl-sample" --model "$OUT/ckpt/$prev" --problems "$TRAIN" --offset "$off" --limit "$lim" \
-    -n "$GROUP" --seed $((SEED * 100000 + s)) --temperature "$TEMP" --max-tokens "$MAX_TOKENS" \
-    2>>"$LOGF" > "$OUT/verdicts/$s.samples.tmp.$$"
-  t1=$(now)
-  "$B/rl-verify" --problems "$TRAIN" "$OUT/verdicts/$s.samples.tmp.$$" 2>>"$LOGF" \
-    > "$OUT/verdicts/$s.jsonl.tmp.$$"
-  rm -f "$OUT/verdicts/$s.samples.tmp.$$"
-  mv -f "$OUT/verdicts/$s.jsonl.tmp.$$" "$OUT/verdicts/$s.jsonl"
-  t2=$(now)
+  t0=$(now) T_SAMPLE=0 T_VERIFY=0
   scored=$OUT/verdicts/.$s.scored.tmp.$$
-  "$B/rl-score" --reward "$REWARD" "$OUT/verdicts/$s.jsonl" 2>>"$LOGF" > "$scored"
-  train=$("$B/rl-eval" --k 1 "$scored")
+  : > "$OUT/verdicts/$s.jsonl.tmp.$$"
+  if [[ $BUDGET == samples ]]; then
+    off=$(((prev * PPS) % NTRAIN))
+    lim=$PPS
+    ((off + lim > NTRAIN)) && lim=$((NTRAIN - off))
+    draw "$s" "$off" "$lim" $((SEED * 100000 + s))
+    mv -f "$OUT/verdicts/$s.jsonl.tmp.$$" "$OUT/verdicts/$s.jsonl"
+    "$B/rl-score" --reward "$REWARD" "$OUT/verdicts/$s.jsonl" 2>>"$LOGF" > "$scored"
+    train=$("$B/rl-eval" --k 1 "$scored")
+    draws=1 informative=""
+  else
+    # The step's window of R chunks; chunk r samples with its own seed, so a step's samples
+    # do not depend on how many chunks came before in other steps.
+    off=$(((prev * PPS * MAX_DRAWS) % NTRAIN)) lim=0 draws=0 informative=0
+    while ((draws < MAX_DRAWS && informative < PPS)); do
+      o=$(((off + draws * PPS) % NTRAIN)) n=$PPS
+      ((o + n > NTRAIN)) && n=$((NTRAIN - o))
+      draw "$s" "$o" "$n" $((SEED * 100000 + s + (draws << 40)))
+      draws=$((draws + 1)) lim=$((lim + n))
+      "$B/rl-score" --reward "$REWARD" --informative-only --max-groups "$PPS" \
+        "$OUT/verdicts/$s.jsonl.tmp.$$" 2>>"$LOGF" > "$scored"
+      informative=$(groups_in "$scored")
+    done
+    mv -f "$OUT/verdicts/$s.jsonl.tmp.$$" "$OUT/verdicts/$s.jsonl"
+    # "train" describes every sample drawn, not only the informative ones.
+    train=$("$B/rl-score" --reward "$REWARD" "$OUT/verdicts/$s.jsonl" 2>>"$LOGF" \
+      | "$B/rl-eval" --k 1 -)
+  fi
+  t2=$(now)
+  drawn=$(wc -l < "$OUT/verdicts/$s.jsonl")
   reset=()
   ((prev == 0)) && reset=(--reset-optimizer)
   upd=$("$B/rl-update" --model "$OUT/ckpt/$prev" --out "$OUT/ckpt/$s" --algo "$ALGO" \
@@ -272,7 +315,9 @@ for ((s = L + 1; s <= STEPS; s++)); do
   t3=$(now)
   [[ $upd == "{"*"}" ]] || die "step $s: rl-update wrote no metrics line"
   line="{\"train_step\":$s,\"reward\":\"$REWARD\",\"offset\":$off,\"problems\":$lim"
-  line+=",\"seconds_sample\":$(secs "$t0" "$t1"),\"seconds_verify\":$(secs "$t1" "$t2")"
+  line+=",\"budget\":\"$BUDGET\",\"draws\":$draws,\"samples_drawn\":$drawn"
+  [[ -n $informative ]] && line+=",\"informative_groups\":$informative"
+  line+=",\"seconds_sample\":$T_SAMPLE,\"seconds_verify\":$T_VERIFY"
   line+=",\"seconds_update\":$(secs "$t2" "$t3"),\"train\":$train,${upd#\{}"
   printf '%s\n' "$line" >> "$METRICS"
   log "step $s/$STEPS ($(secs "$t0" "$t3") s): train $train"

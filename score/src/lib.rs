@@ -30,6 +30,15 @@ pub struct Args {
     #[arg(long, value_name = "DESIGN", value_parser = reward::parse,
           help = format!("The reward design. {}. See docs/rewards.md", reward::describe()))]
     pub reward: Arc<dyn Reward>,
+    /// Write only the records of informative groups: those whose rewards (two or more, nulls
+    /// left out) are not all equal, the groups any advantage estimator gives a non-zero
+    /// advantage (DAPO's dynamic-sampling filter; train.sh --budget updates).
+    #[arg(long)]
+    pub informative_only: bool,
+    /// With --informative-only: at most this many informative groups, the first ones in input
+    /// order.
+    #[arg(long, value_name = "N", requires = "informative_only")]
+    pub max_groups: Option<usize>,
 }
 
 /// One input record with what scoring needs from it.
@@ -83,6 +92,29 @@ pub fn score_all<'a>(
     (rewards, notes)
 }
 
+/// The problem ids of the groups --informative-only keeps, and the number of groups.
+fn informative_groups<'a>(
+    records: impl IntoIterator<Item = (&'a str, Option<f64>)>,
+    max_groups: Option<usize>,
+) -> (std::collections::HashSet<&'a str>, usize) {
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: HashMap<&str, Vec<f64>> = HashMap::new();
+    for (problem_id, r) in records {
+        let g = groups.entry(problem_id).or_insert_with(|| {
+            order.push(problem_id);
+            Vec::new()
+        });
+        g.extend(r);
+    }
+    let total = order.len();
+    let keep = order
+        .into_iter()
+        .filter(|id| groups[id].len() >= 2 && !rlcode_core::advantage::all_equal(&groups[id]))
+        .take(max_groups.unwrap_or(usize::MAX))
+        .collect();
+    (keep, total)
+}
+
 /// Why a record gets no reward, for the warning.
 fn null_reason(v: &Verdict) -> String {
     if v.total == 0 {
@@ -125,16 +157,34 @@ fn run_inner(args: &Args, mut input: JsonlReader, output: impl Write) -> Result<
         eprintln!("{PROGRAM}: warning: problem \"{problem_id}\": {note}");
     }
 
+    let kept = args.informative_only.then(|| {
+        informative_groups(
+            records
+                .iter()
+                .map(|r| r.problem_id.as_str())
+                .zip(rewards.iter().copied()),
+            args.max_groups,
+        )
+    });
+    let kept_groups = kept.as_ref().map(|(keep, total)| (keep.len(), *total));
+    let keep: Option<std::collections::HashSet<String>> =
+        kept.map(|(keep, _)| keep.into_iter().map(str::to_string).collect());
+
     let name = Value::String(reward.name());
     let mut out = JsonlWriter::new(output);
     let mut nulls = 0;
     let mut sum = 0.0;
+    let mut written = 0;
     for (record, r) in records.into_iter().zip(&rewards) {
         let Scored {
             line,
             problem_id,
             verdict,
         } = record;
+        if keep.as_ref().is_some_and(|k| !k.contains(&problem_id)) {
+            continue;
+        }
+        written += 1;
         let reward_value = match r {
             Some(x) => {
                 sum += x;
@@ -161,17 +211,22 @@ fn run_inner(args: &Args, mut input: JsonlReader, output: impl Write) -> Result<
     }
     out.flush()?;
 
-    let scored = rewards.len() - nulls;
+    let scored = written - nulls;
     let mean = if scored > 0 {
         format!("{:.4}", sum / scored as f64)
     } else {
         "n/a".into()
     };
     let mut summary = format!(
-        "{PROGRAM}: {} records, {nulls} null rewards, mean reward {mean} ({})",
-        rewards.len(),
+        "{PROGRAM}: {written} records, {nulls} null rewards, mean reward {mean} ({})",
         reward.name()
     );
+    if let Some((k, total)) = kept_groups {
+        summary += &format!(
+            "; kept {k} informative of {total} groups ({} records left out)",
+            rewards.len() - written
+        );
+    }
     if skipper.skipped() > 0 {
         summary += &format!(", {} invalid records skipped", skipper.skipped());
     }
@@ -214,6 +269,50 @@ mod tests {
             statuses.len(),
             tests.join(",")
         )
+    }
+
+    #[test]
+    fn informative_only_keeps_groups_whose_rewards_differ() {
+        let input = [
+            record("all-fail", &["fail"]),
+            record("mixed", &["pass"]),
+            record("all-fail", &["fail"]),
+            record("mixed", &["fail"]),
+            record("all-pass", &["pass"]),
+            record("all-pass", &["pass"]),
+            record("one-scorable", &["pass"]),
+            record("one-scorable", &["infra"]),
+            record("mixed2", &["fail"]),
+            record("mixed2", &["pass"]),
+        ]
+        .concat();
+        let ids = |out: &[Value]| -> Vec<String> {
+            out.iter()
+                .map(|r| r["problem_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (res, out) = run_on(&["--reward", "binary", "--informative-only"], &input);
+        assert_eq!(res.unwrap(), ExitCode::Success);
+        assert_eq!(ids(&out), ["mixed", "mixed", "mixed2", "mixed2"]);
+        // Under pass_rate too a group of equal rewards says nothing.
+        let (_, out) = run_on(
+            &[
+                "--reward",
+                "pass_rate",
+                "--informative-only",
+                "--max-groups",
+                "1",
+            ],
+            &input,
+        );
+        assert_eq!(ids(&out), ["mixed", "mixed"]);
+        // Without the flag nothing is left out.
+        let (_, out) = run_on(&["--reward", "binary"], &input);
+        assert_eq!(out.len(), 10);
+        assert!(
+            Args::try_parse_from(["rl-score", "--reward", "binary", "--max-groups", "1"]).is_err(),
+            "--max-groups needs --informative-only"
+        );
     }
 
     #[test]

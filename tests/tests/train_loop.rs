@@ -231,3 +231,71 @@ fn train_loop_runs_is_killed_and_resumes() {
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--out DIR"));
     eprintln!("train_loop: {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// `--budget updates` (DAPO-style dynamic sampling): each step draws chunks of P problems from
+/// its own window until P groups are informative or --max-draws chunks are drawn; every drawn
+/// verdict is kept, the update sees only informative groups, and the run is deterministic.
+#[test]
+fn budget_updates_draws_until_groups_are_informative() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        train_ok(
+            &out,
+            2,
+            &[
+                "--budget",
+                "updates",
+                "--max-draws",
+                "3",
+                "--eval-every",
+                "0",
+            ],
+        );
+        read_jsonl(&out.join("metrics.jsonl"))
+    };
+    let m = run("a");
+    assert_eq!(steps_of(&m, "train_step"), [1, 2]);
+    for (i, r) in m.iter().enumerate() {
+        assert_eq!(r["budget"], "updates", "{r}");
+        assert_eq!(
+            r["offset"],
+            6 * i as u64,
+            "step windows of P x R problems: {r}"
+        );
+        let draws = r["draws"].as_u64().unwrap();
+        let informative = r["informative_groups"].as_u64().unwrap();
+        assert!((1..=3).contains(&draws), "{r}");
+        assert!(informative <= 2, "at most P groups: {r}");
+        assert!(
+            informative == 2 || draws == 3,
+            "drawing stops only at P informative groups or R chunks: {r}"
+        );
+        assert_eq!(r["problems"], 2 * draws, "{r}");
+        assert_eq!(r["samples_drawn"], 4 * draws, "{r}");
+        assert_eq!(
+            r["train"]["samples"],
+            4 * draws,
+            "train describes every sample: {r}"
+        );
+        let verdicts = read_jsonl(&dir.path().join(format!("a/verdicts/{}.jsonl", i + 1)));
+        assert_eq!(verdicts.len() as u64, 4 * draws);
+        // The update saw only the informative groups, none with a zero advantage.
+        assert_eq!(r["samples"], 2 * informative, "{r}");
+        if informative > 0 {
+            assert_eq!(r["zero_advantage_groups"], 0, "{r}");
+        }
+    }
+    let again = run("b");
+    let strip = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let o = r.as_object_mut().unwrap();
+                o.retain(|k, _| !k.starts_with("seconds"));
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(&m), strip(&again), "same seed, same steps");
+}

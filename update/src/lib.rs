@@ -115,6 +115,18 @@ pub enum LossAgg {
     SeqMeanTokenSumNorm,
 }
 
+/// Where the old policy's log-probs of the importance ratio come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OldLogprobs {
+    /// The sampler's where they are the learner's distribution (the record's `top_p` is 1 or
+    /// absent), else the learner's.
+    Auto,
+    /// The records' `logprobs` wherever present.
+    Sampler,
+    /// The model's own, computed before the first optimizer step.
+    Learner,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// Checkpoint to start from (its optimizer state too, when present).
@@ -178,9 +190,16 @@ pub struct TrainArgs {
     /// GRPO/RLOO: passes over the batch (PPO epochs). With more than one optimizer step per
     /// batch the importance ratio against the sampling policy moves away from 1 and the clip
     /// acts; old log-probs are the records' `logprobs` (the sampler's), else the model's before
-    /// the first step.
+    /// the first step (see --old-logprobs).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub ppo_epochs: u64,
+    /// Old log-probs of the ratio: `auto` takes the records' `logprobs` only where the sampler
+    /// drew from the learner's distribution (softmax(logits / temperature), i.e. `top_p` 1);
+    /// a nucleus-renormalised log-prob is larger than the learner's, so the ratio would start
+    /// below 1 and the clip would stop negative-advantage tokens before any step. `learner`:
+    /// always the model's before the first step; `sampler`: always the records'.
+    #[arg(long, value_enum, default_value_t = OldLogprobs::Auto)]
+    pub old_logprobs: OldLogprobs,
     /// GRPO/RLOO: optimizer steps per epoch, each on one of this many interleaved slices of the
     /// batch's samples (sample i in slice i mod M).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -366,7 +385,11 @@ pub struct Scored {
 }
 
 /// Parse one RL record. `Ok(None)`: `reward` is null (left out and counted).
-pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordError> {
+pub fn parse_scored(
+    line: &Line,
+    vocab: usize,
+    source: OldLogprobs,
+) -> Result<Option<Scored>, RecordError> {
     let problem_id = line.str_field("problem_id")?.to_string();
     let reward = match line.value.get("reward") {
         None => return Err(line.error("missing field \"reward\"")),
@@ -378,7 +401,7 @@ pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordE
     };
     let prompt: Vec<u32> = line.typed_field("prompt_tokens")?;
     let tokens: Vec<u32> = line.typed_field("tokens")?;
-    let old: Option<Vec<f32>> = match line.value.get("logprobs") {
+    let mut old: Option<Vec<f32>> = match line.value.get("logprobs") {
         None | Some(Value::Null) => None,
         Some(_) => Some(line.typed_field("logprobs")?),
     };
@@ -405,6 +428,17 @@ pub fn parse_scored(line: &Line, vocab: usize) -> Result<Option<Scored>, RecordE
             .as_f64()
             .ok_or_else(|| line.error("field \"temperature\" must be a number"))?,
     };
+    let top_p = match line.value.get("top_p") {
+        None | Some(Value::Null) => 1.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|p| *p > 0.0 && *p <= 1.0)
+            .ok_or_else(|| line.error("field \"top_p\" must be a number in (0, 1]"))?,
+    };
+    // The learner's old log-probs are computed later (or the ratio is 1 in a single pass).
+    if source == OldLogprobs::Learner || (source == OldLogprobs::Auto && top_p < 1.0) {
+        old = None;
+    }
     let baseline_floor = match line.value.get("baseline_floor") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -892,7 +926,7 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
         let parsed = if a.algo == Algo::Sft {
             parse_sft(&line, &ck.tokenizer, &ck.cfg, max_len, a.sft_loss).map(|e| sft.push(e))
         } else {
-            parse_scored(&line, vocab).and_then(|s| {
+            parse_scored(&line, vocab, a.old_logprobs).and_then(|s| {
                 let Some(s) = s else {
                     null_rewards += 1;
                     return Ok(());

@@ -829,3 +829,37 @@ fn ppo_epochs_take_several_steps_and_the_clip_acts() {
         std::fs::read(same.join("model.safetensors")).unwrap()
     );
 }
+
+/// Old log-probs: the sampler's only where it drew from the learner's distribution (top_p 1),
+/// unless --old-logprobs says otherwise.
+#[test]
+fn old_logprobs_follow_the_samplers_distribution() {
+    let line = |top_p: Option<f64>| {
+        let mut v = json!({"problem_id": "p", "reward": 1.0, "prompt_tokens": [1, 2],
+            "tokens": [3, 4], "logprobs": [-0.5, -0.25]});
+        if let Some(p) = top_p {
+            v["top_p"] = json!(p);
+        }
+        Line {
+            file: "t.jsonl".into(),
+            line: 1,
+            value: v.as_object().unwrap().clone(),
+        }
+    };
+    let old = |l: &Line, src| {
+        parse_scored(l, 10, src)
+            .unwrap()
+            .unwrap()
+            .example
+            .old_logprobs
+    };
+    let sampler = Some(vec![-0.5f32, -0.25]);
+    for p in [None, Some(1.0)] {
+        assert_eq!(old(&line(p), OldLogprobs::Auto), sampler);
+        assert_eq!(old(&line(p), OldLogprobs::Learner), None);
+    }
+    assert_eq!(old(&line(Some(0.9)), OldLogprobs::Auto), None);
+    assert_eq!(old(&line(Some(0.9)), OldLogprobs::Sampler), sampler);
+    let err = parse_scored(&line(Some(1.5)), 10, OldLogprobs::Auto).unwrap_err();
+    assert!(err.to_string().contains("top_p"), "{err}");
+}
