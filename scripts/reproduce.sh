@@ -34,6 +34,9 @@ Options (default in brackets; --quick changes the ones marked *):
   --diagnostics-seeds N   gradient diagnostics (rl-update --diagnostics, ~2x an update's
                           time) in the runs of seeds 1..N [2]
   --families LIST         task families (rl-data synth --families), or "all" [train.sh's]
+  --budget samples|updates  train.sh --budget: a fixed number of problems per step, or
+                          DAPO-style dynamic sampling until P groups are informative [samples]
+  --max-draws R           with --budget updates: most chunks of P problems per step [4]
   --update-args "ARGS"    extra rl-update flags for every RL step []
   -h, --help              this text
 
@@ -58,14 +61,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
 OUT=results QUICK=0 PILOT=0 REWARDS=binary,pass_rate ALGOS=grpo,rloo SEEDS="" STEPS="" GROUP=""
 PPS="" EVAL_EVERY="" EVAL_PROBLEMS="" EVAL_SAMPLES="" LR=1e-4 SFT_STEPS="" UPDATE_ARGS="" FAMILIES=""
-BASE_SEED=1 MARGIN=0.05 DIAG_SEEDS=2 JOBS=2
+BASE_SEED=1 MARGIN=0.05 DIAG_SEEDS=2 JOBS=2 BUDGET=samples MAX_DRAWS=4
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
     --quick) QUICK=1; shift ;;
     --pilot) PILOT=1; shift ;;
     --out|--rewards|--algos|--seeds|--steps|--group-size|--problems-per-step|--eval-every|\
-    --eval-problems|--eval-samples|--lr|--sft-steps|--update-args|--families|--base-seed|--margin|--diagnostics-seeds|--jobs)
+    --eval-problems|--eval-samples|--lr|--sft-steps|--update-args|--families|--base-seed|--margin|--diagnostics-seeds|--jobs|\
+    --budget|--max-draws)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       case $1 in
         --out) OUT=$2 ;; --rewards) REWARDS=$2 ;; --algos) ALGOS=$2 ;; --seeds) SEEDS=$2 ;;
@@ -74,7 +78,7 @@ while (($#)); do
         --eval-samples) EVAL_SAMPLES=$2 ;; --lr) LR=$2 ;; --sft-steps) SFT_STEPS=$2 ;;
         --update-args) UPDATE_ARGS=$2 ;; --families) FAMILIES=$2 ;;
         --base-seed) BASE_SEED=$2 ;; --margin) MARGIN=$2 ;; --diagnostics-seeds) DIAG_SEEDS=$2 ;;
-        --jobs) JOBS=$2 ;;
+        --jobs) JOBS=$2 ;; --budget) BUDGET=$2 ;; --max-draws) MAX_DRAWS=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -91,6 +95,8 @@ fi
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive integer, not '$JOBS'"
 [[ $DIAG_SEEDS =~ ^[0-9]+$ ]] || die "--diagnostics-seeds must be a non-negative integer, not '$DIAG_SEEDS'"
 [[ $SEEDS =~ ^[1-9][0-9]*$ ]] || die "--seeds must be a positive integer, not '$SEEDS'"
+case $BUDGET in samples|updates) ;; *) die "--budget must be samples or updates, not '$BUDGET'" ;; esac
+[[ $MAX_DRAWS =~ ^[1-9][0-9]*$ ]] || die "--max-draws must be a positive integer, not '$MAX_DRAWS'"
 IFS=, read -r -a RW <<<"$REWARDS"
 IFS=, read -r -a AL <<<"$ALGOS"
 ((${#RW[@]} && ${#AL[@]})) || die "--rewards and --algos need at least one entry each"
@@ -127,7 +133,24 @@ rl_run() { # WARM DIR REWARD ALGO SEED LR
   fi
   bash "$ROOT/scripts/train.sh" --out "$dir" --init "$warm/ckpt/0" --reward "$3" \
     --algo "$4" --seed $((BASE_SEED * 1000 + $5)) --steps "$STEPS" "${COMMON[@]}" --lr "$6" \
-    "${diag[@]}" --update-args "$UPDATE_ARGS"
+    "${diag[@]}" --update-args "$UPDATE_ARGS" --budget "$BUDGET" --max-draws "$MAX_DRAWS"
+}
+
+# ---- progress: runs finished of those started by spawn, on stderr (a bar on a terminal) ----
+finished=0 planned=0 spawned=0
+progress() {
+  local el=$(($(date +%s) - T0)) eta=""
+  ((finished > 0 && finished < planned)) && eta=", ~$((el * (planned - finished) / finished)) s left"
+  if [[ -t 2 ]]; then
+    local w=30 fill=$((30 * finished / (planned > 0 ? planned : 1)))
+    local bar
+    printf -v bar '%*s' "$fill" ''; bar=${bar// /#}
+    printf '\rreproduce.sh: [%-*s] %d/%d runs, %d s%s ' "$w" "$bar" "$finished" "$planned" "$el" "$eta" >&2
+    ((finished == planned)) && echo >&2
+  else
+    log "$finished/$planned runs done ($el s$eta)"
+  fi
+  return 0
 }
 
 # ---- up to --jobs RL runs at a time ----
@@ -138,9 +161,12 @@ running=0
 # once); wait for one to finish first when --jobs are running.
 spawn() { # LABEL WARM DIR REWARD ALGO SEED LR
   local label=$1; shift
+  spawned=$((spawned + 1))
+  ((spawned > planned)) && planned=$spawned
   if ((JOBS == 1)); then
     log "$label"
     rl_run "$@"
+    finished=$((finished + 1)); progress
     return
   fi
   while ((running >= JOBS)); do reap; done
@@ -157,6 +183,7 @@ reap() {
     kill $(jobs -p) 2>/dev/null || true
     die "an RL run failed (exit $rc): see its train.stderr under $OUT"
   fi
+  finished=$((finished + 1)); progress
 }
 drain() { while ((running > 0)); do reap; done; }
 
@@ -200,7 +227,7 @@ fi
 warm_start "$OUT/warm" "$SFT_STEPS"
 
 # ---- every configuration and seed, from the same warm start ----
-n=0 total=$((${#RW[@]} * ${#AL[@]} * SEEDS))
+n=0 total=$((${#RW[@]} * ${#AL[@]} * SEEDS)) planned=$total
 for r in "${RW[@]}"; do
   for a in "${AL[@]}"; do
     for ((s = 1; s <= SEEDS; s++)); do

@@ -53,7 +53,17 @@ pub struct RunRow {
     pub nulls: [Option<f64>; 7],
     /// Seconds spent in sampling, verifying and updating, summed over steps.
     pub train_seconds: f64,
+    /// Held-out pass@1 at each evaluation with the samples drawn for training up to that step:
+    /// (step, samples drawn, pass@1), by step.
+    pub curve: Vec<(u64, f64, f64)>,
+    /// For each of [`LEVELS`]: the first evaluated step whose pass@1 is at least step 0's plus
+    /// the level, and the samples drawn up to it; `None` where no evaluation reached it.
+    pub to_level: [Option<(u64, f64)>; 2],
 }
+
+/// Gains over a run's own step-0 pass@1 whose first crossing the summary reports (steps and
+/// samples drawn to reach them): the study's margin and its target (docs/study.md).
+pub const LEVELS: [f64; 2] = [0.05, 0.10];
 
 /// The null values, the split-group alignment and the mean pairwise cosines between outcome
 /// classes (docs/diagnostics.md), read from the metrics lines into [`RunRow::nulls`].
@@ -102,6 +112,14 @@ fn density(m: &Value) -> Option<f64> {
         let groups = num(m, "groups")?;
         (groups > 0.0).then(|| 1.0 - num(m, "zero_advantage_groups").unwrap_or(0.0) / groups)
     })
+}
+
+/// Training samples one metrics line drew: train.sh's `samples_drawn` (all chunks of a
+/// `--budget updates` step), else the step's `train.samples`, else rl-update's `samples`.
+fn samples_drawn(m: &Value) -> Option<f64> {
+    num(m, "samples_drawn")
+        .or_else(|| m.get("train").and_then(|t| num(t, "samples")))
+        .or_else(|| num(m, "samples"))
 }
 
 /// A metrics line's diagnostic: top level, or under `diagnostics`.
@@ -165,6 +183,34 @@ pub fn run_row(config: &str, seed: &str, dir: &Path) -> Result<RunRow> {
             .sum(),
         ..RunRow::default()
     };
+    // Samples drawn up to each step (metrics lines by step; a step without the figure adds 0).
+    let mut drawn_by_step: BTreeMap<u64, f64> = BTreeMap::new();
+    for m in &metrics {
+        if let Some(s) = m
+            .get("train_step")
+            .or_else(|| m.get("step"))
+            .and_then(Value::as_u64)
+        {
+            drawn_by_step.insert(s, samples_drawn(m).unwrap_or(0.0));
+        }
+    }
+    let drawn_to = |step: u64| -> f64 { drawn_by_step.range(..=step).map(|(_, n)| n).sum() };
+    let mut curve: Vec<(u64, f64, f64)> = evals
+        .iter()
+        .filter_map(|e| Some((step(e)?, pass(e, "1")?)))
+        .map(|(s, p)| (s, drawn_to(s), p))
+        .collect();
+    curve.sort_by_key(|c| c.0);
+    curve.dedup_by_key(|c| c.0);
+    if let Some(p0) = row.initial_pass1 {
+        for (slot, level) in row.to_level.iter_mut().zip(LEVELS) {
+            *slot = curve
+                .iter()
+                .find(|(s, _, p)| *s > 0 && *p >= p0 + level - 1e-12)
+                .map(|&(s, n, _)| (s, n));
+        }
+    }
+    row.curve = curve;
     for (slot, key) in row.nulls.iter_mut().zip(NULLS) {
         *slot = mean_of(&metrics, |m| diagnostic(m, key));
     }
@@ -197,6 +243,10 @@ fn cell(x: Option<f64>) -> String {
 pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
     let mut w = csv::Writer::from_writer(out);
     let csv_err = |e: csv::Error| Error::Other(e.into());
+    let levels: Vec<String> = LEVELS
+        .iter()
+        .flat_map(|l| [format!("steps_to_+{l:.2}"), format!("samples_to_+{l:.2}")])
+        .collect();
     w.write_record(
         [
             "config",
@@ -217,7 +267,8 @@ pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
         ]
         .into_iter()
         .chain(NULLS)
-        .chain(["train_seconds"]),
+        .chain(["train_seconds"])
+        .chain(levels.iter().map(String::as_str)),
     )
     .map_err(csv_err)?;
     for r in rows {
@@ -241,7 +292,11 @@ pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
             ]
             .into_iter()
             .chain(r.nulls.iter().map(|&x| cell(x)))
-            .chain([format!("{:.1}", r.train_seconds)]),
+            .chain([format!("{:.1}", r.train_seconds)])
+            .chain(r.to_level.iter().flat_map(|t| match t {
+                Some((s, n)) => [s.to_string(), format!("{n:.0}")],
+                None => [String::new(), String::new()],
+            })),
         )
         .map_err(csv_err)?;
     }
@@ -252,7 +307,8 @@ pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
 /// decimals; "–" without any.
 fn mean_std_with(xs: impl Iterator<Item = Option<f64>>, digits: usize) -> String {
     let v: Vec<f64> = xs.flatten().collect();
-    match mean(&v) {
+    // (+ 0.0 turns a mean of -0.0 into 0.0, which would print as "-0")
+    match mean(&v).map(|m| m + 0.0) {
         Some(m) if v.len() > 1 => format!("{m:.digits$} ± {:.digits$}", sample_std(&v)),
         Some(m) => format!("{m:.digits$}"),
         None => "–".to_string(),
@@ -330,6 +386,52 @@ pub fn diagnostics_markdown(rows: &[RunRow]) -> String {
     s
 }
 
+/// Sample efficiency: held-out pass@1 (mean ± std over seeds) at each evaluated step with the
+/// training samples drawn up to it, then the steps and samples each configuration's runs took
+/// to first reach their step-0 pass@1 plus each of [`LEVELS`].
+pub fn efficiency_markdown(rows: &[RunRow]) -> String {
+    let mut by: BTreeMap<&str, Vec<&RunRow>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| !r.curve.is_empty()) {
+        by.entry(&r.config).or_default().push(r);
+    }
+    if by.is_empty() {
+        return String::new();
+    }
+    let mut s =
+        String::from("| config | step | runs | samples drawn | pass@1 |\n|---|---|---|---|---|\n");
+    for (config, rs) in &by {
+        let mut steps: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+        for r in rs {
+            for &(st, n, p) in &r.curve {
+                steps.entry(st).or_default().push((n, p));
+            }
+        }
+        for (st, v) in steps {
+            s += &format!(
+                "| {config} | {st} | {} | {} | {} |\n",
+                v.len(),
+                mean_std_with(v.iter().map(|x| Some(x.0)), 0),
+                mean_std(v.iter().map(|x| Some(x.1))),
+            );
+        }
+    }
+    s += "\n| config | level (gain over step 0) | runs reaching it | steps | samples drawn |\n\
+          |---|---|---|---|---|\n";
+    for (config, rs) in &by {
+        for (i, level) in LEVELS.iter().enumerate() {
+            let hit: Vec<(u64, f64)> = rs.iter().filter_map(|r| r.to_level[i]).collect();
+            s += &format!(
+                "| {config} | +{level:.2} | {} of {} | {} | {} |\n",
+                hit.len(),
+                rs.len(),
+                mean_std_with(hit.iter().map(|h| Some(h.0 as f64)), 1),
+                mean_std_with(hit.iter().map(|h| Some(h.1)), 0),
+            );
+        }
+    }
+    s
+}
+
 /// `rl-eval summary`.
 pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
     let rows = collect(&args.runs)?;
@@ -351,6 +453,13 @@ pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
             write_csv(&rows, &mut buf)?;
             std::fs::write(dir.join("summary.csv"), buf).map_err(io)?;
             let mut md = markdown(&rows);
+            let eff = efficiency_markdown(&rows);
+            if !eff.is_empty() {
+                md += "\n## Sample efficiency: held-out pass@1 against steps and samples drawn\n\n";
+                md += "Steps to a level are those of the first evaluation at or above it, so \
+                       their resolution is the evaluation interval.\n\n";
+                md += &eff;
+            }
             let diag = diagnostics_markdown(&rows);
             if !diag.is_empty() {
                 md += "\n## Diagnostics beside their nulls (docs/diagnostics.md)\n\n";
@@ -414,6 +523,45 @@ mod tests {
         assert_eq!(r.alignment, None);
         assert!((r.train_seconds - 6.0).abs() < 1e-9);
         assert_eq!(rows[1].best_pass1, Some(0.4));
+    }
+
+    #[test]
+    fn sample_efficiency_counts_samples_drawn_and_steps_to_each_level() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("binary-grpo/seed-1");
+        let e = |s: u32, p: f64| format!(r#"{{"step":{s},"pass_at_k":{{"1":{p}}}}}"#);
+        write(&d, "eval.jsonl", &[&e(0, 0.3), &e(2, 0.36), &e(4, 0.41)]);
+        // samples_drawn where train.sh gives it, else train.samples, else samples.
+        let m = [
+            r#"{"train_step":1,"samples_drawn":64,"train":{"samples":64},"samples":32}"#,
+            r#"{"train_step":2,"train":{"samples":128}}"#,
+            r#"{"train_step":3,"samples":16}"#,
+            r#"{"train_step":4,"samples_drawn":64}"#,
+        ];
+        write(&d, "metrics.jsonl", &m);
+        let rows = collect(t.path()).unwrap();
+        let r = &rows[0];
+        assert_eq!(r.curve, [(0, 0.0, 0.3), (2, 192.0, 0.36), (4, 272.0, 0.41)]);
+        assert_eq!(r.to_level, [Some((2, 192.0)), Some((4, 272.0))]);
+        let md = efficiency_markdown(&rows);
+        assert!(md.contains("| binary-grpo | 4 | 1 | 272 | 0.410 |"), "{md}");
+        assert!(
+            md.contains("| binary-grpo | +0.10 | 1 of 1 | 4.0 | 272 |"),
+            "{md}"
+        );
+        let mut buf = Vec::new();
+        write_csv(&rows, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("steps_to_+0.05,samples_to_+0.05,steps_to_+0.10,samples_to_+0.10")
+        );
+        assert!(
+            text.lines().nth(1).unwrap().ends_with(",2,192,4,272"),
+            "{text}"
+        );
     }
 
     #[test]
