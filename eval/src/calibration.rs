@@ -187,6 +187,91 @@ impl WithinGroup {
     }
 }
 
+/// A bucket of the split-half calibration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HalfBucket {
+    pub label: String,
+    pub lo: f64,
+    pub hi: f64,
+    /// Groups whose first half's mean pass rate falls in the bucket.
+    pub groups: usize,
+    /// Of them, groups whose second half has a full pass.
+    pub solved: usize,
+    /// solved / groups; null for an empty bucket.
+    pub p_solved: Option<f64>,
+}
+
+/// Does a group's pass rate predict full correctness at the same step, without the mechanical
+/// link (a full pass raises its own group's mean)? Each group's usable samples are split by
+/// position (1st, 3rd, ... against 2nd, 4th, ...): the first half's mean pass rate against
+/// whether the second half has a full pass. Works on training groups, where every problem is
+/// seen once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitHalf {
+    /// Groups (problem and step) with at least two usable samples, summed over steps.
+    pub groups: usize,
+    pub buckets: Vec<HalfBucket>,
+    /// Spearman's ρ between the first half's mean pass rate and the second half's full pass.
+    pub spearman: Option<f64>,
+    /// The same over the groups whose first half has no full pass: does partial credit among
+    /// failing samples predict a correct program beside them?
+    pub unsolved_groups: usize,
+    pub unsolved_spearman: Option<f64>,
+}
+
+/// The split-half calibration of every group of every step.
+fn split_half(by_step: &BTreeMap<u64, Vec<Group>>, buckets: usize) -> SplitHalf {
+    let mut rows: Vec<(f64, bool, bool)> = Vec::new();
+    for groups in by_step.values() {
+        for g in groups {
+            let usable: Vec<&crate::Sample> = g.samples.iter().filter(|s| s.usable()).collect();
+            if usable.len() < 2 {
+                continue;
+            }
+            let half = |parity: usize| usable.iter().skip(parity).step_by(2).copied();
+            let rates: Vec<f64> = half(0).filter_map(|s| s.verdict.pass_rate()).collect();
+            let Some(rate) = rlcode_core::metrics::mean(&rates) else {
+                continue;
+            };
+            let first_solved = half(0).any(|s| s.verdict.full_pass());
+            rows.push((rate, first_solved, half(1).any(|s| s.verdict.full_pass())));
+        }
+    }
+    let mut bs: Vec<HalfBucket> = bucket_bounds(buckets)
+        .into_iter()
+        .map(|(label, lo, hi)| HalfBucket {
+            label,
+            lo,
+            hi,
+            groups: 0,
+            solved: 0,
+            p_solved: None,
+        })
+        .collect();
+    for &(rate, _, solved) in &rows {
+        let b = &mut bs[bucket_of(rate, buckets)];
+        b.groups += 1;
+        b.solved += solved as usize;
+    }
+    for b in &mut bs {
+        b.p_solved = ratio(b.solved, b.groups);
+    }
+    let rho = |rows: &[&(f64, bool, bool)]| {
+        let x: Vec<f64> = rows.iter().map(|r| r.0).collect();
+        let y: Vec<f64> = rows.iter().map(|r| r.2 as u8 as f64).collect();
+        spearman(&x, &y)
+    };
+    let all: Vec<&(f64, bool, bool)> = rows.iter().collect();
+    let unsolved: Vec<&(f64, bool, bool)> = rows.iter().filter(|r| !r.1).collect();
+    SplitHalf {
+        groups: rows.len(),
+        buckets: bs,
+        spearman: rho(&all),
+        unsolved_groups: unsolved.len(),
+        unsolved_spearman: rho(&unsolved),
+    }
+}
+
 /// Everything about one step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepReport {
@@ -220,6 +305,7 @@ pub struct Calibration {
     pub by_step: Vec<StepReport>,
     /// within_group summed over every step.
     pub within_group: WithinGroup,
+    pub split_half: SplitHalf,
 }
 
 fn ratio(count: usize, of: usize) -> Option<f64> {
@@ -478,6 +564,7 @@ pub fn calibrate(by_step: &BTreeMap<u64, Vec<Group>>, buckets: usize) -> Calibra
         bucket_edges: (0..=buckets).map(|i| i as f64 / buckets as f64).collect(),
         by_step: reports,
         within_group: total_within,
+        split_half: split_half(by_step, buckets),
     }
 }
 
@@ -534,6 +621,32 @@ fn run_inner(args: &Args, inputs: Vec<Input>, mut output: impl Write) -> Result<
         eprintln!("{PROGRAM}: {} invalid records skipped", skipper.skipped());
     }
     Ok(skipper.exit_code())
+}
+
+/// The calibration of verdict files named `S.jsonl` (the step from the name), read strictly
+/// (a bad record is an error): what `rl-eval summary` computes for each run's `eval/` and
+/// `verdicts/`.
+pub fn of_step_files(paths: &[PathBuf], buckets: usize) -> Result<Calibration> {
+    let mut by_step: BTreeMap<u64, Groups> = BTreeMap::new();
+    let (mut samples, mut unusable) = (0, 0);
+    for path in paths {
+        let Some(step) = step_from_name(path) else {
+            continue;
+        };
+        let mut reader = JsonlReader::open(std::slice::from_ref(path))?;
+        while let Some(line) = reader.next_record() {
+            let (id, sample) = parse_record(&line?)?;
+            samples += 1;
+            unusable += !sample.usable() as usize;
+            by_step.entry(step).or_default().push(&id, sample);
+        }
+    }
+    let groups: BTreeMap<u64, Vec<Group>> =
+        by_step.into_iter().map(|(s, g)| (s, g.groups)).collect();
+    let mut c = calibrate(&groups, buckets);
+    c.samples = samples;
+    c.unusable_samples = unusable;
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -723,6 +836,35 @@ mod tests {
         let s10 = &c.by_step[2];
         assert_eq!(s10.later, None);
         assert_eq!((s10.problems, s10.solved), (4, 2));
+    }
+
+    #[test]
+    fn split_half_pairs_one_halfs_pass_rate_with_the_others_full_pass() {
+        // Samples 1st/3rd against 2nd/4th. x: first half pppf, pppf (0.75), second has pppp:
+        // solved. y: first half ffff, pfff (0.125), second ffff, ffff: not solved. z: one
+        // usable sample (an infra one left out): not a group here.
+        let g = steps(&[
+            (1, &[("x", &["pppf", "pppp", "pppf", "ffff"])]),
+            (
+                2,
+                &[
+                    ("y", &["ffff", "ffff", "pfff", "ffff"]),
+                    ("z", &["pppp", "pppi"]),
+                ],
+            ),
+        ]);
+        let h = calibrate(&g, 5).split_half;
+        assert_eq!(h.groups, 2);
+        let counts: Vec<(usize, usize)> = h.buckets.iter().map(|b| (b.groups, b.solved)).collect();
+        // buckets 0, (0,0.2), [0.2,0.4), [0.4,0.6), [0.6,0.8), [0.8,1), 1
+        assert_eq!(
+            counts,
+            [(0, 0), (1, 0), (0, 0), (0, 0), (1, 1), (0, 0), (0, 0)]
+        );
+        close(h.buckets[4].p_solved, 1.0);
+        assert_eq!(h.buckets[0].p_solved, None);
+        close(h.spearman, 1.0);
+        assert_eq!(h.unsolved_groups, 2);
     }
 
     #[test]

@@ -74,7 +74,13 @@ pub fn study_runs(runs: &Path) -> Result<Vec<StudyRun>> {
 /// The verdict files `eval/<step>.jsonl` of a run, sorted by step. A run without the folder has
 /// none.
 pub fn eval_files(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let dir = run.join("eval");
+    step_files(run, "eval")
+}
+
+/// The files `<sub>/<step>.jsonl` of a run (`eval`: held-out verdicts; `verdicts`: training
+/// verdicts), sorted by step. A run without the folder has none.
+pub fn step_files(run: &Path, sub: &str) -> Result<Vec<(u64, PathBuf)>> {
+    let dir = run.join(sub);
     if !dir.is_dir() {
         return Ok(Vec::new());
     }

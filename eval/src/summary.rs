@@ -59,7 +59,22 @@ pub struct RunRow {
     /// For each of [`LEVELS`]: the first evaluated step whose pass@1 is at least step 0's plus
     /// the level, and the samples drawn up to it; `None` where no evaluation reached it.
     pub to_level: [Option<(u64, f64)>; 2],
+    /// Calibration of pass rate (docs/calibration.md), in the order of [`CALIBRATION`].
+    pub calibration: [Option<f64>; 5],
 }
+
+/// The calibration figures of a run: from its held-out evaluations (`eval/`) the split-half ρ
+/// (a group's half's pass rate against a full pass in the other half) and step 0's ρ with
+/// "solved later" over the problems unsolved at step 0; from its training groups (`verdicts/`)
+/// the split-half ρ, the share of groups with a passing test whose best sample is correct, and
+/// the share of partial passes beside a full pass that `pass_rate` pushes up.
+pub const CALIBRATION: [&str; 5] = [
+    "heldout_split_rho",
+    "heldout_unsolved_later_rho",
+    "train_split_rho",
+    "train_top_is_full_rate",
+    "train_partial_up_beside_full_rate",
+];
 
 /// Gains over a run's own step-0 pass@1 whose first crossing the summary reports (steps and
 /// samples drawn to reach them): the study's margin and its target (docs/study.md).
@@ -211,6 +226,26 @@ pub fn run_row(config: &str, seed: &str, dir: &Path) -> Result<RunRow> {
         }
     }
     row.curve = curve;
+    let files = |sub| -> Result<Vec<PathBuf>> {
+        Ok(crate::layout::step_files(dir, sub)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    };
+    let held = crate::calibration::of_step_files(&files("eval")?, 5)?;
+    let train = crate::calibration::of_step_files(&files("verdicts")?, 5)?;
+    row.calibration = [
+        (held.samples > 0)
+            .then_some(held.split_half.spearman)
+            .flatten(),
+        held.by_step
+            .first()
+            .and_then(|s| s.later.as_ref())
+            .and_then(|l| l.unsolved.spearman.any_later),
+        train.split_half.spearman,
+        train.within_group.top_is_full_rate,
+        train.within_group.partial_above_mean_with_full_rate,
+    ];
     for (slot, key) in row.nulls.iter_mut().zip(NULLS) {
         *slot = mean_of(&metrics, |m| diagnostic(m, key));
     }
@@ -268,7 +303,8 @@ pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
         .into_iter()
         .chain(NULLS)
         .chain(["train_seconds"])
-        .chain(levels.iter().map(String::as_str)),
+        .chain(levels.iter().map(String::as_str))
+        .chain(CALIBRATION),
     )
     .map_err(csv_err)?;
     for r in rows {
@@ -296,7 +332,8 @@ pub fn write_csv(rows: &[RunRow], out: impl Write) -> Result<()> {
             .chain(r.to_level.iter().flat_map(|t| match t {
                 Some((s, n)) => [s.to_string(), format!("{n:.0}")],
                 None => [String::new(), String::new()],
-            })),
+            }))
+            .chain(r.calibration.iter().map(|&x| cell(x))),
         )
         .map_err(csv_err)?;
     }
@@ -432,6 +469,38 @@ pub fn efficiency_markdown(rows: &[RunRow]) -> String {
     s
 }
 
+/// Calibration of pass rate per configuration (runs with the figure; mean ± std over seeds).
+pub fn calibration_markdown(rows: &[RunRow]) -> String {
+    let mut by: BTreeMap<&str, Vec<&RunRow>> = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.calibration.iter().any(Option::is_some))
+    {
+        by.entry(&r.config).or_default().push(r);
+    }
+    if by.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| config | runs | held-out split-half ρ | held-out ρ(step 0, solved later), unsolved | \
+         train split-half ρ | train: best sample correct | train: partial pushed up beside a full pass |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (config, rs) in by {
+        let col = |i: usize| mean_std(rs.iter().map(|r| r.calibration[i]));
+        s += &format!(
+            "| {config} | {} | {} | {} | {} | {} | {} |\n",
+            rs.len(),
+            col(0),
+            col(1),
+            col(2),
+            col(3),
+            col(4)
+        );
+    }
+    s
+}
+
 /// `rl-eval summary`.
 pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
     let rows = collect(&args.runs)?;
@@ -460,6 +529,11 @@ pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
                        their resolution is the evaluation interval.\n\n";
                 md += &eff;
             }
+            let cal = calibration_markdown(&rows);
+            if !cal.is_empty() {
+                md += "\n## Calibration of pass rate (docs/calibration.md)\n\n";
+                md += &cal;
+            }
             let diag = diagnostics_markdown(&rows);
             if !diag.is_empty() {
                 md += "\n## Diagnostics beside their nulls (docs/diagnostics.md)\n\n";
@@ -476,8 +550,9 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, name: &str, lines: &[&str]) {
-        std::fs::create_dir_all(dir).unwrap();
-        std::fs::write(dir.join(name), lines.join("\n") + "\n").unwrap();
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
     }
 
     fn study() -> tempfile::TempDir {
@@ -556,12 +631,59 @@ mod tests {
             text.lines()
                 .next()
                 .unwrap()
-                .ends_with("steps_to_+0.05,samples_to_+0.05,steps_to_+0.10,samples_to_+0.10")
+                .contains(",steps_to_+0.05,samples_to_+0.05,steps_to_+0.10,samples_to_+0.10,")
         );
         assert!(
-            text.lines().nth(1).unwrap().ends_with(",2,192,4,272"),
+            text.lines().nth(1).unwrap().contains(",2,192,4,272,"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn calibration_of_held_out_and_training_verdicts() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("binary-grpo/seed-1");
+        let v = |id: &str, st: &str| {
+            let tests: Vec<String> = st
+                .chars()
+                .map(|c| {
+                    format!(
+                        r#"{{"status":"{}"}}"#,
+                        if c == 'p' { "pass" } else { "fail" }
+                    )
+                })
+                .collect();
+            format!(
+                r#"{{"problem_id":"{id}","verdict":{{"passed":{},"total":{},"tests":[{}],"runtime":"r"}}}}"#,
+                st.matches('p').count(),
+                st.len(),
+                tests.join(",")
+            )
+        };
+        // Training step 1: a = [pp, pf, ff, ff] (mean pass rate 0.375): the partial pf (0.5)
+        // is pushed up beside the full pass; b = [pf, ff] has no full pass.
+        write(
+            &d,
+            "verdicts/1.jsonl",
+            &[
+                &v("a", "pp"),
+                &v("a", "pf"),
+                &v("a", "ff"),
+                &v("a", "ff"),
+                &v("b", "pf"),
+                &v("b", "ff"),
+            ],
+        );
+        write(&d, "eval/0.jsonl", &[&v("h", "pf"), &v("h", "pp")]);
+        write(&d, "eval/1.jsonl", &[&v("h", "pp"), &v("h", "pp")]);
+        write(&d, "eval.jsonl", &[r#"{"step":0,"pass_at_k":{"1":0.5}}"#]);
+        let r = &collect(t.path()).unwrap()[0];
+        // train: 2 groups with a passing test, 1 with a correct best sample; 1 of 1 partial
+        // beside a full pass is above its group's mean.
+        assert_eq!(r.calibration[3], Some(0.5));
+        assert_eq!(r.calibration[4], Some(1.0));
+        let md = calibration_markdown(&[r.clone()]);
+        assert!(md.contains("| binary-grpo | 1 |"), "{md}");
     }
 
     #[test]
