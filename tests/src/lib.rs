@@ -29,7 +29,42 @@ pub fn bin(name: &str) -> PathBuf {
          (`cargo build --release --workspace`, or run scripts/test.sh)",
         path.display()
     );
+    assert_fresh(&path);
     path
+}
+
+/// The binaries are not part of this crate's build (Cargo gives `CARGO_BIN_EXE_*` only for a
+/// package's own binaries), so a test could run binaries older than the sources it tests. Refuse
+/// to: a binary older than any source file its build read (Cargo's dep-info file beside it,
+/// `<binary>.d`) stops the test, naming the newer file.
+#[track_caller]
+fn assert_fresh(binary: &Path) {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = mtime(binary) else {
+        panic!("{}: cannot read its modification time", binary.display());
+    };
+    let Ok(deps) = std::fs::read_to_string(binary.with_extension("d")) else {
+        return;
+    };
+    // "target: dep dep ...", spaces inside paths escaped as "\ ".
+    let Some((_, list)) = deps.split_once(": ") else {
+        return;
+    };
+    let list = list.replace("\\ ", "\u{0}");
+    let newer = list
+        .split_whitespace()
+        .map(|d| PathBuf::from(d.replace('\u{0}', " ")))
+        .filter_map(|d| Some((mtime(&d)?, d)))
+        .filter(|(t, _)| *t > built)
+        .max();
+    if let Some((_, newer)) = newer {
+        panic!(
+            "{} is older than {}: rebuild the binaries (`cargo build --release --workspace`, or \
+             run scripts/test.sh) before the end-to-end tests",
+            binary.display(),
+            newer.display()
+        );
+    }
 }
 
 /// The data directory scripts/setup.sh fills.
@@ -148,4 +183,53 @@ macro_rules! on_both_runtimes {
             $scenario("python")
         }
     )*};
+}
+
+#[cfg(test)]
+mod freshness {
+    use super::assert_fresh;
+
+    fn binary_and_dep(dep_newer: bool) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let (bin, dep) = (t.path().join("rl-x"), t.path().join("a b.rs"));
+        let write = |p: &std::path::Path, secs: u64| {
+            std::fs::write(p, "").unwrap();
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        write(&bin, 2_000_000_000);
+        write(
+            &dep,
+            if dep_newer {
+                2_000_000_001
+            } else {
+                1_000_000_000
+            },
+        );
+        let escaped = dep.display().to_string().replace(' ', "\\ ");
+        std::fs::write(
+            t.path().join("rl-x.d"),
+            format!("{}: {escaped}\n", bin.display()),
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn a_binary_newer_than_its_sources_passes() {
+        let t = binary_and_dep(false);
+        assert_fresh(&t.path().join("rl-x"));
+    }
+
+    #[test]
+    #[should_panic(expected = "a b.rs: rebuild the binaries")]
+    fn a_binary_older_than_a_source_is_refused() {
+        let t = binary_and_dep(true);
+        assert_fresh(&t.path().join("rl-x"));
+    }
 }
