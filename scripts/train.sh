@@ -27,7 +27,7 @@ Options (default in brackets):
   --algo ALGO             grpo or rloo [grpo]
   --steps N               RL steps in all (counting steps already done) [20]
   --group-size K          samples per problem (rl-sample -n) [8]
-  --problems-per-step P   train problems per step [4]
+  --problems-per-step P   train problems per step [8]
   --seed S                sampling seed (step s samples with seed S*100000+s), init and SFT
                           seed [1]
   --data-seed S           seed of the problem order and of the SFT corpus [1]
@@ -56,11 +56,11 @@ Options (default in brackets):
   --init DIR              start from this checkpoint (copied to DIR/ckpt/0) instead of
                           init + SFT
   --config tiny|small     rl-update init preset, without --init [tiny]
-  --sft-steps N           SFT optimizer steps of the warm start [400]
+  --sft-steps N           SFT optimizer steps of the warm start [1200]
   --sft-corpus N          programs in the SFT corpus [8000]
   --sft-lr LR             SFT peak learning rate [3e-3]
   --sft-batch-size N      SFT sequences per step [16]
-  --correct-fraction F    share of correct programs in the SFT corpus [0.6]
+  --correct-fraction F    share of correct programs in the SFT corpus [0.4]
   --sft-args "ARGS"       extra rl-update flags for the SFT warm start, word-split
                           [--lr-schedule cosine --warmup-steps 20]
   --keep-checkpoints N    keep the last N step checkpoints (ckpt/0 is always kept; 0 keeps
@@ -88,10 +88,10 @@ log() { echo "train.sh: $*" >&2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
 
-OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=4 SEED=1 DATA_SEED=1
+OUT="" REWARD=pass_rate ALGO=grpo STEPS=20 GROUP=8 PPS=8 SEED=1 DATA_SEED=1
 TEMP=0.7 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
-EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=400 SFT_CORPUS=8000
-SFT_LR=3e-3 SFT_BATCH=16 CORRECT_FRACTION=0.6 KEEP=3 FAMILIES=threshold_count,clamp,in_range,three_way,distance_from DIAG=0 DIAG_DIM=""
+EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=1200 SFT_CORPUS=8000
+SFT_LR=3e-3 SFT_BATCH=16 CORRECT_FRACTION=0.4 KEEP=3 FAMILIES=threshold_count,clamp,in_range,three_way,distance_from DIAG=0 DIAG_DIM=""
 SFT_ARGS="--lr-schedule cosine --warmup-steps 20" BUDGET=samples MAX_DRAWS=4
 
 while (($#)); do
