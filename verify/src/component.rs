@@ -21,7 +21,7 @@
 //!   before CPython notices: a trap, classified `error` ("stack overflow").
 
 use crate::exec::{Job, RawRun, new_store, run_in, wasi_for};
-use crate::runtime::{RunState, Runtime, artifact_key, write_atomic};
+use crate::runtime::{Artifact, RunState, Runtime, load_cached};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -73,7 +73,7 @@ pub fn load(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) -> Result<(P
         )
     })?;
     let component = match cache_dir {
-        Some(dir) => load_cached(engine, wasm, &sha256, dir)?,
+        Some(dir) => load_cached::<Component>(engine, wasm, &sha256, dir)?,
         None => compile(engine, wasm)?,
     };
     let mut linker: Linker<ComponentState> = Linker::new(engine);
@@ -87,32 +87,19 @@ pub fn load(engine: &Engine, wasm: &Path, cache_dir: Option<&Path>) -> Result<(P
     Ok((pre, sha256))
 }
 
-fn load_cached(engine: &Engine, wasm: &Path, sha256: &str, dir: &Path) -> Result<Component> {
-    let path = dir.join(format!("component-{}", artifact_key(engine, sha256)));
-    if path.exists() {
-        // SAFETY: deserializing runs the file's machine code, and wasmtime's header checks catch
-        // only accidents (a truncated file, another engine's settings), not a crafted file. The
-        // assumption is that the module cache directory is trusted like the rl-verify binary
-        // itself: only this program writes it (`Component::serialize`, under a key covering the
-        // component and the engine's settings), and whoever can write it could replace the binary.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => return Ok(c),
-            Err(e) => eprintln!(
-                "rl-verify: ignoring unusable compiled component {}: {e:#}",
-                path.display()
-            ),
-        }
+impl Artifact for Component {
+    const KIND: &'static str = "component";
+    const PREFIX: &'static str = "component-";
+    fn compile(engine: &Engine, wasm: &Path) -> Result<Self> {
+        compile(engine, wasm)
     }
-    eprintln!(
-        "rl-verify: compiling {} (once; cached in {})",
-        wasm.display(),
-        dir.display()
-    );
-    let component = compile(engine, wasm)?;
-    if let Err(e) = write_atomic(dir, &path, &component.serialize()?) {
-        eprintln!("rl-verify: could not cache the compiled component: {e:#}");
+    fn serialize(&self) -> Result<Vec<u8>> {
+        Ok(Component::serialize(self)?)
     }
-    Ok(component)
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self> {
+        // SAFETY: passed on to the caller (the trait's contract).
+        Ok(unsafe { Component::deserialize_file(engine, path) }?)
+    }
 }
 
 fn compile(engine: &Engine, wasm: &Path) -> Result<Component> {

@@ -159,7 +159,7 @@ impl Runtime {
         let engine = Engine::new(&engine_config(concurrency))?;
         let (id, sha256) = identify(crate::RuntimeKind::Python, wasm)?;
         let module = match cache_dir {
-            Some(dir) => load_cached(&engine, wasm, &sha256, dir)?,
+            Some(dir) => load_cached::<Module>(&engine, wasm, &sha256, dir)?,
             None => Module::from_file(&engine, wasm)?,
         };
         let mut linker: Linker<ModuleState> = Linker::new(&engine);
@@ -247,18 +247,55 @@ pub(crate) fn artifact_key(engine: &Engine, sha256: &str) -> String {
     format!("{}-{:016x}.cwasm", &sha256[..32], h.finish())
 }
 
-fn load_cached(engine: &Engine, wasm: &Path, sha256: &str, dir: &Path) -> Result<Module> {
-    let path = dir.join(artifact_key(engine, sha256));
+/// A compiled wasmtime artifact the module cache keeps: a core module (the plain runtime) or a
+/// component (the pre-initialized runtime).
+pub(crate) trait Artifact: Sized {
+    /// "module" or "component", for messages.
+    const KIND: &'static str;
+    /// Prefix of the cache file name.
+    const PREFIX: &'static str;
+    fn compile(engine: &Engine, wasm: &Path) -> Result<Self>;
+    fn serialize(&self) -> Result<Vec<u8>>;
+    /// # Safety
+    /// As wasmtime's `deserialize_file`: the file must be a trusted artifact of this engine.
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self>;
+}
+
+impl Artifact for Module {
+    const KIND: &'static str = "module";
+    const PREFIX: &'static str = "";
+    fn compile(engine: &Engine, wasm: &Path) -> Result<Self> {
+        Ok(Module::from_file(engine, wasm)?)
+    }
+    fn serialize(&self) -> Result<Vec<u8>> {
+        Ok(Module::serialize(self)?)
+    }
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self> {
+        // SAFETY: passed on to the caller (the trait's contract).
+        Ok(unsafe { Module::deserialize_file(engine, path) }?)
+    }
+}
+
+/// The compiled artifact of `wasm` (whose sha256 is given) from the cache directory `dir`, or
+/// compiled now and cached there.
+pub(crate) fn load_cached<A: Artifact>(
+    engine: &Engine,
+    wasm: &Path,
+    sha256: &str,
+    dir: &Path,
+) -> Result<A> {
+    let path = dir.join(format!("{}{}", A::PREFIX, artifact_key(engine, sha256)));
     if path.exists() {
         // SAFETY: deserializing runs the file's machine code, and wasmtime's header checks catch
         // only accidents (a truncated file, another engine's settings), not a crafted file. The
         // assumption is that the module cache directory is trusted like the rl-verify binary
-        // itself: only this program writes it (`Module::serialize`, under a key covering the
-        // module and the engine's settings), and whoever can write it could replace the binary.
-        match unsafe { Module::deserialize_file(engine, &path) } {
+        // itself: only this program writes it (`serialize`, under a key covering the artifact
+        // and the engine's settings), and whoever can write it could replace the binary.
+        match unsafe { A::deserialize_file(engine, &path) } {
             Ok(m) => return Ok(m),
             Err(e) => eprintln!(
-                "rl-verify: ignoring unusable compiled module {}: {e:#}",
+                "rl-verify: ignoring unusable compiled {} {}: {e:#}",
+                A::KIND,
                 path.display()
             ),
         }
@@ -268,11 +305,11 @@ fn load_cached(engine: &Engine, wasm: &Path, sha256: &str, dir: &Path) -> Result
         wasm.display(),
         dir.display()
     );
-    let module = Module::from_file(engine, wasm)?;
-    if let Err(e) = write_atomic(dir, &path, &module.serialize()?) {
-        eprintln!("rl-verify: could not cache the compiled module: {e:#}");
+    let artifact = A::compile(engine, wasm)?;
+    if let Err(e) = write_atomic(dir, &path, &artifact.serialize()?) {
+        eprintln!("rl-verify: could not cache the compiled {}: {e:#}", A::KIND);
     }
-    Ok(module)
+    Ok(artifact)
 }
 
 pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
