@@ -22,3 +22,33 @@ pub fn cache_dir() -> PathBuf {
         None => home().join("cache"),
     }
 }
+
+/// Write `bytes` to `path` so that a reader sees the old file or the new one, never half of
+/// one: a temporary file in the same directory (created there, removed if anything fails),
+/// then a rename. Concurrent writers of the same path replace each other whole.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn write_atomic_replaces_whole_and_leaves_nothing_beside() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f.txt");
+        super::write_atomic(&p, b"one").unwrap();
+        super::write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        let missing = t.path().join("no/such/dir/f");
+        assert!(super::write_atomic(&missing, b"x").is_err());
+    }
+}

@@ -528,10 +528,11 @@ pub fn run(args: &CompareArgs, stdout: impl Write) -> Result<()> {
             std::fs::create_dir_all(dir).map_err(io)?;
             let mut buf = Vec::new();
             write_csv(&rows, args.alpha, &mut buf)?;
-            std::fs::write(dir.join("comparison.csv"), buf).map_err(io)?;
-            std::fs::write(
-                dir.join("comparison.md"),
-                markdown(&rows, &warms, args.alpha),
+            let write = rlcode_core::paths::write_atomic;
+            write(&dir.join("comparison.csv"), &buf).map_err(io)?;
+            write(
+                &dir.join("comparison.md"),
+                markdown(&rows, &warms, args.alpha).as_bytes(),
             )
             .map_err(io)?;
             Ok(())

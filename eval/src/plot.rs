@@ -413,12 +413,8 @@ fn register_font() {
     });
 }
 
-/// Write `bytes` to `path` by way of a temporary file in the same directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    Ok(rlcode_core::paths::write_atomic(path, bytes)?)
 }
 
 /// The PNG of one plot, RGB 8-bit.
@@ -813,7 +809,7 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp."))
+            .filter(|n| n.contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }

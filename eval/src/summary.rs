@@ -520,7 +520,7 @@ pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
             std::fs::create_dir_all(dir).map_err(io)?;
             let mut buf = Vec::new();
             write_csv(&rows, &mut buf)?;
-            std::fs::write(dir.join("summary.csv"), buf).map_err(io)?;
+            rlcode_core::paths::write_atomic(&dir.join("summary.csv"), &buf).map_err(io)?;
             let mut md = markdown(&rows);
             let eff = efficiency_markdown(&rows);
             if !eff.is_empty() {
@@ -539,7 +539,7 @@ pub fn run(args: &SummaryArgs, stdout: impl Write) -> Result<()> {
                 md += "\n## Diagnostics beside their nulls (docs/diagnostics.md)\n\n";
                 md += &diag;
             }
-            std::fs::write(dir.join("summary.md"), md).map_err(io)?;
+            rlcode_core::paths::write_atomic(&dir.join("summary.md"), md.as_bytes()).map_err(io)?;
             Ok(())
         }
     }

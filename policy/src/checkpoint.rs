@@ -153,35 +153,31 @@ pub fn write_dir_atomic(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).with_context(|| format!("{}", parent.display()))?;
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let tmp = parent.join(format!(".{name}.tmp-{unique}"));
-    std::fs::create_dir(&tmp).with_context(|| format!("{}", tmp.display()))?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
+    // Both temporary directories are removed when dropped: on an error, on a panic, and (the
+    // old one, holding the replaced checkpoint) after the swap.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("a temporary directory in {}", parent.display()))?;
+    fill(tmp.path())?;
+    if !target.exists() {
+        std::fs::rename(tmp.path(), target).with_context(|| format!("{}", target.display()))?;
+        // (renamed away: dropping `tmp` finds nothing to remove)
+        return Ok(());
     }
-    let commit = || -> anyhow::Result<()> {
-        if target.exists() {
-            let old = parent.join(format!(".{name}.old-{unique}"));
-            std::fs::rename(target, &old)
-                .with_context(|| format!("moving {} aside", target.display()))?;
-            std::fs::rename(&tmp, target).with_context(|| format!("{}", target.display()))?;
-            std::fs::remove_dir_all(&old).with_context(|| format!("{}", old.display()))?;
-        } else {
-            std::fs::rename(&tmp, target).with_context(|| format!("{}", target.display()))?;
-        }
-        Ok(())
-    };
-    commit().inspect_err(|_| {
-        let _ = std::fs::remove_dir_all(&tmp);
-    })
+    // rename(2) replaces an empty directory: `old` is one, created only to reserve the name.
+    let old = tempfile::Builder::new()
+        .prefix(&format!(".{name}.old-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("a temporary directory in {}", parent.display()))?;
+    std::fs::rename(target, old.path())
+        .with_context(|| format!("moving {} aside", target.display()))?;
+    if let Err(e) = std::fs::rename(tmp.path(), target) {
+        // Put the old checkpoint back rather than leave none.
+        let _ = std::fs::rename(old.path(), target);
+        return Err(e).with_context(|| format!("{}", target.display()));
+    }
+    Ok(())
 }
 
 /// What a checkpoint directory holds besides its weights.

@@ -313,13 +313,6 @@ pub(crate) fn load_cached<A: Artifact>(
 }
 
 pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
     std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-    // A temp file beside the target and a rename: a reader never sees half an artifact, and
-    // concurrent writers of the same key simply replace each other's identical bytes.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.persist(path)
-        .with_context(|| format!("{}", path.display()))?;
-    Ok(())
+    rlcode_core::paths::write_atomic(path, bytes).with_context(|| format!("{}", path.display()))
 }
