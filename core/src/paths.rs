@@ -34,7 +34,21 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
+    publish_mode(tmp.path())?;
     tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Give a file written through a temporary file (created 0600) the mode `File::create` gives
+/// under the usual umask, 0644: results and checkpoints are meant to be read by others.
+pub fn publish_mode(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
     Ok(())
 }
 
@@ -48,6 +62,12 @@ mod tests {
         super::write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
         let missing = t.path().join("no/such/dir/f");
         assert!(super::write_atomic(&missing, b"x").is_err());
     }

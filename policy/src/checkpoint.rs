@@ -92,46 +92,22 @@ pub fn load_weights(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
     Ok(out)
 }
 
-/// Write f32 tensors as a safetensors file, names sorted, with `{"format": "pt"}` metadata.
+/// Write f32 tensors as a safetensors file, names sorted, with `{"format": "pt"}` metadata
+/// (the `safetensors` crate; each tensor's bytes are made only while it is written).
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
-    let mut names: Vec<&String> = tensors.keys().collect();
-    names.sort();
-    let mut header = serde_json::Map::new();
-    let mut meta = serde_json::Map::new();
-    meta.insert("format".into(), "pt".into());
-    header.insert("__metadata__".into(), meta.into());
-    let mut datas = Vec::with_capacity(names.len());
-    let mut offset = 0usize;
-    for name in &names {
-        let t = &tensors[*name];
-        let data: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let len = data.len() * 4;
-        header.insert(
-            (*name).clone(),
-            serde_json::json!({"dtype": "F32", "shape": t.dims(), "data_offsets": [offset, offset + len]}),
-        );
-        offset += len;
-        datas.push(data);
-    }
-    let mut header = serde_json::to_vec(&header)?;
-    // The data section starts 8-aligned, padded with spaces, as the reference writer does.
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
-    );
-    f.write_all(&(header.len() as u64).to_le_bytes())?;
-    f.write_all(&header)?;
-    for data in datas {
-        let mut bytes = Vec::with_capacity(data.len() * 4);
-        for x in data {
-            bytes.extend_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&bytes)?;
-    }
-    let f = f.into_inner().map_err(|e| e.into_error())?;
-    f.sync_all()?;
+    let mut f32s: Vec<(&str, Tensor)> = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.as_str(), t.to_dtype(DType::F32)?)))
+        .collect::<candle_core::Result<_>>()?;
+    f32s.sort_by(|a, b| a.0.cmp(b.0));
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(f32s.iter().map(|(n, t)| (*n, t)), Some(metadata), path)
+        .with_context(|| format!("{}", path.display()))?;
+    // (the crate writes through a temporary file, created 0600)
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| rlcode_core::paths::publish_mode(path))
+        .with_context(|| format!("{}", path.display()))?;
     Ok(())
 }
 
