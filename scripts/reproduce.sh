@@ -28,6 +28,9 @@ Options (default in brackets; --quick changes the ones marked *):
   --eval-samples N        samples per held-out problem [8]*
   --lr LR                 RL learning rate [1e-4]
   --sft-steps N           SFT steps of the shared warm start [1200]*
+  --sft-gate P            train the warm start on (rounds of 400 steps) until its held-out
+                          pass@k on problems the evaluations never use reaches P (train.sh
+                          --sft-gate; docs/study.md) [0.8]*
   --correct-fraction F    share of correct programs in the warm start's SFT corpus (the rest
                           are near misses; docs/study.md) [0.4]
   --margin M              equivalence margin of the comparison, in pass@1 [0.05]
@@ -63,7 +66,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
 OUT=results QUICK=0 PILOT=0 REWARDS=binary,pass_rate ALGOS=grpo,rloo SEEDS="" STEPS="" GROUP=""
 PPS="" EVAL_EVERY="" EVAL_PROBLEMS="" EVAL_SAMPLES="" LR=1e-4 SFT_STEPS="" UPDATE_ARGS="" FAMILIES=""
-CORRECT_FRACTION=0.4 BASE_SEED=1 MARGIN=0.05 DIAG_SEEDS=2 JOBS=2 BUDGET=samples MAX_DRAWS=4
+CORRECT_FRACTION=0.4 SFT_GATE="" BASE_SEED=1 MARGIN=0.05 DIAG_SEEDS=2 JOBS=2 BUDGET=samples MAX_DRAWS=4
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
@@ -71,7 +74,7 @@ while (($#)); do
     --pilot) PILOT=1; shift ;;
     --out|--rewards|--algos|--seeds|--steps|--group-size|--problems-per-step|--eval-every|\
     --eval-problems|--eval-samples|--lr|--sft-steps|--update-args|--families|--base-seed|--margin|--diagnostics-seeds|--jobs|\
-    --budget|--max-draws|--correct-fraction)
+    --budget|--max-draws|--correct-fraction|--sft-gate)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       case $1 in
         --out) OUT=$2 ;; --rewards) REWARDS=$2 ;; --algos) ALGOS=$2 ;; --seeds) SEEDS=$2 ;;
@@ -81,7 +84,7 @@ while (($#)); do
         --update-args) UPDATE_ARGS=$2 ;; --families) FAMILIES=$2 ;;
         --base-seed) BASE_SEED=$2 ;; --margin) MARGIN=$2 ;; --diagnostics-seeds) DIAG_SEEDS=$2 ;;
         --jobs) JOBS=$2 ;; --budget) BUDGET=$2 ;; --max-draws) MAX_DRAWS=$2 ;;
-        --correct-fraction) CORRECT_FRACTION=$2 ;;
+        --correct-fraction) CORRECT_FRACTION=$2 ;; --sft-gate) SFT_GATE=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -89,10 +92,10 @@ while (($#)); do
 done
 if ((QUICK)); then
   : "${SEEDS:=1}" "${STEPS:=2}" "${GROUP:=4}" "${PPS:=2}" "${EVAL_EVERY:=2}"
-  : "${EVAL_PROBLEMS:=6}" "${EVAL_SAMPLES:=4}" "${SFT_STEPS:=20}"
+  : "${EVAL_PROBLEMS:=6}" "${EVAL_SAMPLES:=4}" "${SFT_STEPS:=20}" "${SFT_GATE:=0}"
 else
   : "${SEEDS:=5}" "${STEPS:=20}" "${GROUP:=8}" "${PPS:=8}" "${EVAL_EVERY:=10}"
-  : "${EVAL_PROBLEMS:=200}" "${EVAL_SAMPLES:=8}" "${SFT_STEPS:=1200}"
+  : "${EVAL_PROBLEMS:=200}" "${EVAL_SAMPLES:=8}" "${SFT_STEPS:=1200}" "${SFT_GATE:=0.8}"
 fi
 [[ $BASE_SEED =~ ^[0-9]+$ ]] || die "--base-seed must be a non-negative integer, not '$BASE_SEED'"
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "--jobs must be a positive integer, not '$JOBS'"
@@ -121,7 +124,7 @@ COMMON=(--group-size "$GROUP" --problems-per-step "$PPS" --eval-every "$EVAL_EVE
 warm_start() { # DIR SFT_STEPS
   log "warm start ($2 SFT steps, seed $BASE_SEED) in $1"
   bash "$ROOT/scripts/train.sh" --out "$1" --steps 0 --sft-steps "$2" --seed "$BASE_SEED" \
-    --correct-fraction "$CORRECT_FRACTION" "${COMMON[@]}"
+    --correct-fraction "$CORRECT_FRACTION" --sft-gate "$SFT_GATE" "${COMMON[@]}"
 }
 
 # ---- one RL run from a warm start ----

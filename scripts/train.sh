@@ -61,6 +61,15 @@ Options (default in brackets):
   --sft-lr LR             SFT peak learning rate [3e-3]
   --sft-batch-size N      SFT sequences per step [16]
   --correct-fraction F    share of correct programs in the SFT corpus [0.4]
+  --sft-gate P            after the SFT steps, check the warm start on the held-out problems
+                          after the evaluation's (test split, problems N .. N+199 with N =
+                          --eval-problems; --eval-samples each): while pass@k (k =
+                          --eval-samples) is below P, train --sft-gate-steps more steps (a
+                          new cosine schedule from --sft-gate-lr), at most --sft-gate-rounds
+                          times; 0: no check (docs/study.md) [0.8]
+  --sft-gate-steps N      SFT steps of each further round [400]
+  --sft-gate-lr LR        peak learning rate of each further round [1e-3]
+  --sft-gate-rounds R     most further rounds [3]
   --sft-args "ARGS"       extra rl-update flags for the SFT warm start, word-split
                           [--lr-schedule cosine --warmup-steps 20]
   --keep-checkpoints N    keep the last N step checkpoints (ckpt/0 is always kept; 0 keeps
@@ -93,6 +102,7 @@ TEMP=0.7 MAX_TOKENS=96 LR=1e-4 UPDATE_ARGS="" EVAL_EVERY=10 EVAL_PROBLEMS=25
 EVAL_SAMPLES=4 EVAL_SEED=12345 INIT="" CONFIG=tiny SFT_STEPS=1200 SFT_CORPUS=8000
 SFT_LR=3e-3 SFT_BATCH=16 CORRECT_FRACTION=0.4 KEEP=3 FAMILIES=threshold_count,clamp,in_range,three_way,distance_from DIAG=0 DIAG_DIM=""
 SFT_ARGS="--lr-schedule cosine --warmup-steps 20" BUDGET=samples MAX_DRAWS=4
+SFT_GATE=0.8 SFT_GATE_STEPS=400 SFT_GATE_LR=1e-3 SFT_GATE_ROUNDS=3
 
 while (($#)); do
   case $1 in
@@ -102,7 +112,7 @@ while (($#)); do
     --temperature|--max-tokens|--lr|--update-args|--eval-every|--eval-problems|--eval-samples|\
     --eval-seed|--init|--config|--sft-steps|--sft-corpus|--sft-lr|--sft-batch-size|\
     --correct-fraction|--keep-checkpoints|--families|--sft-args|--diagnostics-dim|--budget|\
-    --max-draws)
+    --max-draws|--sft-gate|--sft-gate-steps|--sft-gate-lr|--sft-gate-rounds)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       v=$2
       case $1 in
@@ -116,6 +126,8 @@ while (($#)); do
         --sft-batch-size) SFT_BATCH=$v ;; --correct-fraction) CORRECT_FRACTION=$v ;;
         --keep-checkpoints) KEEP=$v ;; --families) FAMILIES=$v ;; --sft-args) SFT_ARGS=$v ;;
         --diagnostics-dim) DIAG_DIM=$v ;; --budget) BUDGET=$v ;; --max-draws) MAX_DRAWS=$v ;;
+        --sft-gate) SFT_GATE=$v ;; --sft-gate-steps) SFT_GATE_STEPS=$v ;;
+        --sft-gate-lr) SFT_GATE_LR=$v ;; --sft-gate-rounds) SFT_GATE_ROUNDS=$v ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -125,11 +137,14 @@ done
 [[ -n $OUT ]] || die "--out DIR is required (see --help)"
 case $ALGO in grpo|rloo) ;; *) die "--algo must be grpo or rloo, not '$ALGO'" ;; esac
 case $BUDGET in samples|updates) ;; *) die "--budget must be samples or updates, not '$BUDGET'" ;; esac
+awk -v p="$SFT_GATE" 'BEGIN { exit !(p ~ /^[0-9]*\.?[0-9]+$/ && p >= 0 && p <= 1) }' \
+  || die "--sft-gate must be a number in [0, 1], not '$SFT_GATE'"
 for pair in "steps:$STEPS" "group-size:$GROUP" "problems-per-step:$PPS" "seed:$SEED" \
   "data-seed:$DATA_SEED" "max-tokens:$MAX_TOKENS" "eval-every:$EVAL_EVERY" \
   "eval-problems:$EVAL_PROBLEMS" "eval-samples:$EVAL_SAMPLES" "eval-seed:$EVAL_SEED" \
   "sft-steps:$SFT_STEPS" "sft-corpus:$SFT_CORPUS" "sft-batch-size:$SFT_BATCH" \
-  "keep-checkpoints:$KEEP" "max-draws:$MAX_DRAWS"; do
+  "keep-checkpoints:$KEEP" "max-draws:$MAX_DRAWS" "sft-gate-steps:$SFT_GATE_STEPS" \
+  "sft-gate-rounds:$SFT_GATE_ROUNDS"; do
   [[ ${pair#*:} =~ ^[0-9]+$ ]] || die "--${pair%%:*} must be a non-negative integer, not '${pair#*:}'"
 done
 ((GROUP >= 1 && PPS >= 1 && EVAL_SAMPLES >= 1 && MAX_DRAWS >= 1)) || die "--group-size, --problems-per-step, --eval-samples and --max-draws must be at least 1"
@@ -168,7 +183,7 @@ atomic() {
 # ---- data (a pure function of --data-seed; regenerated only when missing) ----
 [[ -s $TRAIN ]] || atomic "$TRAIN" "$B/rl-data" synth --split train --count 1000000 --seed "$DATA_SEED" "${FAM[@]}"
 [[ -s $TEST ]] || atomic "$TEST" "$B/rl-data" synth --split test --count 1000000 --seed "$DATA_SEED" "${FAM[@]}"
-NTRAIN=$(wc -l < "$TRAIN")
+NTRAIN=$(wc -l < "$TRAIN") NTEST=$(wc -l < "$TEST")
 
 # ---- resume: the last complete step L ----
 # Valid metrics lines are whole lines of the form {"train_step":N,...}; anything else is a
@@ -201,6 +216,19 @@ for f in "$OUT"/verdicts/*.jsonl "$OUT"/eval/*.jsonl; do
   [[ $s =~ ^[0-9]+$ ]] && ((s > L)) && rm -f "$f"
 done
 
+# Held-out pass@k (k = --eval-samples) of checkpoint DIR on the test problems after the
+# evaluation's: the warm start's gate (its problems are never evaluated during RL).
+gate_pass_at_k() { # DIR
+  local n=$((NTEST - EVAL_PROBLEMS))
+  ((n > 200)) && n=200
+  ((n > 0)) || die "--sft-gate: the test split has no problems after the first --eval-problems ($EVAL_PROBLEMS)"
+  "$B/rl-sample" --model "$1" --problems "$TEST" --offset "$EVAL_PROBLEMS" --limit "$n" \
+    -n "$EVAL_SAMPLES" --seed "$EVAL_SEED" --temperature "$TEMP" --max-tokens "$MAX_TOKENS" \
+    2>>"$LOGF" | "$B/rl-verify" --problems "$TEST" 2>>"$LOGF" \
+    | "$B/rl-eval" --k "$EVAL_SAMPLES" - \
+    | sed -n "s/.*\"pass_at_k\":{\"$EVAL_SAMPLES\":\([0-9.eE+-]*\)}.*/\1/p"
+}
+
 # ---- warm start: ckpt/0 ----
 if [[ ! -f $OUT/ckpt/0/model.safetensors ]]; then
   rm -rf "$OUT/ckpt/0"
@@ -216,9 +244,31 @@ if [[ ! -f $OUT/ckpt/0/model.safetensors ]]; then
     "$B/rl-update" init --config "$CONFIG" --seed "$SEED" --out "$OUT/ckpt/init" >/dev/null
     atomic "$OUT/data/sft.jsonl" "$B/rl-data" synth-corpus --count "$SFT_CORPUS" \
       --seed "$DATA_SEED" --correct-fraction "$CORRECT_FRACTION" "${FAM[@]}"
-    "$B/rl-update" --model "$OUT/ckpt/init" --out "$OUT/ckpt/0" --algo sft \
+    # The warm start is trained in ckpt/.0.sft and becomes ckpt/0 only when complete (gate
+    # rounds included), so a kill at any point redoes it from scratch.
+    sft=$OUT/ckpt/.0.sft
+    rm -rf "$sft" "$sft.next"
+    "$B/rl-update" --model "$OUT/ckpt/init" --out "$sft" --algo sft \
       --steps "$SFT_STEPS" --batch-size "$SFT_BATCH" --lr "$SFT_LR" --seed "$SEED" \
       --log-every 25 "${SFT_EXTRA[@]}" "$OUT/data/sft.jsonl" > "$OUT/sft.jsonl.tmp.$$"
+    steps_done=$SFT_STEPS round=0
+    while awk -v p="$SFT_GATE" 'BEGIN { exit !(p > 0) }'; do
+      p=$(gate_pass_at_k "$sft")
+      log "warm start gate: held-out pass@$EVAL_SAMPLES $p after $steps_done SFT steps (at least $SFT_GATE wanted)"
+      awk -v p="$p" -v g="$SFT_GATE" 'BEGIN { exit !(p >= g) }' && break
+      if ((round >= SFT_GATE_ROUNDS)); then
+        log "warning: the warm start stays below the gate after $SFT_GATE_ROUNDS further rounds"
+        break
+      fi
+      round=$((round + 1)) steps_done=$((steps_done + SFT_GATE_STEPS))
+      "$B/rl-update" --model "$sft" --out "$sft.next" --algo sft --steps "$SFT_GATE_STEPS" \
+        --batch-size "$SFT_BATCH" --lr "$SFT_GATE_LR" --seed $((SEED + 1000 * round)) \
+        --lr-schedule cosine --warmup-steps 0 --log-every 25 "$OUT/data/sft.jsonl" \
+        >> "$OUT/sft.jsonl.tmp.$$"
+      rm -rf "$sft"
+      mv "$sft.next" "$sft"
+    done
+    mv "$sft" "$OUT/ckpt/0"
     mv -f "$OUT/sft.jsonl.tmp.$$" "$OUT/sft.jsonl"
     rm -rf "$OUT/ckpt/init"
     log "warm start done in $(secs "$t0" "$(now)") s"

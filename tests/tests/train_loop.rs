@@ -24,7 +24,7 @@ fn train_cmd(out: &Path, steps: u32, extra: &[&str]) -> Command {
         .args(["--sft-batch-size", "2", "--max-tokens", "40"])
         .args(["--problems-per-step", "2", "--group-size", "2"])
         .args(["--eval-every", "1", "--eval-problems", "2"])
-        .args(["--eval-samples", "1"])
+        .args(["--eval-samples", "1", "--sft-gate", "0"])
         .args(extra)
         .env("RLCODE_BIN", bin_dir)
         .env("RLCODE_VERDICT_CACHE", "off")
@@ -298,4 +298,35 @@ fn budget_updates_draws_until_groups_are_informative() {
             .collect()
     };
     assert_eq!(strip(&m), strip(&again), "same seed, same steps");
+}
+
+/// `--sft-gate`: the warm start is checked on held-out problems after the evaluation's and
+/// trained further, round by round, while it is below the gate (here never met: pass@1 of a
+/// 2-step model against a gate of 1), then used anyway with a warning.
+#[test]
+fn the_warm_start_gate_trains_further_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w");
+    let log = train_ok(
+        &out,
+        0,
+        &[
+            "--sft-gate",
+            "1",
+            "--sft-gate-steps",
+            "2",
+            "--sft-gate-rounds",
+            "2",
+        ],
+    );
+    assert_eq!(log.matches("warm start gate: held-out pass@1").count(), 3, "{log}");
+    assert!(log.contains("after 6 SFT steps"), "{log}");
+    assert!(log.contains("stays below the gate after 2 further rounds"), "{log}");
+    let sft = read_jsonl(&out.join("sft.jsonl"));
+    let last = sft.last().unwrap();
+    assert_eq!(last["step"], 6, "2 + 2 rounds of 2 steps: {last}");
+    assert_ckpt(&out, 0);
+    assert!(!out.join("ckpt/.0.sft").exists());
+    let o = train_cmd(&out, 0, &["--sft-gate", "1.5"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "a gate above 1 is a usage error");
 }
