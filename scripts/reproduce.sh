@@ -257,7 +257,7 @@ fi
 : > "$OUT/calibration.jsonl.tmp.$$"
 for dir in "$OUT"/runs/*/seed-*; do
   label=${dir#"$OUT/runs/"}
-  "$B/rl-eval" --calibration --label "$label" "$dir"/eval/*.jsonl >> "$OUT/calibration.jsonl.tmp.$$"
+  "$B/rl-eval" calibration --label "$label" "$dir"/eval/*.jsonl >> "$OUT/calibration.jsonl.tmp.$$"
 done
 mv -f "$OUT/calibration.jsonl.tmp.$$" "$OUT/calibration.jsonl"
 mkdir -p "$OUT/plots"

@@ -6,6 +6,7 @@
 //! docs/calibration.md.
 
 use crate::{Args, Group, Groups, PROGRAM, parse_record};
+use rlcode_core::cli::InputArgs;
 use rlcode_core::jsonl::Skipper;
 use rlcode_core::{Error, ExitCode, JsonlReader, Line, RecordError, Result};
 use serde::Serialize;
@@ -15,6 +16,35 @@ use std::path::{Path, PathBuf};
 
 /// Floating-point slack when a mean pass rate is put in a bucket or compared with a group mean.
 const EPS: f64 = 1e-9;
+
+/// `rl-eval calibration`: how well pass rate predicts full passes (docs/calibration.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrationArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// The step of each input file, in order (instead of the file names `S.jsonl`).
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<u64>,
+    /// The number of mean-pass-rate buckets strictly between 0 and 1.
+    #[arg(long, default_value_t = 5,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub buckets: usize,
+    /// Free-form label to record in the output (`label`).
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+impl CalibrationArgs {
+    /// The same request made with the older `rl-eval --calibration` flags.
+    pub fn from_flags(a: &Args) -> Self {
+        CalibrationArgs {
+            input: a.input.clone(),
+            steps: a.steps.clone(),
+            buckets: a.buckets,
+            label: a.label.clone(),
+        }
+    }
+}
 
 /// One input with the step its records belong to: `None` means each record's `step` field.
 pub struct Input {
@@ -68,7 +98,7 @@ fn record_step(line: &Line) -> Result<u64, RecordError> {
 }
 
 /// Open every input and tag it with its step.
-pub fn open_inputs(args: &Args) -> Result<Vec<Input>> {
+pub fn open_inputs(args: &CalibrationArgs) -> Result<Vec<Input>> {
     let paths = &args.input.inputs;
     let steps = file_steps(paths, &args.steps)?;
     if paths.is_empty() {
@@ -570,11 +600,15 @@ pub fn calibrate(by_step: &BTreeMap<u64, Vec<Group>>, buckets: usize) -> Calibra
 
 /// Read every input, calibrate, write one JSON object. A bad record stops the run with nothing
 /// written unless `--keep-going`.
-pub fn run(args: &Args, inputs: Vec<Input>, output: impl Write) -> Result<ExitCode> {
+pub fn run(args: &CalibrationArgs, inputs: Vec<Input>, output: impl Write) -> Result<ExitCode> {
     rlcode_core::cli::closed_stdout_is_success(run_inner(args, inputs, output))
 }
 
-fn run_inner(args: &Args, inputs: Vec<Input>, mut output: impl Write) -> Result<ExitCode> {
+fn run_inner(
+    args: &CalibrationArgs,
+    inputs: Vec<Input>,
+    mut output: impl Write,
+) -> Result<ExitCode> {
     let mut skipper = Skipper::new(PROGRAM, args.input.keep_going);
     let mut by_step: BTreeMap<u64, Groups> = BTreeMap::new();
     let (mut samples, mut unusable) = (0, 0);
@@ -940,13 +974,15 @@ mod tests {
         assert!(e.contains("--steps gives 2 steps for 1 input files"), "{e}");
     }
 
-    fn args(argv: &[&str]) -> Args {
-        Args::try_parse_from(
-            ["rl-eval", "--calibration"]
-                .into_iter()
-                .chain(argv.iter().copied()),
+    fn args(argv: &[&str]) -> CalibrationArgs {
+        CalibrationArgs::from_flags(
+            &Args::try_parse_from(
+                ["rl-eval", "--calibration"]
+                    .into_iter()
+                    .chain(argv.iter().copied()),
+            )
+            .unwrap(),
         )
-        .unwrap()
     }
 
     fn record(step: Option<u64>, id: &str, passed: usize, total: usize) -> String {
@@ -1034,5 +1070,22 @@ mod tests {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }
         assert_eq!(args(&["--buckets", "4"]).buckets, 4);
+        // The subcommand takes the same flags.
+        let cli = crate::Cli::try_parse_from([
+            "rl-eval",
+            "calibration",
+            "--buckets",
+            "4",
+            "--steps",
+            "0,5",
+            "a.jsonl",
+            "b.jsonl",
+        ])
+        .unwrap();
+        let Some(crate::Command::Calibration(c)) = cli.command else {
+            panic!("not the calibration subcommand");
+        };
+        assert_eq!((c.buckets, c.steps), (4, vec![0, 5]));
+        assert_eq!(c.input.inputs.len(), 2);
     }
 }

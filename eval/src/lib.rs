@@ -55,7 +55,8 @@ pub struct Args {
     pub label: Option<String>,
     /// Instead of metrics: how well a problem's mean pass rate at one step predicts that it is
     /// solved at a later step, from verdicts of several steps (one file per step, named S.jsonl
-    /// as scripts/train.sh writes DIR/eval/S.jsonl, or see --steps). docs/calibration.md.
+    /// as scripts/train.sh writes DIR/eval/S.jsonl, or see --steps). The same as
+    /// `rl-eval calibration`. docs/calibration.md.
     #[arg(long, conflicts_with_all = ["format", "step"])]
     pub calibration: bool,
     /// With --calibration: the step of each input file, in order (instead of the file names).
@@ -95,6 +96,10 @@ pub enum Command {
     /// differences with bootstrap CIs, permutation p-values, TOST and the minimum detectable
     /// effect (comparison.csv, comparison.md). docs/study.md.
     Compare(compare::CompareArgs),
+    /// How well pass rate predicts full passes: across steps (a problem's pass rate now, solved
+    /// later), within groups, and split-half (docs/calibration.md). Also `rl-eval
+    /// --calibration`.
+    Calibration(calibration::CalibrationArgs),
 }
 
 /// What `main` runs: the subcommand, the calibration, or the metrics.
@@ -103,9 +108,10 @@ pub fn main(cli: &Cli, output: impl Write) -> Result<ExitCode> {
         Some(Command::Plot(a)) => plot::run(a, output),
         Some(Command::Summary(a)) => summary::run(a, output).map(|()| ExitCode::Success),
         Some(Command::Compare(a)) => compare::run(a, output).map(|()| ExitCode::Success),
+        Some(Command::Calibration(a)) => calibration::run(a, calibration::open_inputs(a)?, output),
         None if cli.eval.calibration => {
-            let inputs = calibration::open_inputs(&cli.eval)?;
-            calibration::run(&cli.eval, inputs, output)
+            let a = calibration::CalibrationArgs::from_flags(&cli.eval);
+            calibration::run(&a, calibration::open_inputs(&a)?, output)
         }
         None => {
             let input = JsonlReader::open(&cli.eval.input.inputs)?;

@@ -319,9 +319,16 @@ fn the_warm_start_gate_trains_further_rounds() {
             "2",
         ],
     );
-    assert_eq!(log.matches("warm start gate: held-out pass@1").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("warm start gate: held-out pass@1").count(),
+        3,
+        "{log}"
+    );
     assert!(log.contains("after 6 SFT steps"), "{log}");
-    assert!(log.contains("stays below the gate after 2 further rounds"), "{log}");
+    assert!(
+        log.contains("stays below the gate after 2 further rounds"),
+        "{log}"
+    );
     let sft = read_jsonl(&out.join("sft.jsonl"));
     let last = sft.last().unwrap();
     assert_eq!(last["step"], 6, "2 + 2 rounds of 2 steps: {last}");
