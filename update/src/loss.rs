@@ -1,0 +1,197 @@
+//! The clipped policy-gradient and SFT losses: per-token weights and one pass of
+//! forward/backward over a set of examples (docs/policy.md).
+
+use super::*;
+
+/// What one pass over a set of examples adds up to.
+#[derive(Debug, Default, Clone)]
+pub struct PassStats {
+    pub loss: f64,
+    pub kl_sum: f64,
+    pub clipped: usize,
+    pub tokens: usize,
+}
+
+/// Loss settings of a pass.
+pub struct LossSpec<'a> {
+    pub rl: bool,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    pub kl_coef: f64,
+    pub reference: Option<&'a Llama>,
+    /// Weight of each example's tokens in the loss (see [`token_weights`]).
+    pub weights: Vec<f64>,
+    pub micro_batch: usize,
+    pub logits_chunk: LogitsChunk,
+}
+
+/// Per-example token weight so that the loss is Σ_tokens weight × token loss:
+/// token-mean 1/N_tokens; seq-mean-token-mean 1/(N_seqs × len_i);
+/// seq-mean-token-sum-norm 1/(N_seqs × L).
+pub fn token_weights(examples: &[Example], agg: LossAgg, norm_length: Option<usize>) -> Vec<f64> {
+    let n = examples.len().max(1) as f64;
+    let total: usize = examples.iter().map(Example::completion_len).sum();
+    let longest = examples
+        .iter()
+        .map(Example::completion_len)
+        .max()
+        .unwrap_or(1);
+    examples
+        .iter()
+        .map(|e| match agg {
+            LossAgg::TokenMean => 1.0 / total.max(1) as f64,
+            LossAgg::SeqMeanTokenMean => 1.0 / (n * e.completion_len().max(1) as f64),
+            LossAgg::SeqMeanTokenSumNorm => {
+                1.0 / (n * norm_length.unwrap_or(longest).max(1) as f64)
+            }
+        })
+        .collect()
+}
+
+/// Forward and backward over `examples` in micro-batches; gradients summed by parameter name.
+///
+/// RL token loss: −min(ρ·A, clip(ρ, 1−clip_low, 1+clip_high)·A) + kl_coef·k3, with
+/// ρ = exp(logπ − logπ_old) and k3 = exp(logπ_ref − logπ) − (logπ_ref − logπ) − 1.
+/// SFT token loss: −logπ.
+pub fn accumulate(
+    tr: &Trainable,
+    examples: &[Example],
+    spec: &LossSpec<'_>,
+    grads: &mut HashMap<String, Tensor>,
+) -> anyhow::Result<PassStats> {
+    let dev = Device::Cpu;
+    let cfg = &tr.model.cfg;
+    let pad = cfg.pad_token_id.unwrap_or(0);
+    let mut stats = PassStats::default();
+    // Similar lengths together: less padding. Stable, so the order stays deterministic.
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| examples[i].tokens.len());
+    for chunk in order.chunks(spec.micro_batch.max(1)) {
+        let b = chunk.len();
+        let l = chunk
+            .iter()
+            .map(|&i| examples[i].tokens.len() - 1)
+            .max()
+            .unwrap_or(1);
+        let mut inputs = vec![pad; b * l];
+        let mut targets = vec![0u32; b * l];
+        let mut temps = Vec::with_capacity(b);
+        for (r, &i) in chunk.iter().enumerate() {
+            let t = &examples[i].tokens;
+            inputs[r * l..r * l + t.len() - 1].copy_from_slice(&t[..t.len() - 1]);
+            targets[r * l..r * l + t.len() - 1].copy_from_slice(&t[1..]);
+            temps.push(examples[i].temperature as f32);
+        }
+        let inputs = Tensor::from_vec(inputs, (b, l), &dev)?;
+        // Logits only at the positions trained on (not the prompt's, not the padding).
+        let mut rows = Vec::new();
+        let mut row_targets = Vec::new();
+        let mut row_temps = Vec::new();
+        for (r, &i) in chunk.iter().enumerate() {
+            let e = &examples[i];
+            for j in 0..e.completion_len() {
+                let p = r * l + e.start - 1 + j;
+                rows.push(p as u32);
+                row_targets.push(targets[p]);
+                row_temps.push(temps[r]);
+            }
+        }
+        let n = rows.len();
+        if n == 0 {
+            continue;
+        }
+        let rows = Tensor::from_vec(rows, n, &dev)?;
+        let row_temps = if temps.iter().all(|&t| t == 1.0) {
+            None
+        } else {
+            Some(Tensor::from_vec(row_temps, (n, 1), &dev)?)
+        };
+        let logprobs_of = |m: &Llama| -> candle_core::Result<Tensor> {
+            let h = m
+                .hidden_train(&inputs)?
+                .reshape((b * l, cfg.hidden_size))?
+                .index_select(&rows, 0)?;
+            m.head_logprobs(&h, &row_targets, row_temps.as_ref(), spec.logits_chunk)
+        };
+        let logp = logprobs_of(&tr.model)?;
+        let lp: Vec<f32> = logp.to_vec1()?;
+        let mut coef = vec![0f32; n];
+        let mut old = lp.clone();
+        let mut kl_coef = vec![0f32; n];
+        let mut reference = lp.clone();
+        if let (true, Some(rm)) = (spec.rl, spec.reference) {
+            reference = logprobs_of(rm)?.to_vec1()?;
+        }
+        let mut p = 0usize;
+        for &i in chunk {
+            let e = &examples[i];
+            let w = spec.weights[i];
+            for j in 0..e.completion_len() {
+                stats.tokens += 1;
+                if !spec.rl {
+                    coef[p] = -(w as f32);
+                    stats.loss -= w * lp[p] as f64;
+                    p += 1;
+                    continue;
+                }
+                if let Some(o) = &e.old_logprobs {
+                    old[p] = o[j];
+                }
+                let a = e.advantage;
+                let log_ratio = (lp[p] as f64 - old[p] as f64).clamp(-20.0, 20.0);
+                let ratio = log_ratio.exp();
+                let clipped = ratio.clamp(1.0 - spec.clip_low, 1.0 + spec.clip_high);
+                let obj = (ratio * a).min(clipped * a);
+                // The gradient of min(ρA, clip(ρ)A) is that of ρA unless the clipped term is
+                // the smaller one and ρ is outside the range: then it is 0.
+                let active = if a >= 0.0 {
+                    ratio <= 1.0 + spec.clip_high
+                } else {
+                    ratio >= 1.0 - spec.clip_low
+                };
+                if active {
+                    coef[p] = (-a * w) as f32;
+                } else {
+                    stats.clipped += 1;
+                }
+                let mut tok_loss = -obj;
+                if spec.reference.is_some() {
+                    let d = (reference[p] as f64 - lp[p] as f64).clamp(-20.0, 20.0);
+                    let k3 = d.exp() - d - 1.0;
+                    stats.kl_sum += k3;
+                    tok_loss += spec.kl_coef * k3;
+                    kl_coef[p] = (spec.kl_coef * w) as f32;
+                }
+                stats.loss += w * tok_loss;
+                p += 1;
+            }
+        }
+        let coef = Tensor::from_vec(coef, n, &dev)?;
+        let loss = if spec.rl {
+            let old = Tensor::from_vec(old, n, &dev)?;
+            let ratio = (&logp - &old)?.clamp(-20f32, 20f32)?.exp()?;
+            let mut loss = (ratio * &coef)?.sum_all()?;
+            if spec.reference.is_some() && spec.kl_coef != 0.0 {
+                let d = (Tensor::from_vec(reference, n, &dev)? - &logp)?.clamp(-20f32, 20f32)?;
+                let k3 = ((d.exp()? - &d)? - 1.0)?;
+                let kc = Tensor::from_vec(kl_coef, n, &dev)?;
+                loss = (loss + (k3 * kc)?.sum_all()?)?;
+            }
+            loss
+        } else {
+            (&logp * &coef)?.sum_all()?
+        };
+        let g = loss.backward()?;
+        for (name, var) in &tr.params {
+            if let Some(t) = g.get(var.as_tensor()) {
+                let t = t.detach();
+                let sum = match grads.remove(name) {
+                    Some(prev) => (prev + t)?,
+                    None => t,
+                };
+                grads.insert(name.clone(), sum);
+            }
+        }
+    }
+    Ok(stats)
+}
