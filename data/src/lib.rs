@@ -5,6 +5,7 @@
 //! Every command writes JSONL to the given writer and logs only to stderr; the synthetic
 //! commands are pure functions of their flags.
 
+pub mod cli;
 pub mod codeio;
 pub mod humaneval;
 pub mod mutants;
@@ -168,20 +169,6 @@ pub fn synth_corpus(
     Ok(ExitCode::Success)
 }
 
-/// `rl-data convert-gguf`: a llama GGUF model to a Hugging Face checkpoint directory (see
-/// `rlcode_policy::gguf`), with a one-line summary on stderr. Writes nothing to stdout.
-pub fn convert_gguf(gguf: &std::path::Path, out: &std::path::Path) -> Result<ExitCode> {
-    let started = std::time::Instant::now();
-    let summary = rlcode_policy::gguf::convert(gguf, out).map_err(Error::Other)?;
-    eprintln!(
-        "{PROGRAM}: converted {} -> {}: {summary} ({:.1} s)",
-        gguf.display(),
-        out.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(ExitCode::Success)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,21 +201,6 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["\"a\"", "\"c\""]);
-    }
-
-    #[test]
-    fn convert_gguf_names_the_file_it_cannot_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("problems.jsonl");
-        std::fs::write(&src, "{}\n").unwrap();
-        let out = dir.path().join("ckpt");
-        // As main_with prints it: the whole cause chain.
-        let err = format!("{:#}", convert_gguf(&src, &out).unwrap_err());
-        assert!(
-            err.contains("problems.jsonl") && err.contains("not a GGUF file"),
-            "{err}"
-        );
-        assert!(!out.exists());
     }
 
     #[test]

@@ -143,28 +143,3 @@ fn real_humaneval_counts() {
         )));
     }
 }
-
-#[test]
-fn convert_gguf_refuses_a_file_that_is_not_gguf_with_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("weights.bin");
-    std::fs::write(&src, b"PK\x03\x04 a zip, not a model").unwrap();
-    let out_dir = dir.path().join("ckpt");
-    let out = rl_data(
-        &[
-            "convert-gguf",
-            src.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(
-        err.starts_with("rl-data: ") && err.contains("weights.bin: not a GGUF file"),
-        "{err}"
-    );
-    assert!(out.stdout.is_empty());
-    assert!(!out_dir.exists());
-}

@@ -682,7 +682,7 @@ mod tests {
         // beside a full pass is above its group's mean.
         assert_eq!(r.calibration[3], Some(0.5));
         assert_eq!(r.calibration[4], Some(1.0));
-        let md = calibration_markdown(&[r.clone()]);
+        let md = calibration_markdown(std::slice::from_ref(r));
         assert!(md.contains("| binary-grpo | 1 |"), "{md}");
     }
 

@@ -25,6 +25,20 @@ pub enum Command {
     /// Fold a LoRA adapter into its base model: a full checkpoint (W + alpha/r B A) that
     /// rl-sample, rl-eval and transformers load like any other.
     MergeLora(MergeLoraArgs),
+    /// Convert a llama-architecture GGUF model (llama.cpp) into a Hugging Face checkpoint
+    /// directory: config.json, f32 model.safetensors, tokenizer.json, tokenizer_config.json
+    /// (with the chat template). See docs/models.md.
+    ConvertGguf(ConvertGgufArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConvertGgufArgs {
+    /// The .gguf file.
+    #[arg(value_name = "FILE")]
+    pub gguf: PathBuf,
+    /// The checkpoint directory to write (replaced atomically if it exists).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -83,8 +83,23 @@ pub fn run(cli: &Cli, out: impl Write) -> Result<ExitCode> {
     match &cli.command {
         Some(Command::Init(a)) => run_init(a, out),
         Some(Command::MergeLora(a)) => run_merge_lora(a, out),
+        Some(Command::ConvertGguf(a)) => run_convert_gguf(a),
         None => run_train(&cli.train, out),
     }
+}
+
+/// `rl-update convert-gguf`: a llama GGUF model to a Hugging Face checkpoint directory (see
+/// `rlcode_policy::gguf`), with a one-line summary on stderr. Writes nothing to stdout.
+pub fn run_convert_gguf(a: &ConvertGgufArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let summary = rlcode_policy::gguf::convert(&a.gguf, &a.out).map_err(Error::Other)?;
+    eprintln!(
+        "{PROGRAM}: converted {} -> {}: {summary} ({:.1} s)",
+        a.gguf.display(),
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::Success)
 }
 
 pub fn run_init(a: &InitArgs, mut out: impl Write) -> Result<ExitCode> {

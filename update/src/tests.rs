@@ -863,3 +863,24 @@ fn old_logprobs_follow_the_samplers_distribution() {
     let err = parse_scored(&line(Some(1.5)), 10, OldLogprobs::Auto).unwrap_err();
     assert!(err.to_string().contains("top_p"), "{err}");
 }
+
+#[test]
+fn convert_gguf_names_the_file_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("problems.jsonl");
+    std::fs::write(&src, "{}\n").unwrap();
+    let out = dir.path().join("ckpt");
+    let cli = cli(&[
+        "convert-gguf",
+        src.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // As main_with prints it: the whole cause chain.
+    let err = format!("{:#}", run(&cli, Vec::new()).unwrap_err());
+    assert!(
+        err.contains("problems.jsonl") && err.contains("not a GGUF file"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
