@@ -96,9 +96,8 @@ pub fn mutant_samples(line: &Line, count: usize, seed: u64) -> Result<Vec<Value>
         _ => 0,
     };
     let mut sites = mutation_sites(&reference[prompt..]);
-    let mix = rlcode_core::hash::content_hash([id.as_bytes(), &seed.to_le_bytes()[..]]);
-    let mut rng =
-        rand_chacha::ChaCha8Rng::seed_from_u64(u64::from_str_radix(&mix[..16], 16).expect("hex"));
+    let mix = rlcode_core::hash::content_digest([id.as_bytes(), &seed.to_le_bytes()[..]]);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rlcode_core::hash::digest_word(&mix, 0));
     sites.shuffle(&mut rng);
     Ok(sites
         .into_iter()

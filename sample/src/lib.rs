@@ -241,17 +241,12 @@ pub fn extract_code(prompt: &str, completion: &str) -> String {
 
 /// The generator of one sample: ChaCha20 seeded with sha256(seed, problem id, sample index).
 pub fn sample_rng(seed: u64, problem_id: &str, sample: usize) -> ChaCha20Rng {
-    let hex = rlcode_core::hash::content_hash([
+    ChaCha20Rng::from_seed(rlcode_core::hash::content_digest([
         b"rl-sample".as_slice(),
         &seed.to_le_bytes(),
         problem_id.as_bytes(),
         &(sample as u64).to_le_bytes(),
-    ]);
-    let mut key = [0u8; 32];
-    for (i, k) in key.iter_mut().enumerate() {
-        *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digest");
-    }
-    ChaCha20Rng::from_seed(key)
+    ]))
 }
 
 /// Draw one token from `logits` (see the module docs for the distribution); returns the token

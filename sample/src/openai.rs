@@ -32,12 +32,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The seed sent with the request for `problem_id` (see the module docs).
 pub fn request_seed(seed: u64, problem_id: &str) -> u64 {
-    let hex = rlcode_core::hash::content_hash([
+    let d = rlcode_core::hash::content_digest([
         b"rl-sample/openai".as_slice(),
         &seed.to_le_bytes(),
         problem_id.as_bytes(),
     ]);
-    u64::from_str_radix(&hex[..8], 16).expect("hex digest") & 0x7fff_ffff
+    // the first 4 bytes, big-endian: the value of the hex digest's first 8 digits
+    (rlcode_core::hash::digest_word(&d, 0) >> 32) & 0x7fff_ffff
 }
 
 /// One completion as the server gave it.

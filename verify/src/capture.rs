@@ -64,14 +64,12 @@ fn validate(args: &Args, line: Line) -> Result<Pending, RecordError> {
         }
     };
     let seed_text = line.value.get("seed").unwrap_or(&Value::Null).to_string();
-    let hash = rlcode_core::hash::content_hash([
+    let seed = rlcode_core::hash::content_digest([
         "rl-verify capture".as_bytes(),
         id.as_bytes(),
         program.as_bytes(),
         seed_text.as_bytes(),
     ]);
-    let mut seed = [0u8; 32];
-    seed.copy_from_slice(&hex::decode(hash).expect("hex"));
     Ok(Pending {
         limits: limits_for(args, limits),
         line,

@@ -219,8 +219,10 @@ pub(crate) fn seed_bytes(seed: &[u8; 32]) -> Vec<u8> {
     // start-up (hash seed, random module), and `Deterministic` cycles through what it is given.
     let mut out = Vec::with_capacity(32 * 128);
     for i in 0u32..128 {
-        let h = rlcode_core::hash::content_hash([&seed[..], &i.to_le_bytes()[..]]);
-        out.extend_from_slice(&hex::decode(h).expect("hex"));
+        out.extend_from_slice(&rlcode_core::hash::content_digest([
+            &seed[..],
+            &i.to_le_bytes()[..],
+        ]));
     }
     out
 }

@@ -14,7 +14,7 @@ pub use families::{FAMILIES, Family, Program, Spec};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rlcode_core::hash::content_hash;
+use rlcode_core::hash::{content_digest, digest_word};
 use rlcode_core::records::{Problem, Test};
 use serde_json::{Map, Value, json};
 
@@ -77,8 +77,8 @@ pub struct Instance {
 impl Instance {
     pub fn new(family: &'static Family, params: Vec<i64>) -> Self {
         let key: Vec<String> = params.iter().map(i64::to_string).collect();
-        let hash = content_hash(["rlcode-synth", family.name, &key.join(",")]);
-        let word = |i: usize| u64::from_str_radix(&hash[16 * i..16 * (i + 1)], 16).expect("hex");
+        let hash = content_digest(["rlcode-synth", family.name, &key.join(",")]);
+        let word = |i: usize| digest_word(&hash, i);
         let split = if word(0) % 5 == 0 {
             Split::Test
         } else {
