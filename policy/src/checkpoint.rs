@@ -53,11 +53,6 @@ impl Checkpoint {
             tokenizer,
         })
     }
-
-    pub fn model(&self) -> anyhow::Result<crate::Llama> {
-        crate::Llama::from_tensors(&self.cfg, &self.tensors)
-            .with_context(|| format!("{}", self.dir.display()))
-    }
 }
 
 /// `model.safetensors`, or the shards named by `model.safetensors.index.json`; converted to f32.
@@ -171,7 +166,7 @@ pub struct Contents<'a> {
 pub fn save(target: &Path, contents: Contents<'_>) -> anyhow::Result<()> {
     let cfg = contents.cfg;
     let mut weights = HashMap::new();
-    for (name, _) in crate::model::param_shapes(cfg) {
+    for (name, _) in crate::config::param_shapes(cfg) {
         let t = contents
             .tensors
             .get(&name)

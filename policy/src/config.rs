@@ -224,3 +224,35 @@ impl LlamaConfig {
         serde_json::to_string_pretty(self).expect("a config always serializes")
     }
 }
+
+/// Every parameter's Hugging Face name and shape, in a fixed order.
+pub fn param_shapes(cfg: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let hd = cfg.head_dim();
+    let (q_out, kv_out) = (cfg.num_attention_heads * hd, cfg.kv_heads() * hd);
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        out.push((format!("{p}.self_attn.q_proj.weight"), vec![q_out, h]));
+        out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv_out, h]));
+        out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv_out, h]));
+        out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q_out]));
+        out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    out
+}
+
+pub fn num_params(cfg: &LlamaConfig) -> usize {
+    param_shapes(cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
+}

@@ -422,7 +422,7 @@ fn tensors<R: Read + Seek>(
         }
     }
     let expected: HashMap<String, Vec<usize>> =
-        crate::model::param_shapes(cfg).into_iter().collect();
+        crate::config::param_shapes(cfg).into_iter().collect();
     let mut out = HashMap::new();
     for (gguf_name, hf_name) in &names {
         let q = content
@@ -662,7 +662,7 @@ mod tests {
 
     /// Distinct, deterministic values for every tensor, so that a misplaced row shows.
     fn hf_tensors(cfg: &LlamaConfig) -> HashMap<String, Tensor> {
-        crate::model::param_shapes(cfg)
+        crate::config::param_shapes(cfg)
             .into_iter()
             .enumerate()
             .map(|(k, (name, shape))| {

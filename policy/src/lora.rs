@@ -136,7 +136,7 @@ pub fn key(name: &str, which: char) -> String {
 /// Every adapter tensor's key and shape, in checkpoint order (A then B of each target).
 pub fn adapter_shapes(cfg: &LlamaConfig, lc: &LoraConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    for (name, shape) in crate::model::param_shapes(cfg) {
+    for (name, shape) in crate::config::param_shapes(cfg) {
         if lc.targets(&name) {
             out.push((key(&name, 'A'), vec![lc.r, shape[1]]));
             out.push((key(&name, 'B'), vec![shape[0], lc.r]));
@@ -269,7 +269,7 @@ pub fn merge(
     adapter: &HashMap<String, Tensor>,
 ) -> anyhow::Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
-    for (name, shape) in crate::model::param_shapes(cfg) {
+    for (name, shape) in crate::config::param_shapes(cfg) {
         let w = base
             .get(&name)
             .with_context(|| format!("missing tensor {name}"))?
