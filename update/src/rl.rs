@@ -86,9 +86,8 @@ pub(crate) fn rl_step(
     } else {
         None
     };
-    if examples.is_empty() {
-        m.kl = reference.map(|_| 0.0);
-        m.clip_frac = Some(0.0);
+    // After the step (or none): the diagnostics' second half, at the new weights.
+    let after = |m: &mut Metrics, updated: bool| -> anyhow::Result<()> {
         if let Some(b) = before {
             m.diagnostics = Some(diagnostics::after_step(
                 &tr.model,
@@ -97,10 +96,15 @@ pub(crate) fn rl_step(
                 proj,
                 a.micro_batch,
                 logits_chunk(a),
-                false,
+                updated,
             )?);
         }
-        return Ok(());
+        Ok(())
+    };
+    if examples.is_empty() {
+        m.kl = reference.map(|_| 0.0);
+        m.clip_frac = Some(0.0);
+        return after(m, false);
     }
     let passes = (a.ppo_epochs * a.mini_batches) as usize;
     if passes > 1 {
@@ -160,16 +164,5 @@ pub(crate) fn rl_step(
     let denom = (tokens * a.ppo_epochs as usize).max(1) as f64;
     m.clip_frac = Some(clipped as f64 / denom);
     m.kl = reference.map(|_| kl_sum / denom);
-    if let Some(b) = before {
-        m.diagnostics = Some(diagnostics::after_step(
-            &tr.model,
-            &diag_groups,
-            b,
-            proj,
-            a.micro_batch,
-            logits_chunk(a),
-            true,
-        )?);
-    }
-    Ok(())
+    after(m, true)
 }
