@@ -48,150 +48,203 @@ pub fn token_weights(examples: &[Example], agg: LossAgg, norm_length: Option<usi
         .collect()
 }
 
+/// What one micro-batch contributes: its gradients and its per-token terms, kept apart so
+/// that the merge adds them in the order a sequential pass would (bit-identical results
+/// whatever the thread count).
+struct ChunkPass {
+    grads: Vec<(String, Tensor)>,
+    /// Per trained token: weight × token loss.
+    loss_terms: Vec<f64>,
+    /// Per trained token with a reference model: k3.
+    kl_terms: Vec<f64>,
+    clipped: usize,
+}
+
 /// Forward and backward over `examples` in micro-batches; gradients summed by parameter name.
 ///
 /// RL token loss: −min(ρ·A, clip(ρ, 1−clip_low, 1+clip_high)·A) + kl_coef·k3, with
 /// ρ = exp(logπ − logπ_old) and k3 = exp(logπ_ref − logπ) − (logπ_ref − logπ) − 1.
 /// SFT token loss: −logπ.
+///
+/// Micro-batches run in waves of as many as the rayon pool has threads, each on its own
+/// thread; their gradients and statistics are merged in micro-batch order, so the sums (and
+/// every bit of the step) are those of one micro-batch after another, whatever the thread
+/// count. Activation memory grows with the wave: threads × one micro-batch.
 pub fn accumulate(
     tr: &Trainable,
     examples: &[Example],
     spec: &LossSpec<'_>,
     grads: &mut HashMap<String, Tensor>,
 ) -> anyhow::Result<PassStats> {
-    let dev = Device::Cpu;
-    let cfg = &tr.model.cfg;
-    let pad = cfg.pad_token_id.unwrap_or(0);
+    use rayon::prelude::*;
     let mut stats = PassStats::default();
     // Similar lengths together: less padding. Stable, so the order stays deterministic.
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].tokens.len());
-    for chunk in order.chunks(spec.micro_batch.max(1)) {
-        let b = chunk.len();
-        let l = chunk
-            .iter()
-            .map(|&i| examples[i].tokens.len() - 1)
-            .max()
-            .unwrap_or(1);
-        let mut inputs = vec![pad; b * l];
-        let mut targets = vec![0u32; b * l];
-        let mut temps = Vec::with_capacity(b);
-        for (r, &i) in chunk.iter().enumerate() {
-            let t = &examples[i].tokens;
-            inputs[r * l..r * l + t.len() - 1].copy_from_slice(&t[..t.len() - 1]);
-            targets[r * l..r * l + t.len() - 1].copy_from_slice(&t[1..]);
-            temps.push(examples[i].temperature as f32);
-        }
-        let inputs = Tensor::from_vec(inputs, (b, l), &dev)?;
-        // Logits only at the positions trained on (not the prompt's, not the padding).
-        let mut rows = Vec::new();
-        let mut row_targets = Vec::new();
-        let mut row_temps = Vec::new();
-        for (r, &i) in chunk.iter().enumerate() {
-            let e = &examples[i];
-            for j in 0..e.completion_len() {
-                let p = r * l + e.start - 1 + j;
-                rows.push(p as u32);
-                row_targets.push(targets[p]);
-                row_temps.push(temps[r]);
+    let chunks: Vec<&[usize]> = order.chunks(spec.micro_batch.max(1)).collect();
+    let wave = rayon::current_num_threads().max(1);
+    for group in chunks.chunks(wave) {
+        let passes: Vec<Option<ChunkPass>> = group
+            .par_iter()
+            .map(|chunk| chunk_pass(tr, examples, chunk, spec))
+            .collect::<anyhow::Result<_>>()?;
+        for pass in passes.into_iter().flatten() {
+            stats.tokens += pass.loss_terms.len();
+            for t in pass.loss_terms {
+                stats.loss += t;
             }
-        }
-        let n = rows.len();
-        if n == 0 {
-            continue;
-        }
-        let rows = Tensor::from_vec(rows, n, &dev)?;
-        let row_temps = if temps.iter().all(|&t| t == 1.0) {
-            None
-        } else {
-            Some(Tensor::from_vec(row_temps, (n, 1), &dev)?)
-        };
-        let logprobs_of = |m: &Llama| -> candle_core::Result<Tensor> {
-            let h = m
-                .hidden_train(&inputs)?
-                .reshape((b * l, cfg.hidden_size))?
-                .index_select(&rows, 0)?;
-            m.head_logprobs(&h, &row_targets, row_temps.as_ref(), spec.logits_chunk)
-        };
-        let logp = logprobs_of(&tr.model)?;
-        let lp: Vec<f32> = logp.to_vec1()?;
-        let mut coef = vec![0f32; n];
-        let mut old = lp.clone();
-        let mut kl_coef = vec![0f32; n];
-        let mut reference = lp.clone();
-        if let (true, Some(rm)) = (spec.rl, spec.reference) {
-            reference = logprobs_of(rm)?.to_vec1()?;
-        }
-        let mut p = 0usize;
-        for &i in chunk {
-            let e = &examples[i];
-            let w = spec.weights[i];
-            for j in 0..e.completion_len() {
-                stats.tokens += 1;
-                if !spec.rl {
-                    coef[p] = -(w as f32);
-                    stats.loss -= w * lp[p] as f64;
-                    p += 1;
-                    continue;
-                }
-                if let Some(o) = &e.old_logprobs {
-                    old[p] = o[j];
-                }
-                let a = e.advantage;
-                let log_ratio = (lp[p] as f64 - old[p] as f64).clamp(-20.0, 20.0);
-                let ratio = log_ratio.exp();
-                let clipped = ratio.clamp(1.0 - spec.clip_low, 1.0 + spec.clip_high);
-                let obj = (ratio * a).min(clipped * a);
-                // The gradient of min(ρA, clip(ρ)A) is that of ρA unless the clipped term is
-                // the smaller one and ρ is outside the range: then it is 0.
-                let active = if a >= 0.0 {
-                    ratio <= 1.0 + spec.clip_high
-                } else {
-                    ratio >= 1.0 - spec.clip_low
-                };
-                if active {
-                    coef[p] = (-a * w) as f32;
-                } else {
-                    stats.clipped += 1;
-                }
-                let mut tok_loss = -obj;
-                if spec.reference.is_some() {
-                    let d = (reference[p] as f64 - lp[p] as f64).clamp(-20.0, 20.0);
-                    let k3 = d.exp() - d - 1.0;
-                    stats.kl_sum += k3;
-                    tok_loss += spec.kl_coef * k3;
-                    kl_coef[p] = (spec.kl_coef * w) as f32;
-                }
-                stats.loss += w * tok_loss;
-                p += 1;
+            for k in pass.kl_terms {
+                stats.kl_sum += k;
             }
-        }
-        let coef = Tensor::from_vec(coef, n, &dev)?;
-        let loss = if spec.rl {
-            let old = Tensor::from_vec(old, n, &dev)?;
-            let ratio = (&logp - &old)?.clamp(-20f32, 20f32)?.exp()?;
-            let mut loss = (ratio * &coef)?.sum_all()?;
-            if spec.reference.is_some() && spec.kl_coef != 0.0 {
-                let d = (Tensor::from_vec(reference, n, &dev)? - &logp)?.clamp(-20f32, 20f32)?;
-                let k3 = ((d.exp()? - &d)? - 1.0)?;
-                let kc = Tensor::from_vec(kl_coef, n, &dev)?;
-                loss = (loss + (k3 * kc)?.sum_all()?)?;
-            }
-            loss
-        } else {
-            (&logp * &coef)?.sum_all()?
-        };
-        let g = loss.backward()?;
-        for (name, var) in &tr.params {
-            if let Some(t) = g.get(var.as_tensor()) {
-                let t = t.detach();
-                let sum = match grads.remove(name) {
+            stats.clipped += pass.clipped;
+            for (name, t) in pass.grads {
+                let sum = match grads.remove(&name) {
                     Some(prev) => (prev + t)?,
                     None => t,
                 };
-                grads.insert(name.clone(), sum);
+                grads.insert(name, sum);
             }
         }
     }
     Ok(stats)
+}
+
+/// One micro-batch's forward and backward (None when it has no trained token).
+fn chunk_pass(
+    tr: &Trainable,
+    examples: &[Example],
+    chunk: &[usize],
+    spec: &LossSpec<'_>,
+) -> anyhow::Result<Option<ChunkPass>> {
+    let dev = Device::Cpu;
+    let cfg = &tr.model.cfg;
+    let pad = cfg.pad_token_id.unwrap_or(0);
+    let b = chunk.len();
+    let l = chunk
+        .iter()
+        .map(|&i| examples[i].tokens.len() - 1)
+        .max()
+        .unwrap_or(1);
+    let mut inputs = vec![pad; b * l];
+    let mut targets = vec![0u32; b * l];
+    let mut temps = Vec::with_capacity(b);
+    for (r, &i) in chunk.iter().enumerate() {
+        let t = &examples[i].tokens;
+        inputs[r * l..r * l + t.len() - 1].copy_from_slice(&t[..t.len() - 1]);
+        targets[r * l..r * l + t.len() - 1].copy_from_slice(&t[1..]);
+        temps.push(examples[i].temperature as f32);
+    }
+    let inputs = Tensor::from_vec(inputs, (b, l), &dev)?;
+    // Logits only at the positions trained on (not the prompt's, not the padding).
+    let mut rows = Vec::new();
+    let mut row_targets = Vec::new();
+    let mut row_temps = Vec::new();
+    for (r, &i) in chunk.iter().enumerate() {
+        let e = &examples[i];
+        for j in 0..e.completion_len() {
+            let p = r * l + e.start - 1 + j;
+            rows.push(p as u32);
+            row_targets.push(targets[p]);
+            row_temps.push(temps[r]);
+        }
+    }
+    let n = rows.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    let rows = Tensor::from_vec(rows, n, &dev)?;
+    let row_temps = if temps.iter().all(|&t| t == 1.0) {
+        None
+    } else {
+        Some(Tensor::from_vec(row_temps, (n, 1), &dev)?)
+    };
+    let logprobs_of = |m: &Llama| -> candle_core::Result<Tensor> {
+        let h = m
+            .hidden_train(&inputs)?
+            .reshape((b * l, cfg.hidden_size))?
+            .index_select(&rows, 0)?;
+        m.head_logprobs(&h, &row_targets, row_temps.as_ref(), spec.logits_chunk)
+    };
+    let logp = logprobs_of(&tr.model)?;
+    let lp: Vec<f32> = logp.to_vec1()?;
+    let mut coef = vec![0f32; n];
+    let mut old = lp.clone();
+    let mut kl_coef = vec![0f32; n];
+    let mut reference = lp.clone();
+    if let (true, Some(rm)) = (spec.rl, spec.reference) {
+        reference = logprobs_of(rm)?.to_vec1()?;
+    }
+    let mut loss_terms = Vec::with_capacity(n);
+    let mut kl_terms = Vec::new();
+    let mut clipped_count = 0usize;
+    let mut p = 0usize;
+    for &i in chunk {
+        let e = &examples[i];
+        let w = spec.weights[i];
+        for j in 0..e.completion_len() {
+            if !spec.rl {
+                coef[p] = -(w as f32);
+                loss_terms.push(-(w * lp[p] as f64));
+                p += 1;
+                continue;
+            }
+            if let Some(o) = &e.old_logprobs {
+                old[p] = o[j];
+            }
+            let a = e.advantage;
+            let log_ratio = (lp[p] as f64 - old[p] as f64).clamp(-20.0, 20.0);
+            let ratio = log_ratio.exp();
+            let clipped = ratio.clamp(1.0 - spec.clip_low, 1.0 + spec.clip_high);
+            let obj = (ratio * a).min(clipped * a);
+            // The gradient of min(ρA, clip(ρ)A) is that of ρA unless the clipped term is
+            // the smaller one and ρ is outside the range: then it is 0.
+            let active = if a >= 0.0 {
+                ratio <= 1.0 + spec.clip_high
+            } else {
+                ratio >= 1.0 - spec.clip_low
+            };
+            if active {
+                coef[p] = (-a * w) as f32;
+            } else {
+                clipped_count += 1;
+            }
+            let mut tok_loss = -obj;
+            if spec.reference.is_some() {
+                let d = (reference[p] as f64 - lp[p] as f64).clamp(-20.0, 20.0);
+                let k3 = d.exp() - d - 1.0;
+                kl_terms.push(k3);
+                tok_loss += spec.kl_coef * k3;
+                kl_coef[p] = (spec.kl_coef * w) as f32;
+            }
+            loss_terms.push(w * tok_loss);
+            p += 1;
+        }
+    }
+    let coef = Tensor::from_vec(coef, n, &dev)?;
+    let loss = if spec.rl {
+        let old = Tensor::from_vec(old, n, &dev)?;
+        let ratio = (&logp - &old)?.clamp(-20f32, 20f32)?.exp()?;
+        let mut loss = (ratio * &coef)?.sum_all()?;
+        if spec.reference.is_some() && spec.kl_coef != 0.0 {
+            let d = (Tensor::from_vec(reference, n, &dev)? - &logp)?.clamp(-20f32, 20f32)?;
+            let k3 = ((d.exp()? - &d)? - 1.0)?;
+            let kc = Tensor::from_vec(kl_coef, n, &dev)?;
+            loss = (loss + (k3 * kc)?.sum_all()?)?;
+        }
+        loss
+    } else {
+        (&logp * &coef)?.sum_all()?
+    };
+    let g = loss.backward()?;
+    let grads = tr
+        .params
+        .iter()
+        .filter_map(|(name, var)| g.get(var.as_tensor()).map(|t| (name.clone(), t.detach())))
+        .collect();
+    Ok(Some(ChunkPass {
+        grads,
+        loss_terms,
+        kl_terms,
+        clipped: clipped_count,
+    }))
 }

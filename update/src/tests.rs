@@ -593,6 +593,39 @@ fn micro_batches_and_logit_chunks_give_the_full_batch_gradient() {
 }
 
 #[test]
+fn parallel_micro_batches_are_bit_for_bit_the_sequential_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = Checkpoint::load(&tiny(dir.path())).unwrap();
+    let tr = Trainable::new(&ck.cfg, &ck.tensors).unwrap();
+    let reference = Llama::from_tensors(
+        &ck.cfg,
+        &rlcode_policy::model::init_tensors(&ck.cfg, 9).unwrap(),
+    )
+    .unwrap();
+    let ex = rl_examples();
+    let in_pool = |threads: usize, mb: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| grads_of(&tr, &ex, mb, LogitsChunk::Off, Some(&reference)))
+    };
+    // 5 examples in micro-batches of 1 and 2: waves of 1, 2 and 3 micro-batches, the last
+    // wave short.
+    for mb in [1, 2] {
+        let (st1, g1) = in_pool(1, mb);
+        for threads in [2, 3] {
+            let (st, g) = in_pool(threads, mb);
+            let what = format!("micro-batch {mb}, {threads} threads");
+            assert_eq!(st.loss.to_bits(), st1.loss.to_bits(), "{what}");
+            assert_eq!(st.kl_sum.to_bits(), st1.kl_sum.to_bits(), "{what}");
+            assert_eq!((st.tokens, st.clipped), (st1.tokens, st1.clipped), "{what}");
+            assert!(g == g1, "{what}: gradients differ");
+        }
+    }
+}
+
+#[test]
 fn lora_trains_an_adapter_continues_it_and_merges_into_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let ck = tiny(dir.path());
