@@ -547,6 +547,7 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     let (mut index, mut done) = (0usize, 0usize);
     let (mut n_samples, mut n_tokens) = (0usize, 0usize);
     let start = std::time::Instant::now();
+    let progress = progress_bar(args.limit);
     for line in reader {
         let Some(line) = skipper.keep(line)? else {
             continue;
@@ -611,14 +612,41 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
             })?;
         }
         writer.flush()?;
+        progress.inc(1);
+        progress.set_message(format!(
+            "{n_samples} samples, {:.0} tok/s",
+            n_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)
+        ));
     }
     writer.flush()?;
+    progress.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "{PROGRAM}: {n_samples} samples, {n_tokens} tokens, {:.1} tok/s ({secs:.2} s)",
         n_tokens as f64 / secs.max(1e-9)
     );
     Ok(skipper.exit_code())
+}
+
+/// Problems sampled so far, on stderr when it is a terminal (hidden otherwise: the closing
+/// summary line is always printed).
+fn progress_bar(limit: Option<usize>) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (pb, template) = match limit {
+        Some(n) => (
+            indicatif::ProgressBar::new(n as u64),
+            "{bar:30} {pos}/{len} problems, {msg}, {elapsed} (~{eta} left)",
+        ),
+        None => (
+            indicatif::ProgressBar::no_length(),
+            "{spinner} {pos} problems, {msg}, {elapsed}",
+        ),
+    };
+    pb.set_style(indicatif::ProgressStyle::with_template(template).expect("template"));
+    pb
 }
 
 #[cfg(test)]

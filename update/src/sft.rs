@@ -49,6 +49,7 @@ pub(crate) fn run_sft(
     let (mut loss_sum, mut tokens) = (0.0, 0usize);
     let start = std::time::Instant::now();
     m.samples = examples.len();
+    let progress = progress_bar(total);
     while done < total {
         if cursor >= order.len() {
             order = (0..examples.len()).collect();
@@ -88,14 +89,34 @@ pub(crate) fn run_sft(
         m.loss = st.loss;
         m.tokens = st.tokens;
         m.updated = true;
+        progress.inc(1);
+        progress.set_message(format!("loss {:.4}", st.loss));
         if a.log_every > 0 && done % a.log_every == 0 && done < total {
             m.step = opt.step;
             m.seconds = start.elapsed().as_secs_f64();
             write_metrics(out, m)?;
         }
     }
+    progress.finish_and_clear();
     // The final line summarises the run: mean loss over its steps, all tokens seen.
     m.loss = loss_sum / done.max(1) as f64;
     m.tokens = tokens;
     Ok(())
+}
+
+/// SFT steps taken, on stderr when it is a terminal (hidden otherwise: the metrics lines and the
+/// closing summary are always written).
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(total as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} SFT step {pos}/{len}, {msg}, {per_sec}, {elapsed} (~{eta} left)",
+        )
+        .expect("template"),
+    );
+    pb
 }
