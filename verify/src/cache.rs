@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::exec::RunLimits;
+use crate::protocol::RunLimits;
 
 /// Bump when the meaning of a cached result changes without the harness or the runtime changing
 /// (the classification in `exec.rs`, the engine's fuel accounting after a wasmtime upgrade...).
@@ -69,7 +69,7 @@ pub type Key = [u8; 32];
 pub fn cacheable(r: &TestResult) -> bool {
     match r.status {
         Status::Infra => false,
-        Status::Timeout => r.detail.as_deref() == Some(crate::exec::FUEL_EXHAUSTED),
+        Status::Timeout => r.detail.as_deref() == Some(crate::protocol::FUEL_EXHAUSTED),
         _ => true,
     }
 }
@@ -89,8 +89,8 @@ impl KeyContext {
     pub fn new(runtime_id: &str) -> Self {
         let mut base = Sha256::new();
         part(&mut base, KEY_VERSION.as_bytes());
-        part(&mut base, crate::exec::HARNESS.as_bytes());
-        part(&mut base, crate::exec::ANALYSIS.as_bytes());
+        part(&mut base, crate::protocol::HARNESS.as_bytes());
+        part(&mut base, crate::protocol::ANALYSIS.as_bytes());
         part(&mut base, runtime_id.as_bytes());
         KeyContext { base }
     }
@@ -539,7 +539,7 @@ mod tests {
         )));
         assert!(cacheable(&result(
             Status::Timeout,
-            Some(crate::exec::FUEL_EXHAUSTED)
+            Some(crate::protocol::FUEL_EXHAUSTED)
         )));
         assert!(!cacheable(&result(
             Status::Timeout,

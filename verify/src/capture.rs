@@ -27,8 +27,9 @@
 //! `seed` as its JSON text (`null` when absent): the same record always sees the same
 //! randomness, and a different `seed` gives different randomness to the same program.
 
-use crate::exec::{Expect, Job, Kind, RunLimits, run_job};
-use crate::{Args, LazyRuntime, Summary, end_stream, for_each_batch, limits_for, progress_bar};
+use crate::exec::{Expect, run_job};
+use crate::protocol::{Job, Kind, RunLimits};
+use crate::{Args, Sandbox, Summary, end_stream, for_each_batch, limits_for, progress_bar};
 use rayon::prelude::*;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Line, Skipper};
 use rlcode_core::records::{Limits, Test};
@@ -71,7 +72,7 @@ fn validate(args: &Args, line: Line) -> Result<Pending, RecordError> {
         seed_text.as_bytes(),
     ]);
     Ok(Pending {
-        limits: limits_for(args, limits),
+        limits: limits_for(&args.sandbox, limits),
         line,
         program,
         test: Test::Stdio {
@@ -84,8 +85,7 @@ fn validate(args: &Args, line: Line) -> Result<Pending, RecordError> {
 
 /// Read programs from `reader`, run each, write the records with their output to `out`.
 pub(crate) fn run(
-    rt: &mut LazyRuntime,
-    pool: &rayon::ThreadPool,
+    sb: &Sandbox,
     args: &Args,
     mut reader: JsonlReader,
     out: impl Write,
@@ -107,8 +107,8 @@ pub(crate) fn run(
             if pending.is_empty() {
                 return Ok(());
             }
-            let runtime = rt.get()?;
-            let ran: Vec<_> = pool.install(|| {
+            let runtime = sb.rt.get()?;
+            let ran: Vec<_> = sb.pool.install(|| {
                 pending
                     .par_iter()
                     .with_max_len(1)

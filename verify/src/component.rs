@@ -20,8 +20,8 @@
 //! - Deep recursion in C (an `eval` of deeply nested brackets, say) can exhaust the wasm stack
 //!   before CPython notices: a trap, classified `error` ("stack overflow").
 
-use crate::exec::{Job, RawRun, new_store, run_in, wasi_for};
-use crate::runtime::{Artifact, RunState, Runtime, load_cached};
+use crate::engine::{Artifact, RunState, load_cached};
+use crate::protocol::{HostFailure, Job, RawRun, new_store, run_in, wasi_for};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -109,7 +109,12 @@ fn compile(engine: &Engine, wasm: &Path) -> Result<Component> {
 
 /// Run one test on the component: a fresh instance of the snapshot, the harness protocol on
 /// stdin, the same limits as the plain runtime.
-pub(crate) async fn run_raw(rt: &Runtime, pre: &Pre, job: &Job<'_>, token: &str) -> Result<RawRun> {
+pub(crate) async fn run_raw(
+    engine: &Engine,
+    pre: &Pre,
+    job: &Job<'_>,
+    token: &str,
+) -> Result<RawRun> {
     // The seed reaches the guest as its random source: the entry module reseeds `random` from
     // it before each test.
     let (mut wasi, pipes) = wasi_for(job, token, &["python"]);
@@ -117,12 +122,12 @@ pub(crate) async fn run_raw(rt: &Runtime, pre: &Pre, job: &Job<'_>, token: &str)
         ctx: wasi.build(),
         table: ResourceTable::new(),
     };
-    let store = new_store(rt, state, &job.limits)?;
+    let store = new_store(engine, state, &job.limits)?;
     run_in(store, &job.limits, pipes, async |store| {
         let command = pre
             .instantiate_async(&mut *store)
             .await
-            .map_err(|e| e.context(crate::exec::HostFailure))?;
+            .map_err(|e| e.context(HostFailure))?;
         // `wasi:cli/run` returns only ok or err: no exit code to pass on.
         match command.wasi_cli_run().call_run(&mut *store).await? {
             Ok(()) => Ok(0),

@@ -8,24 +8,39 @@
 //!
 //! Per-test results are cached in SQLite (see [`cache`]); the runtime is only loaded once some
 //! test is not in the cache.
+//!
+//! Modules, leaves first: [`value`] and [`split`] (values and value tests), [`engine`]
+//! (wasmtime settings, store state, compiled-artifact cache), [`protocol`] (the harness
+//! protocol: jobs, stdin, what a run left), the two backends [`module`] and [`component`],
+//! [`runtime`] (loading one and dispatching runs to it), [`exec`] (a run's verdict),
+//! [`analysis`] (splitting assert tests), [`cache`] (the verdict cache); then the batch loop
+//! here, [`capture`] and [`serve`] on top.
 
+pub mod analysis;
 pub mod cache;
 pub mod capture;
 pub mod component;
+pub mod engine;
 pub mod exec;
+pub mod module;
+pub mod protocol;
 pub mod runtime;
+pub mod serve;
 pub mod split;
 pub mod value;
 
+use analysis::Analysis;
 use cache::{Key, KeyContext, VerdictCache};
-use exec::{Job, Kind, RunLimits, run_test};
+use exec::run_test;
+use protocol::{Job, Kind, RunLimits};
 use rayon::prelude::*;
 use rlcode_core::cli::InputArgs;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Line, Skipper};
 use rlcode_core::records::{Limits, ProblemSet, Status, TestResult, Verdict};
 use rlcode_core::{Error, ExitCode, RecordError};
 use runtime::Runtime;
-use split::{Analysis, Split};
+pub use runtime::RuntimeKind;
+use split::Split;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
@@ -49,6 +64,38 @@ pub const DEFAULT_MEMORY_MB: u64 = 256;
 /// The wall-clock deadline is the backstop for time spent blocked in host calls (sleeping).
 pub const DEFAULT_WALL_MS: u64 = 15_000;
 
+/// Verify samples: run every test of every sample in a sandbox and write verdicts; or serve
+/// the verifier over HTTP (`rl-verify serve`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "rl-verify",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Serve the verifier over HTTP: /run_code (SandboxFusion's API), /verify, /health,
+    /// /metrics (docs/serve.md).
+    Serve(serve::ServeArgs),
+}
+
+/// Run the command line: verify (or capture) streams, or `serve`.
+pub fn run_cli(cli: &Cli, out: impl Write) -> Result<ExitCode, Error> {
+    match &cli.command {
+        Some(Command::Serve(a)) => serve::run(a),
+        None => run(&cli.args, out),
+    }
+}
+
 /// Verify samples: run every test of every sample in a sandbox and write verdicts.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "rl-verify", version, about)]
@@ -63,6 +110,16 @@ pub struct Args {
     pub capture: bool,
     #[command(flatten)]
     pub input: InputArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Samples verified per batch (memory stays bounded; output is written batch by batch).
+    #[arg(long, default_value_t = 256, hide = true)]
+    pub batch: usize,
+}
+
+/// The sandbox, its limits and the verdict cache: what `rl-verify` and `rl-verify serve` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
     /// Worker threads (default: all cores).
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -106,9 +163,6 @@ pub struct Args {
     /// (slower; for comparison and for hosts that refuse the pool's address-space reservation).
     #[arg(long, hide = true)]
     pub no_pool: bool,
-    /// Samples verified per batch (memory stays bounded; output is written batch by batch).
-    #[arg(long, default_value_t = 256, hide = true)]
-    pub batch: usize,
     /// The verdict cache, an SQLite file shared safely by concurrent runs (default:
     /// $RLCODE_VERDICT_CACHE, or <cache dir>/verdicts.sqlite; RLCODE_VERDICT_CACHE=off is
     /// --no-cache).
@@ -120,7 +174,7 @@ pub struct Args {
 }
 
 /// Where the verdict cache is, or `None` when it is off.
-pub fn cache_path(args: &Args) -> Option<PathBuf> {
+pub fn cache_path(args: &SandboxArgs) -> Option<PathBuf> {
     if args.no_cache {
         return None;
     }
@@ -132,13 +186,6 @@ pub fn cache_path(args: &Args) -> Option<PathBuf> {
         Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
         _ => Some(rlcode_core::paths::cache_dir().join("verdicts.sqlite")),
     }
-}
-
-/// The sandboxes `--runtime` chooses between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RuntimeKind {
-    Preinit,
-    Python,
 }
 
 /// Counts for the closing summary.
@@ -221,14 +268,14 @@ impl Summary {
 }
 
 /// The fuel budget when neither `--fuel` nor the problem sets one.
-pub fn default_fuel(args: &Args) -> u64 {
+pub fn default_fuel(args: &SandboxArgs) -> u64 {
     args.fuel.unwrap_or(match args.runtime {
         RuntimeKind::Preinit => DEFAULT_FUEL_PREINIT,
         RuntimeKind::Python => DEFAULT_FUEL,
     })
 }
 
-pub(crate) fn limits_for(args: &Args, overrides: Option<Limits>) -> RunLimits {
+pub(crate) fn limits_for(args: &SandboxArgs, overrides: Option<Limits>) -> RunLimits {
     let o = overrides.unwrap_or_default();
     RunLimits {
         fuel: o.fuel.unwrap_or(default_fuel(args)),
@@ -244,6 +291,13 @@ struct Pending {
     line: Line,
     problem: usize,
     code: String,
+}
+
+/// What [`verify_batch`] needs of a sample: its problem (an index into the problem set) and
+/// its program.
+pub(crate) struct SampleRef<'a> {
+    pub problem: usize,
+    pub code: &'a str,
 }
 
 fn validate(problems: &ProblemSet, line: Line) -> Result<Pending, RecordError> {
@@ -281,77 +335,187 @@ fn test_seed(prefix: &sha2::Sha256, ti: usize) -> [u8; 32] {
 }
 
 /// The runtime, loaded on first use: a run whose every test is in the cache compiles and
-/// instantiates nothing.
+/// instantiates nothing. Shared by the requests of `rl-verify serve` (it is `Sync`).
 pub(crate) struct LazyRuntime {
     kind: RuntimeKind,
     /// What [`Runtime::id`] will be: the cache keys on it.
     id: String,
     wasm: PathBuf,
     module_cache: Option<PathBuf>,
-    concurrency: runtime::Concurrency,
-    rt: Option<Runtime>,
+    concurrency: engine::Concurrency,
+    rt: std::sync::OnceLock<Runtime>,
     /// How each assert test seen so far runs ([`split`]), found on this runtime.
-    splits: HashMap<Analysis, Split>,
+    splits: std::sync::Mutex<HashMap<Analysis, Split>>,
 }
 
 impl LazyRuntime {
-    pub(crate) fn get(&mut self) -> Result<&Runtime, Error> {
-        if self.rt.is_none() {
-            let rt = match self.kind {
-                RuntimeKind::Python => {
-                    Runtime::load(&self.wasm, self.module_cache.as_deref(), self.concurrency)?
-                }
-                RuntimeKind::Preinit => Runtime::load_preinit(
-                    &self.wasm,
-                    self.module_cache.as_deref(),
-                    self.concurrency,
-                )?,
-            };
-            if rt.id != self.id {
-                return Err(Error::Usage(format!(
-                    "{}: the sandbox's Python changed during the run ({} became {})",
-                    self.wasm.display(),
-                    self.id,
-                    rt.id
-                )));
-            }
-            self.rt = Some(rt);
+    pub(crate) fn get(&self) -> Result<&Runtime, Error> {
+        if let Some(rt) = self.rt.get() {
+            return Ok(rt);
         }
-        Ok(self.rt.as_ref().expect("loaded"))
+        let rt = match self.kind {
+            RuntimeKind::Python => {
+                Runtime::load(&self.wasm, self.module_cache.as_deref(), self.concurrency)?
+            }
+            RuntimeKind::Preinit => {
+                Runtime::load_preinit(&self.wasm, self.module_cache.as_deref(), self.concurrency)?
+            }
+        };
+        if rt.id != self.id {
+            return Err(Error::Msg(format!(
+                "{}: the sandbox's Python changed during the run ({} became {})",
+                self.wasm.display(),
+                self.id,
+                rt.id
+            )));
+        }
+        // A concurrent first use may have loaded one too: either is the same runtime.
+        let _ = self.rt.set(rt);
+        Ok(self.rt.get().expect("loaded"))
     }
 
-    /// [`LazyRuntime::get`], and the splits found on it.
-    fn get_with_splits(&mut self) -> Result<(&Runtime, &mut HashMap<Analysis, Split>), Error> {
-        self.get()?;
-        Ok((self.rt.as_ref().expect("loaded"), &mut self.splits))
+    /// What [`Runtime::id`] is (known before loading).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// How each of `tests` runs: the splits found before, and the others analysed now (on the
+    /// calling rayon pool) and remembered.
+    fn splits_for(&self, rt: &Runtime, tests: &[&Analysis]) -> Vec<Split> {
+        let fresh: Vec<Analysis> = {
+            let known = self.splits.lock().expect("splits");
+            let mut fresh: Vec<Analysis> = Vec::new();
+            for a in tests {
+                if !known.contains_key(*a) && !fresh.contains(a) {
+                    fresh.push((*a).clone());
+                }
+            }
+            fresh
+        };
+        let found = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            analysis::analyse(rt, &fresh)
+        };
+        let mut known = self.splits.lock().expect("splits");
+        known.extend(fresh.into_iter().zip(found));
+        tests.iter().map(|a| known[*a].clone()).collect()
     }
 }
 
-/// The verdict cache of a run and the key state its keys share.
-struct Cache {
-    db: VerdictCache,
+/// The sandbox of a run: the runtime (loaded on first use), the worker pool, the verdict
+/// cache; built the same way for `rl-verify` and `rl-verify serve`.
+pub(crate) struct Sandbox {
+    pub rt: LazyRuntime,
+    pub pool: rayon::ThreadPool,
+    pub cache: Option<Cache>,
+}
+
+impl Sandbox {
+    /// With `verdict_cache`, the verdict cache of `args` (`cache_path`) is opened.
+    pub(crate) fn open(args: &SandboxArgs, verdict_cache: bool) -> Result<Sandbox, Error> {
+        let module_cache = if args.no_module_cache {
+            None
+        } else {
+            Some(
+                args.module_cache
+                    .clone()
+                    .unwrap_or_else(|| rlcode_core::paths::cache_dir().join("modules")),
+            )
+        };
+        let wasm = match args.runtime {
+            RuntimeKind::Python => args
+                .python_wasm
+                .clone()
+                .unwrap_or_else(runtime::default_python_wasm),
+            RuntimeKind::Preinit => args
+                .preinit_wasm
+                .clone()
+                .unwrap_or_else(component::default_preinit_wasm),
+        };
+        let db = match verdict_cache {
+            true => cache_path(args)
+                .map(|path| VerdictCache::open(&path))
+                .transpose()?,
+            false => None,
+        };
+        // Hashing the 25 MB module costs more than looking up thousands of verdicts: with a
+        // cache, its hash is remembered by file identity (size, times, inode).
+        let (id, _) = match &db {
+            Some(db) => runtime::identify_with(args.runtime, &wasm, |p| db.file_sha256(p))?,
+            None => runtime::identify(args.runtime, &wasm)?,
+        };
+        let cache = db.map(|db| Cache {
+            keys: KeyContext::new(&id),
+            db: std::sync::Mutex::new(db),
+        });
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(args.jobs.unwrap_or(0))
+            .build()
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "cannot start {} worker threads: {e}",
+                    args.jobs.unwrap_or(0)
+                ))
+            })?;
+        let rt = LazyRuntime {
+            kind: args.runtime,
+            id,
+            wasm,
+            module_cache,
+            concurrency: (!args.no_pool).then(|| pool.current_num_threads()),
+            rt: std::sync::OnceLock::new(),
+            splits: std::sync::Mutex::new(HashMap::new()),
+        };
+        Ok(Sandbox { rt, pool, cache })
+    }
+}
+
+/// The verdict cache of a run and the key state its keys share. The connection is behind a
+/// lock: `rl-verify serve` shares it between requests (SQLite serialises writers anyway).
+pub(crate) struct Cache {
+    db: std::sync::Mutex<VerdictCache>,
     keys: KeyContext,
 }
 
-/// Run every test of every pending sample on the pool, in input order; with a cache, only the
-/// tests it does not hold, and each distinct one once per batch.
-fn verify_batch(
-    rt: &mut LazyRuntime,
-    pool: &rayon::ThreadPool,
-    args: &Args,
+impl Cache {
+    fn lookup(&self, keys: &[Key]) -> anyhow::Result<Vec<Option<TestResult>>> {
+        self.db.lock().expect("verdict cache").lookup(keys)
+    }
+
+    fn insert<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a Key, &'a TestResult)>,
+    ) -> anyhow::Result<usize> {
+        self.db.lock().expect("verdict cache").insert(items)
+    }
+}
+
+/// The detail of the results of a run abandoned by its caller (`rl-verify serve`: the client
+/// went away or its deadline passed); `infra`, so never cached and never a program's verdict.
+pub(crate) const CANCELLED: &str = "cancelled: the request was abandoned";
+
+/// Run every test of every sample on the sandbox's pool, in input order; with a cache, only
+/// the tests it does not hold, and each distinct one once per batch. With `cancel`, a test not
+/// yet started when it is set is not run (its result is `infra`, [`CANCELLED`], never cached):
+/// an abandoned request of `rl-verify serve` frees the workers.
+pub(crate) fn verify_batch(
+    sb: &Sandbox,
+    args: &SandboxArgs,
     problems: &ProblemSet,
-    batch: &[Pending],
-    cache: Option<&Cache>,
+    batch: &[SampleRef<'_>],
     summary: &mut Summary,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Vec<Verdict>, Error> {
+    let cache = sb.cache.as_ref();
     let mut jobs = Vec::new();
     let mut keys: Vec<Key> = Vec::new();
     for (si, p) in batch.iter().enumerate() {
         let prob = &problems.problems[p.problem];
         let limits = limits_for(args, prob.limits);
         let setup = prob.setup.as_deref().unwrap_or("");
-        let sample_key = cache.map(|c| c.keys.sample(&limits, &p.code, setup));
-        let seed_base = seed_prefix(&prob.id, &p.code);
+        let sample_key = cache.map(|c| c.keys.sample(&limits, p.code, setup));
+        let seed_base = seed_prefix(&prob.id, p.code);
         for (ti, test) in prob.tests.iter().enumerate() {
             let seed = test_seed(&seed_base, ti);
             if let Some(k) = &sample_key {
@@ -364,11 +528,11 @@ fn verify_batch(
                 }),
                 _ => None,
             };
-            jobs.push((si, test, analysis, limits, seed, &p.code, setup));
+            jobs.push((si, test, analysis, limits, seed, p.code, setup));
         }
     }
     let mut results: Vec<Option<TestResult>> = match cache {
-        Some(c) => c.db.lookup(&keys)?,
+        Some(c) => c.lookup(&keys)?,
         None => vec![None; jobs.len()],
     };
     let from_cache: Vec<bool> = results.iter().map(Option::is_some).collect();
@@ -398,39 +562,45 @@ fn verify_batch(
         counts.duplicates += copies.len();
     }
     if !run.is_empty() {
-        let (rt, splits) = rt.get_with_splits()?;
-        // Split the assert tests not seen before, once each (docs/security.md).
-        let mut fresh: Vec<Analysis> = Vec::new();
-        for &j in &run {
-            if let Some(a) = &jobs[j].2
-                && !splits.contains_key(a)
-                && !fresh.contains(a)
-            {
-                fresh.push(a.clone());
-            }
-        }
-        if !fresh.is_empty() {
-            let found = pool.install(|| split::analyse(rt, &fresh));
-            splits.extend(fresh.into_iter().zip(found));
-        }
-        let splits = &*splits;
-        for &j in &run {
-            let (_, test, analysis, ..) = &jobs[j];
-            match Kind::of(test, analysis.as_ref().and_then(|a| splits.get(a))) {
+        let rt = sb.rt.get()?;
+        // How each assert test to run runs: split once per distinct test (docs/security.md).
+        let asserts: Vec<&Analysis> = run.iter().filter_map(|&j| jobs[j].2.as_ref()).collect();
+        let found = sb.pool.install(|| sb.rt.splits_for(rt, &asserts));
+        let mut found = found.into_iter();
+        let splits: Vec<Option<Split>> = run
+            .iter()
+            .map(|&j| {
+                jobs[j]
+                    .2
+                    .as_ref()
+                    .map(|_| found.next().expect("one per test"))
+            })
+            .collect();
+        for (&j, split) in run.iter().zip(&splits) {
+            match Kind::of(jobs[j].1, split.as_ref()) {
                 Kind::Value(_) => summary.ran.value += 1,
                 Kind::Stdio { .. } => summary.ran.stdio += 1,
                 _ => summary.ran.in_interpreter += 1,
             }
         }
-        let ran: Vec<TestResult> = pool.install(|| {
+        let ran: Vec<TestResult> = sb.pool.install(|| {
             run.par_iter()
+                .zip(&splits)
                 .with_max_len(1)
-                .map(|&j| {
-                    let (_, test, analysis, limits, seed, program, setup) = &jobs[j];
+                .map(|(&j, split)| {
+                    let (_, test, _, limits, seed, program, setup) = &jobs[j];
+                    if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                        return TestResult {
+                            status: Status::Infra,
+                            detail: Some(CANCELLED.into()),
+                            fuel: None,
+                            ms: None,
+                        };
+                    }
                     let job = Job {
                         program,
                         setup,
-                        kind: Kind::of(test, analysis.as_ref().and_then(|a| splits.get(a))),
+                        kind: Kind::of(test, split.as_ref()),
                         limits: *limits,
                         seed: *seed,
                     };
@@ -440,7 +610,7 @@ fn verify_batch(
         });
         // Stored before the verdicts are written: a verdict on stdout is in the cache.
         if let Some(c) = cache {
-            c.db.insert(run.iter().map(|&j| &keys[j]).zip(&ran))?;
+            c.insert(run.iter().map(|&j| &keys[j]).zip(&ran))?;
         }
         for (&j, r) in run.iter().zip(ran) {
             results[j] = Some(r);
@@ -460,7 +630,7 @@ fn verify_batch(
         .map(|(tests, all_hit)| {
             // `cached`: every test came from the cache, and there was at least one.
             let cached = all_hit && !tests.is_empty();
-            Verdict::from_tests(tests, rt.id.clone(), cached)
+            Verdict::from_tests(tests, sb.rt.id().to_string(), cached)
         })
         .collect())
 }
@@ -473,80 +643,24 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode, Error> {
         _ => None,
     };
     let reader = JsonlReader::open(&args.input.inputs)?;
-    let module_cache = if args.no_module_cache {
-        None
-    } else {
-        Some(
-            args.module_cache
-                .clone()
-                .unwrap_or_else(|| rlcode_core::paths::cache_dir().join("modules")),
-        )
-    };
-    let wasm = match args.runtime {
-        RuntimeKind::Python => args
-            .python_wasm
-            .clone()
-            .unwrap_or_else(runtime::default_python_wasm),
-        RuntimeKind::Preinit => args
-            .preinit_wasm
-            .clone()
-            .unwrap_or_else(component::default_preinit_wasm),
-    };
-    let db = match &problems {
-        Some(_) => cache_path(args)
-            .map(|path| VerdictCache::open(&path))
-            .transpose()?,
-        None => None,
-    };
-    // Hashing the 25 MB module costs more than looking up thousands of verdicts: with a cache,
-    // its hash is remembered by file identity (size, times, inode).
-    let (id, _) = match &db {
-        Some(db) => runtime::identify_with(args.runtime, &wasm, |p| db.file_sha256(p))?,
-        None => runtime::identify(args.runtime, &wasm)?,
-    };
-    let cache = db.map(|db| Cache {
-        keys: KeyContext::new(&id),
-        db,
-    });
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.jobs.unwrap_or(0))
-        .build()
-        .map_err(|e| {
-            Error::Usage(format!(
-                "cannot start {} worker threads: {e}",
-                args.jobs.unwrap_or(0)
-            ))
-        })?;
-    let mut rt = LazyRuntime {
-        kind: args.runtime,
-        id,
-        wasm,
-        module_cache,
-        concurrency: (!args.no_pool).then(|| pool.current_num_threads()),
-        rt: None,
-        splits: HashMap::new(),
-    };
+    let sb = Sandbox::open(&args.sandbox, problems.is_some())?;
     match problems {
-        Some(problems) => {
-            verify_stream(&mut rt, &pool, args, &problems, reader, cache.as_ref(), out)
-        }
-        None => capture::run(&mut rt, &pool, args, reader, out),
+        Some(problems) => verify_stream(&sb, args, &problems, reader, out),
+        None => capture::run(&sb, args, reader, out),
     }
 }
 
 fn verify_stream(
-    rt: &mut LazyRuntime,
-    pool: &rayon::ThreadPool,
+    sb: &Sandbox,
     args: &Args,
     problems: &ProblemSet,
     mut reader: JsonlReader,
-    cache: Option<&Cache>,
     out: impl Write,
 ) -> Result<ExitCode, Error> {
     let mut writer = JsonlWriter::new(out);
     let mut skipper = Skipper::new(PROGRAM, args.input.keep_going);
     let mut summary = Summary {
-        cache: cache.map(|_| CacheCounts::default()),
+        cache: sb.cache.as_ref().map(|_| CacheCounts::default()),
         ..Summary::default()
     };
     let started = Instant::now();
@@ -557,7 +671,14 @@ fn verify_stream(
         args.batch,
         |line| validate(problems, line),
         |pending| {
-            let verdicts = verify_batch(rt, pool, args, problems, &pending, cache, &mut summary)?;
+            let refs: Vec<SampleRef<'_>> = pending
+                .iter()
+                .map(|p| SampleRef {
+                    problem: p.problem,
+                    code: &p.code,
+                })
+                .collect();
+            let verdicts = verify_batch(sb, &args.sandbox, problems, &refs, &mut summary, None)?;
             for (p, v) in pending.into_iter().zip(verdicts) {
                 summary.samples += 1;
                 summary.tests += v.total;
@@ -684,17 +805,20 @@ mod default_fuel_tests {
 
     #[test]
     fn the_default_budget_follows_the_runtime_and_fuel_overrides_it() {
-        assert_eq!(default_fuel(&args(&[])), DEFAULT_FUEL_PREINIT);
+        assert_eq!(default_fuel(&args(&[]).sandbox), DEFAULT_FUEL_PREINIT);
         assert_eq!(
-            default_fuel(&args(&["--runtime", "preinit"])),
+            default_fuel(&args(&["--runtime", "preinit"]).sandbox),
             2_000_000_000
         );
-        assert_eq!(default_fuel(&args(&["--runtime", "python"])), 5_000_000_000);
         assert_eq!(
-            default_fuel(&args(&["--runtime", "python", "--fuel", "7"])),
+            default_fuel(&args(&["--runtime", "python"]).sandbox),
+            5_000_000_000
+        );
+        assert_eq!(
+            default_fuel(&args(&["--runtime", "python", "--fuel", "7"]).sandbox),
             7
         );
-        let a = args(&["--fuel", "9"]);
+        let a = args(&["--fuel", "9"]).sandbox;
         assert_eq!(limits_for(&a, None).fuel, 9);
         let o = Limits {
             fuel: Some(11),

@@ -1,8 +1,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = rl_verify::Args::parse();
+    let cli = rl_verify::Cli::parse();
     rlcode_core::cli::main_with(rl_verify::PROGRAM, || {
-        rl_verify::run(&args, std::io::stdout().lock())
+        rl_verify::run_cli(&cli, std::io::stdout().lock())
     })
 }

@@ -1,71 +1,34 @@
-//! The sandbox's Python: a wasmtime engine and the CPython-on-WASI module, compiled once and
-//! cached on disk.
+//! The sandbox's Python: a wasmtime engine and one of two backends ([`crate::module`], the
+//! plain interpreter; [`crate::component`], the pre-initialized one), compiled once and cached
+//! on disk, and the dispatch of a run to the backend.
 
-use anyhow::{Context, Result};
-use std::hash::{Hash, Hasher};
+use crate::engine::{Concurrency, engine_config, start_ticker};
+use crate::protocol::{Job, RawRun};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-use wasmtime::{Config, Engine, Linker, Module};
+use wasmtime::Engine;
 
-/// The per-store state of one test run: its WASI context (preview 1 for the plain runtime,
-/// preview 2 for the pre-initialized component) and its memory cap.
-pub struct RunState<W> {
-    pub wasi: W,
-    pub limits: MemoryLimiter,
+/// The sandboxes `--runtime` chooses between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Preinit,
+    Python,
 }
-
-/// The plain runtime's store state.
-pub type ModuleState = RunState<wasmtime_wasi::p1::WasiP1Ctx>;
-
-/// Caps linear memory, and remembers that the program asked for more, so that a failure after a
-/// denied growth is reported as `memory`.
-pub struct MemoryLimiter {
-    pub max_bytes: usize,
-    pub denied: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.denied = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
-    }
-}
-
-/// How often the epoch ticks: a running program yields to the host this often, so that its
-/// wall-clock deadline can be enforced while it computes, not only while it waits.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// What runs a test: the plain interpreter (a WASI preview-1 module that starts CPython afresh
 /// for every test) or the pre-initialized one (a WASI preview-2 component whose start-up and
 /// standard-library imports were snapshotted when it was built).
-pub enum Sandbox {
-    Module(wasmtime::InstancePre<ModuleState>),
+pub enum Backend {
+    Module(crate::module::Pre),
     Component(crate::component::Pre),
 }
 
 /// A loaded runtime: the engine, the module or component ready to instantiate, and its identity.
 pub struct Runtime {
     pub engine: Engine,
-    pub sandbox: Sandbox,
+    pub backend: Backend,
     /// `cpython-3.12.0-wasi:<sha256 prefix>` or `cpython-3.14-wasi-preinit:<sha256 prefix>`:
     /// written into every verdict.
     pub id: String,
@@ -78,66 +41,6 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
-}
-
-/// How many test runs may hold an instance of the sandbox at once: the pooling allocator's
-/// slots are sized from it. `None` allocates every instance afresh (wasmtime's on-demand
-/// allocator; slower, kept for comparison: `rl-verify --no-pool`).
-pub type Concurrency = Option<usize>;
-
-fn engine_config(concurrency: Concurrency) -> Config {
-    let mut c = Config::new();
-    if let Some(n) = concurrency {
-        c.allocation_strategy(pooling_config(n));
-    }
-    // Fuel makes the CPU limit deterministic: the same program gets the same verdict on a
-    // fast or a loaded machine. Epochs let a wall-clock deadline interrupt pure computation.
-    c.consume_fuel(true);
-    c.epoch_interruption(true);
-    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    // CPython recurses on the C stack; keep room for its own RecursionError to fire first.
-    c.max_wasm_stack(4 << 20);
-    c.async_stack_size(5 << 20);
-    c
-}
-
-/// The pooling allocator for `n` concurrent runs. A test's instance takes a slot that an
-/// earlier test of the same runtime used, and the slot is reset to the snapshot when that test
-/// ends: its memory's first `linear_memory_keep_resident` bytes (all of the snapshot's heap) are
-/// copied back from the image with `memcpy` and stay mapped, so the next test takes no page
-/// faults there. Every reset slot holds exactly the snapshot, so reuse leaks nothing between
-/// tests.
-///
-/// Why not the on-demand allocator (`--no-pool`): each test then maps the image afresh and takes
-/// a copy-on-write fault, with a TLB shootdown on the other cores, for every page it writes; on
-/// the HumanEval benchmark that was 17 s of kernel time in a 23 s run. Why not `PAGEMAP_SCAN`
-/// (copy back only the pages a test wrote): wasmtime 48 reads at most 32 runs of dirty pages per
-/// scan and `madvise`s the rest of the memory away, and a CPython test writes pages scattered
-/// over far more runs than that, so the faults came back (docs/benchmarks.md has the figures).
-fn pooling_config(n: usize) -> wasmtime::PoolingAllocationConfig {
-    // Stores alive at once: one per worker, and room for a store being torn down while the
-    // worker's next one is set up.
-    let stores = (2 * n.max(1) + 2) as u32;
-    // The pre-initialized component links 14 core modules, each with at most one memory and
-    // one table; the plain runtime is one module.
-    const PER_STORE: u32 = 32;
-    let mut p = wasmtime::PoolingAllocationConfig::new();
-    p.total_component_instances(stores)
-        .total_core_instances(stores * PER_STORE)
-        .total_memories(stores * PER_STORE)
-        .total_tables(stores * PER_STORE)
-        .total_stacks(stores)
-        .total_gc_heaps(stores)
-        // The memory cap is enforced per test by `MemoryLimiter`; a slot can hold the largest
-        // memory wasm32 allows, so a problem's own `memory_mb` is never refused by the pool.
-        .max_memory_size(1 << 32)
-        .table_elements(1 << 17)
-        .max_component_instance_size(16 << 20)
-        .max_core_instance_size(4 << 20)
-        .linear_memory_keep_resident(64 << 20)
-        .table_keep_resident(1 << 20)
-        .pagemap_scan(wasmtime::Enabled::No);
-    p
 }
 
 /// sha256 of the CPython 3.12.0 WASI build that `scripts/setup.sh` fetches.
@@ -157,19 +60,13 @@ impl Runtime {
     /// module and these engine settings, else compiling it (~5 s) and caching the result.
     pub fn load(wasm: &Path, cache_dir: Option<&Path>, concurrency: Concurrency) -> Result<Self> {
         let engine = Engine::new(&engine_config(concurrency))?;
-        let (id, sha256) = identify(crate::RuntimeKind::Python, wasm)?;
-        let module = match cache_dir {
-            Some(dir) => load_cached::<Module>(&engine, wasm, &sha256, dir)?,
-            None => Module::from_file(&engine, wasm)?,
-        };
-        let mut linker: Linker<ModuleState> = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)?;
-        let pre = linker.instantiate_pre(&module)?;
+        let (id, sha256) = identify(RuntimeKind::Python, wasm)?;
+        let pre = crate::module::load(&engine, wasm, &sha256, cache_dir)?;
         let ticker_stop = start_ticker(&engine)?;
         Ok(Runtime {
             id,
             engine,
-            sandbox: Sandbox::Module(pre),
+            backend: Backend::Module(pre),
             sha256,
             ticker_stop,
         })
@@ -188,22 +85,32 @@ impl Runtime {
         Ok(Runtime {
             id: format!("{}:{}", crate::component::RUNTIME_NAME, &sha256[..12]),
             engine,
-            sandbox: Sandbox::Component(pre),
+            backend: Backend::Component(pre),
             sha256,
             ticker_stop,
         })
+    }
+
+    /// Run `job` on this runtime's backend, the harness protocol's `token` on its stdin.
+    pub(crate) async fn run_raw(&self, job: &Job<'_>, token: &str) -> Result<RawRun> {
+        match &self.backend {
+            Backend::Module(pre) => crate::module::run_raw(&self.engine, pre, job, token).await,
+            Backend::Component(pre) => {
+                crate::component::run_raw(&self.engine, pre, job, token).await
+            }
+        }
     }
 }
 
 /// The identity of the runtime in `wasm` (what [`Runtime::id`] will be) and the module's full
 /// sha256, without compiling or loading anything: the verdict cache keys on it.
-pub fn identify(kind: crate::RuntimeKind, wasm: &Path) -> Result<(String, String)> {
+pub fn identify(kind: RuntimeKind, wasm: &Path) -> Result<(String, String)> {
     identify_with(kind, wasm, |p| Ok(rlcode_core::hash::file_sha256(p)?))
 }
 
 /// [`identify`] with the module's sha256 from `sha256_of` (a memo of file hashes, say).
 pub fn identify_with(
-    kind: crate::RuntimeKind,
+    kind: RuntimeKind,
     wasm: &Path,
     sha256_of: impl FnOnce(&Path) -> Result<String>,
 ) -> Result<(String, String)> {
@@ -216,103 +123,9 @@ pub fn identify_with(
         None => e,
     })?;
     let name = match kind {
-        crate::RuntimeKind::Preinit => crate::component::RUNTIME_NAME,
-        crate::RuntimeKind::Python if sha256 == PYTHON_3_12_0_SHA256 => "cpython-3.12.0-wasi",
-        crate::RuntimeKind::Python => "python-wasi",
+        RuntimeKind::Preinit => crate::component::RUNTIME_NAME,
+        RuntimeKind::Python if sha256 == PYTHON_3_12_0_SHA256 => "cpython-3.12.0-wasi",
+        RuntimeKind::Python => "python-wasi",
     };
     Ok((format!("{name}:{}", &sha256[..12]), sha256))
-}
-
-/// Tick the engine's epoch every [`EPOCH_TICK`] until the returned flag is set.
-fn start_ticker(engine: &Engine) -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let engine = engine.clone();
-    let flag = stop.clone();
-    std::thread::Builder::new()
-        .name("epoch-ticker".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })?;
-    Ok(stop)
-}
-
-/// The artifact's file name: the module's hash and everything about the engine that decides
-/// whether a compiled artifact can be loaded into it.
-pub(crate) fn artifact_key(engine: &Engine, sha256: &str) -> String {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut h);
-    format!("{}-{:016x}.cwasm", &sha256[..32], h.finish())
-}
-
-/// A compiled wasmtime artifact the module cache keeps: a core module (the plain runtime) or a
-/// component (the pre-initialized runtime).
-pub(crate) trait Artifact: Sized {
-    /// "module" or "component", for messages.
-    const KIND: &'static str;
-    /// Prefix of the cache file name.
-    const PREFIX: &'static str;
-    fn compile(engine: &Engine, wasm: &Path) -> Result<Self>;
-    fn serialize(&self) -> Result<Vec<u8>>;
-    /// # Safety
-    /// As wasmtime's `deserialize_file`: the file must be a trusted artifact of this engine.
-    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self>;
-}
-
-impl Artifact for Module {
-    const KIND: &'static str = "module";
-    const PREFIX: &'static str = "";
-    fn compile(engine: &Engine, wasm: &Path) -> Result<Self> {
-        Ok(Module::from_file(engine, wasm)?)
-    }
-    fn serialize(&self) -> Result<Vec<u8>> {
-        Ok(Module::serialize(self)?)
-    }
-    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self> {
-        // SAFETY: passed on to the caller (the trait's contract).
-        Ok(unsafe { Module::deserialize_file(engine, path) }?)
-    }
-}
-
-/// The compiled artifact of `wasm` (whose sha256 is given) from the cache directory `dir`, or
-/// compiled now and cached there.
-pub(crate) fn load_cached<A: Artifact>(
-    engine: &Engine,
-    wasm: &Path,
-    sha256: &str,
-    dir: &Path,
-) -> Result<A> {
-    let path = dir.join(format!("{}{}", A::PREFIX, artifact_key(engine, sha256)));
-    if path.exists() {
-        // SAFETY: deserializing runs the file's machine code, and wasmtime's header checks catch
-        // only accidents (a truncated file, another engine's settings), not a crafted file. The
-        // assumption is that the module cache directory is trusted like the rl-verify binary
-        // itself: only this program writes it (`serialize`, under a key covering the artifact
-        // and the engine's settings), and whoever can write it could replace the binary.
-        match unsafe { A::deserialize_file(engine, &path) } {
-            Ok(m) => return Ok(m),
-            Err(e) => eprintln!(
-                "rl-verify: ignoring unusable compiled {} {}: {e:#}",
-                A::KIND,
-                path.display()
-            ),
-        }
-    }
-    eprintln!(
-        "rl-verify: compiling {} (once; cached in {})",
-        wasm.display(),
-        dir.display()
-    );
-    let artifact = A::compile(engine, wasm)?;
-    if let Err(e) = write_atomic(dir, &path, &artifact.serialize()?) {
-        eprintln!("rl-verify: could not cache the compiled {}: {e:#}", A::KIND);
-    }
-    Ok(artifact)
-}
-
-pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-    rlcode_core::paths::write_atomic(path, bytes).with_context(|| format!("{}", path.display()))
 }

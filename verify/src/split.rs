@@ -7,12 +7,9 @@
 //! program's reach. Any other assert test runs in the program's interpreter, as before, behind
 //! the harness's checks (docs/security.md).
 
-use crate::exec::{Expect, Job, Kind, RunLimits, run_job_full};
-use crate::runtime::Runtime;
 use crate::value::{PyValue, close, py_eq, rl_same};
 use rlcode_core::records::Status;
 use serde_json::Value as Json;
-use std::time::Duration;
 
 /// How an assert test runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +94,7 @@ impl ValueTest {
 
 impl Split {
     /// Parse one `SPLIT <i> <json>` record's JSON.
-    fn parse(text: &str) -> Result<Split, String> {
+    pub(crate) fn parse(text: &str) -> Result<Split, String> {
         let j: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if let Some(why) = j.get("run") {
             let code = j.get("code").and_then(Json::as_str).map(str::to_string);
@@ -133,70 +130,4 @@ impl Split {
             check,
         }))
     }
-}
-
-/// One assert test to analyse: its code, and whether its problem's setup is CodeI/O's own (so
-/// that `_rl_same` means what [`rl_same`] computes).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Analysis {
-    pub code: String,
-    pub rl_same: bool,
-}
-
-/// Tests analysed per run of the analysis instance.
-const PER_RUN: usize = 64;
-
-/// Analyse `tests` (in runs of [`PER_RUN`], on the calling rayon pool); a test whose analysis
-/// failed for any reason runs in the program's interpreter.
-pub fn analyse(rt: &Runtime, tests: &[Analysis]) -> Vec<Split> {
-    use rayon::prelude::*;
-    let chunks: Vec<&[Analysis]> = tests.chunks(PER_RUN).collect();
-    chunks
-        .par_iter()
-        .with_max_len(1)
-        .flat_map_iter(|chunk| analyse_run(rt, chunk))
-        .collect()
-}
-
-fn analyse_run(rt: &Runtime, tests: &[Analysis]) -> Vec<Split> {
-    let list: Vec<Json> = tests
-        .iter()
-        .map(|t| serde_json::json!({"code": t.code, "rl_same": t.rl_same}))
-        .collect();
-    let text = Json::Array(list).to_string();
-    let job = Job {
-        program: "",
-        setup: "",
-        kind: Kind::Analyse(&text),
-        // Generous limits: the expected values are the problem author's, evaluated once.
-        limits: RunLimits {
-            fuel: 20_000_000_000,
-            memory_bytes: 1 << 30,
-            wall: Duration::from_secs(60),
-            stdout_bytes: 1 << 20,
-            stderr_bytes: 256 << 20,
-        },
-        seed: [0; 32],
-    };
-    let mut out = vec![Split::Run("not analysed".into(), None); tests.len()];
-    let (_, _, stderr, token) = run_job_full(rt, &job, Expect::CleanExit);
-    let stderr = String::from_utf8_lossy(&stderr);
-    for line in stderr.lines() {
-        let Some(rest) = line.strip_prefix(token.as_str()) else {
-            continue;
-        };
-        let Some(rest) = rest.trim_start().strip_prefix("SPLIT ") else {
-            continue;
-        };
-        let Some((i, json)) = rest.split_once(' ') else {
-            continue;
-        };
-        if let Ok(i) = i.parse::<usize>()
-            && i < out.len()
-        {
-            out[i] =
-                Split::parse(json).unwrap_or_else(|e| Split::Run(format!("analysis: {e}"), None));
-        }
-    }
-    out
 }

@@ -1,0 +1,192 @@
+//! The wasmtime side shared by both sandboxes: the engine's settings (fuel, epochs, the pooling
+//! allocator), the per-store state and memory cap, the epoch ticker, and the on-disk cache of
+//! compiled artifacts. Nothing here knows a backend or the harness protocol.
+
+use anyhow::{Context, Result};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{Config, Engine};
+
+/// The per-store state of one test run: its WASI context (preview 1 for the plain runtime,
+/// preview 2 for the pre-initialized component) and its memory cap.
+pub struct RunState<W> {
+    pub wasi: W,
+    pub limits: MemoryLimiter,
+}
+
+/// Caps linear memory, and remembers that the program asked for more, so that a failure after a
+/// denied growth is reported as `memory`.
+pub struct MemoryLimiter {
+    pub max_bytes: usize,
+    pub denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// How often the epoch ticks: a running program yields to the host this often, so that its
+/// wall-clock deadline can be enforced while it computes, not only while it waits.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How many test runs may hold an instance of the sandbox at once: the pooling allocator's
+/// slots are sized from it. `None` allocates every instance afresh (wasmtime's on-demand
+/// allocator; slower, kept for comparison: `rl-verify --no-pool`).
+pub type Concurrency = Option<usize>;
+
+pub(crate) fn engine_config(concurrency: Concurrency) -> Config {
+    let mut c = Config::new();
+    if let Some(n) = concurrency {
+        c.allocation_strategy(pooling_config(n));
+    }
+    // Fuel makes the CPU limit deterministic: the same program gets the same verdict on a
+    // fast or a loaded machine. Epochs let a wall-clock deadline interrupt pure computation.
+    c.consume_fuel(true);
+    c.epoch_interruption(true);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // CPython recurses on the C stack; keep room for its own RecursionError to fire first.
+    c.max_wasm_stack(4 << 20);
+    c.async_stack_size(5 << 20);
+    c
+}
+
+/// The pooling allocator for `n` concurrent runs. A test's instance takes a slot that an
+/// earlier test of the same runtime used, and the slot is reset to the snapshot when that test
+/// ends: its memory's first `linear_memory_keep_resident` bytes (all of the snapshot's heap) are
+/// copied back from the image with `memcpy` and stay mapped, so the next test takes no page
+/// faults there. Every reset slot holds exactly the snapshot, so reuse leaks nothing between
+/// tests.
+///
+/// Why not the on-demand allocator (`--no-pool`): each test then maps the image afresh and takes
+/// a copy-on-write fault, with a TLB shootdown on the other cores, for every page it writes; on
+/// the HumanEval benchmark that was 17 s of kernel time in a 23 s run. Why not `PAGEMAP_SCAN`
+/// (copy back only the pages a test wrote): wasmtime 48 reads at most 32 runs of dirty pages per
+/// scan and `madvise`s the rest of the memory away, and a CPython test writes pages scattered
+/// over far more runs than that, so the faults came back (docs/benchmarks.md has the figures).
+fn pooling_config(n: usize) -> wasmtime::PoolingAllocationConfig {
+    // Stores alive at once: one per worker, and room for a store being torn down while the
+    // worker's next one is set up.
+    let stores = (2 * n.max(1) + 2) as u32;
+    // The pre-initialized component links 14 core modules, each with at most one memory and
+    // one table; the plain runtime is one module.
+    const PER_STORE: u32 = 32;
+    let mut p = wasmtime::PoolingAllocationConfig::new();
+    p.total_component_instances(stores)
+        .total_core_instances(stores * PER_STORE)
+        .total_memories(stores * PER_STORE)
+        .total_tables(stores * PER_STORE)
+        .total_stacks(stores)
+        .total_gc_heaps(stores)
+        // The memory cap is enforced per test by `MemoryLimiter`; a slot can hold the largest
+        // memory wasm32 allows, so a problem's own `memory_mb` is never refused by the pool.
+        .max_memory_size(1 << 32)
+        .table_elements(1 << 17)
+        .max_component_instance_size(16 << 20)
+        .max_core_instance_size(4 << 20)
+        .linear_memory_keep_resident(64 << 20)
+        .table_keep_resident(1 << 20)
+        .pagemap_scan(wasmtime::Enabled::No);
+    p
+}
+
+/// Tick the engine's epoch every [`EPOCH_TICK`] until the returned flag is set.
+pub(crate) fn start_ticker(engine: &Engine) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let engine = engine.clone();
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+    Ok(stop)
+}
+
+/// The artifact's file name: the module's hash and everything about the engine that decides
+/// whether a compiled artifact can be loaded into it.
+pub(crate) fn artifact_key(engine: &Engine, sha256: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{}-{:016x}.cwasm", &sha256[..32], h.finish())
+}
+
+/// A compiled wasmtime artifact the module cache keeps: a core module (the plain runtime) or a
+/// component (the pre-initialized runtime).
+pub(crate) trait Artifact: Sized {
+    /// "module" or "component", for messages.
+    const KIND: &'static str;
+    /// Prefix of the cache file name.
+    const PREFIX: &'static str;
+    fn compile(engine: &Engine, wasm: &Path) -> Result<Self>;
+    fn serialize(&self) -> Result<Vec<u8>>;
+    /// # Safety
+    /// As wasmtime's `deserialize_file`: the file must be a trusted artifact of this engine.
+    unsafe fn deserialize_file(engine: &Engine, path: &Path) -> Result<Self>;
+}
+
+/// The compiled artifact of `wasm` (whose sha256 is given) from the cache directory `dir`, or
+/// compiled now and cached there.
+pub(crate) fn load_cached<A: Artifact>(
+    engine: &Engine,
+    wasm: &Path,
+    sha256: &str,
+    dir: &Path,
+) -> Result<A> {
+    let path = dir.join(format!("{}{}", A::PREFIX, artifact_key(engine, sha256)));
+    if path.exists() {
+        // SAFETY: deserializing runs the file's machine code, and wasmtime's header checks catch
+        // only accidents (a truncated file, another engine's settings), not a crafted file. The
+        // assumption is that the module cache directory is trusted like the rl-verify binary
+        // itself: only this program writes it (`serialize`, under a key covering the artifact
+        // and the engine's settings), and whoever can write it could replace the binary.
+        match unsafe { A::deserialize_file(engine, &path) } {
+            Ok(m) => return Ok(m),
+            Err(e) => eprintln!(
+                "rl-verify: ignoring unusable compiled {} {}: {e:#}",
+                A::KIND,
+                path.display()
+            ),
+        }
+    }
+    eprintln!(
+        "rl-verify: compiling {} (once; cached in {})",
+        wasm.display(),
+        dir.display()
+    );
+    let artifact = A::compile(engine, wasm)?;
+    if let Err(e) = write_atomic(dir, &path, &artifact.serialize()?) {
+        eprintln!("rl-verify: could not cache the compiled {}: {e:#}", A::KIND);
+    }
+    Ok(artifact)
+}
+
+pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    rlcode_core::paths::write_atomic(path, bytes).with_context(|| format!("{}", path.display()))
+}
