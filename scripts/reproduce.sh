@@ -136,7 +136,7 @@ rl_run() { # WARM DIR REWARD ALGO SEED LR
   if [[ ! -s $dir/eval.jsonl && -s $warm/eval/0.jsonl ]]; then
     mkdir -p "$dir/eval"
     cp "$warm/eval/0.jsonl" "$dir/eval/0.jsonl"
-    grep '^{"step":0,' "$warm/eval.jsonl" > "$dir/eval.jsonl"
+    "$B/rl-eval" jsonl truncate step 0 "$warm/eval.jsonl" --out "$dir/eval.jsonl"
   fi
   bash "$ROOT/scripts/train.sh" --out "$dir" --init "$warm/ckpt/0" --reward "$3" \
     --algo "$4" --seed $((BASE_SEED * 1000 + $5)) --steps "$STEPS" "${COMMON[@]}" --lr "$6" \
@@ -197,7 +197,8 @@ drain() { while ((running > 0)); do reap; done; }
 if ((PILOT)); then
   # The pilot of docs/study.md: how long a warm start must train, and which RL learning rate
   # learns, for binary GRPO (2 seeds each). Configurations are named after what they vary.
-  SFTS=$(printf '%s\n' 400 800 1200 "$SFT_STEPS" | sort -nu)
+  # Warm starts of a third, two thirds and all of --sft-steps (400, 800, 1200 by default).
+  SFTS=$(printf '%s\n' $((SFT_STEPS / 3)) $((2 * SFT_STEPS / 3)) "$SFT_STEPS" | sort -nu)
   for sft in $SFTS; do
     [[ -s $OUT/pilot/warm-$sft/eval/0.jsonl ]] || warm_start "$OUT/pilot/warm-$sft" "$sft"
   done

@@ -13,3 +13,7 @@ command -v cargo-machete >/dev/null || cargo install --locked --quiet cargo-mach
 cargo machete
 echo "test: cargo test" >&2
 cargo test --release --workspace
+# The study tier: end-to-end runs of the training scripts (train.sh, reproduce.sh --quick,
+# train-real.sh), #[ignore]d so that a plain `cargo test` stays quick; CI runs them here.
+echo "test: cargo test, study tier (the ignored tests)" >&2
+cargo test --release --workspace -- --ignored

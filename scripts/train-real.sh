@@ -129,7 +129,7 @@ evaluate() {
   log "eval $label: $(cat "$dest")"
 }
 
-pass1() { sed -n 's/.*"pass_at_k":{"1":\([0-9.eE+-]*\).*/\1/p' "$1"; }
+pass1() { "$B/rl-eval" jsonl get pass_at_k.1 "$1"; }
 
 log "evaluating the base model on $EVAL_PROBLEMS held-out problems"
 evaluate "$MODEL" "$OUT/eval-base.jsonl" base
@@ -173,10 +173,10 @@ for R in "${RW[@]}"; do
     "$B/rl-update" merge-lora --model "$MODEL" --adapter "$D/adapter/$s" --out "$D/policy/$s" \
       >>"$LOGF" 2>&1
     t4=$(now)
-    extra="\"train_step\":$s,\"reward\":\"$R\",\"seconds_sample\":$(secs "$t0" "$t1"),"
-    extra+="\"seconds_verify\":$(secs "$t1" "$t2"),\"seconds_update\":$(secs "$t2" "$t3"),"
-    extra+="\"seconds_merge\":$(secs "$t3" "$t4"),\"seconds_step\":$(secs "$t0" "$t4")"
-    echo "{$extra,${upd#\{}" >> "$D/metrics.jsonl"
+    "$B/rl-eval" jsonl object "train_step:=$s" "reward=$R" \
+      "seconds_sample:=$(secs "$t0" "$t1")" "seconds_verify:=$(secs "$t1" "$t2")" \
+      "seconds_update:=$(secs "$t2" "$t3")" "seconds_merge:=$(secs "$t3" "$t4")" \
+      "seconds_step:=$(secs "$t0" "$t4")" --merge "$upd" >> "$D/metrics.jsonl"
     log "$R step $s/$STEPS: $(secs "$t0" "$t4") s (sample $(secs "$t0" "$t1"), verify $(secs "$t1" "$t2"), update $(secs "$t2" "$t3"), merge $(secs "$t3" "$t4"))"
     policy=$D/policy/$s
     # Keep only the last policy (each is a full 0.5 GB checkpoint); adapters are small.
@@ -185,7 +185,8 @@ for R in "${RW[@]}"; do
   last=$(( done_steps > STEPS ? done_steps : STEPS ))
   mkdir -p "$D/eval"
   evaluate "$policy" "$D/eval/$last.jsonl" "$R"
-  mean=$(sed -n 's/.*"seconds_step":\([0-9.]*\).*/\1/p' "$D/metrics.jsonl" | awk '{ t += $1; n++ } END { if (n) printf "%.1f", t / n }')
+  mean=$("$B/rl-eval" jsonl get seconds_step "$D/metrics.jsonl" \
+    | awk '{ t += $1; n++ } END { if (n) printf "%.1f", t / n }')
   printf '%s\t%s\t%s\t%s\t%s\n' "$R" "$STEPS" "$mean" "$(pass1 "$OUT/eval-base.jsonl")" \
     "$(pass1 "$D/eval/$last.jsonl")" >> "$OUT/summary.tsv.tmp"
 done

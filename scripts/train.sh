@@ -186,11 +186,9 @@ atomic() {
 NTRAIN=$(wc -l < "$TRAIN") NTEST=$(wc -l < "$TEST")
 
 # ---- resume: the last complete step L ----
-# Valid metrics lines are whole lines of the form {"train_step":N,...}; anything else is a
-# partial write of a killed run.
-metric_steps() {
-  sed -n 's/^{"train_step":\([0-9][0-9]*\),.*}$/\1/p' "$METRICS"
-}
+# Complete metrics lines are JSON objects with a "train_step" (rl-eval jsonl); anything else is
+# a partial write of a killed run.
+metric_steps() { "$B/rl-eval" jsonl steps train_step "$METRICS"; }
 L=0
 if [[ -d $OUT/ckpt/0 ]]; then
   for s in $(metric_steps | sort -rn); do
@@ -198,12 +196,8 @@ if [[ -d $OUT/ckpt/0 ]]; then
   done
 fi
 # Drop what lies beyond L: later or partial metrics/eval lines, checkpoints and step files.
-awk -v L="$L" 'match($0, /^\{"train_step":[0-9]+,.*\}$/) {
-    s = $0; sub(/^\{"train_step":/, "", s); sub(/,.*/, "", s); if (s + 0 <= L) print }' \
-  "$METRICS" > "$METRICS.tmp.$$" && mv -f "$METRICS.tmp.$$" "$METRICS"
-awk -v L="$L" 'match($0, /^\{"step":[0-9]+,.*\}$/) {
-    s = $0; sub(/^\{"step":/, "", s); sub(/,.*/, "", s); if (s + 0 <= L) print }' \
-  "$EVALS" > "$EVALS.tmp.$$" && mv -f "$EVALS.tmp.$$" "$EVALS"
+"$B/rl-eval" jsonl truncate train_step "$L" "$METRICS"
+"$B/rl-eval" jsonl truncate step "$L" "$EVALS"
 rm -rf "$OUT"/ckpt/.*.tmp-* "$OUT"/ckpt/.*.old-* "$OUT"/*/*.tmp.* "$OUT"/verdicts/.*.tmp.* \
   "$OUT"/*.tmp.* 2>/dev/null || true
 for d in "$OUT"/ckpt/*/; do
@@ -225,8 +219,7 @@ gate_pass_at_k() { # DIR
   "$B/rl-sample" --model "$1" --problems "$TEST" --offset "$EVAL_PROBLEMS" --limit "$n" \
     -n "$EVAL_SAMPLES" --seed "$EVAL_SEED" --temperature "$TEMP" --max-tokens "$MAX_TOKENS" \
     2>>"$LOGF" | "$B/rl-verify" --problems "$TEST" 2>>"$LOGF" \
-    | "$B/rl-eval" --k "$EVAL_SAMPLES" - \
-    | sed -n "s/.*\"pass_at_k\":{\"$EVAL_SAMPLES\":\([0-9.eE+-]*\)}.*/\1/p"
+    | "$B/rl-eval" --k "$EVAL_SAMPLES" - | "$B/rl-eval" jsonl get "pass_at_k.$EVAL_SAMPLES"
 }
 
 # ---- warm start: ckpt/0 ----
@@ -290,7 +283,7 @@ evaluate() {
   log "eval step $s ($(secs "$t0" "$(now)") s): $line"
 }
 eval_due() { ((EVAL_EVERY > 0)) && (($1 % EVAL_EVERY == 0 || $1 == STEPS)); }
-has_eval() { grep -q "^{\"step\":$1," "$EVALS"; }
+has_eval() { "$B/rl-eval" jsonl steps step "$EVALS" | grep -qx "$1"; }
 
 prune() {
   ((KEEP > 0)) || return 0
@@ -321,7 +314,7 @@ draw() { # S OFF LIM SEED
   T_VERIFY=$(awk -v t="$T_VERIFY" -v b="$b" -v c="$c" 'BEGIN { printf "%.3f", t + c - b }')
 }
 # The number of problems in a scored file (rl-eval's "problems").
-groups_in() { "$B/rl-eval" --k 1 "$1" | sed -n 's/.*"problems":\([0-9][0-9]*\).*/\1/p'; }
+groups_in() { "$B/rl-eval" --k 1 "$1" | "$B/rl-eval" jsonl get problems; }
 
 for ((s = L + 1; s <= STEPS; s++)); do
   prev=$((s - 1))
@@ -364,11 +357,12 @@ for ((s = L + 1; s <= STEPS; s++)); do
   rm -f "$scored"
   t3=$(now)
   [[ $upd == "{"*"}" ]] || die "step $s: rl-update wrote no metrics line"
-  line="{\"train_step\":$s,\"reward\":\"$REWARD\",\"offset\":$off,\"problems\":$lim"
-  line+=",\"budget\":\"$BUDGET\",\"draws\":$draws,\"samples_drawn\":$drawn"
-  [[ -n $informative ]] && line+=",\"informative_groups\":$informative"
-  line+=",\"seconds_sample\":$T_SAMPLE,\"seconds_verify\":$T_VERIFY"
-  line+=",\"seconds_update\":$(secs "$t2" "$t3"),\"train\":$train,${upd#\{}"
+  inf=()
+  [[ -n $informative ]] && inf=("informative_groups:=$informative")
+  line=$("$B/rl-eval" jsonl object "train_step:=$s" "reward=$REWARD" "offset:=$off" \
+    "problems:=$lim" "budget=$BUDGET" "draws:=$draws" "samples_drawn:=$drawn" "${inf[@]}" \
+    "seconds_sample:=$T_SAMPLE" "seconds_verify:=$T_VERIFY" \
+    "seconds_update:=$(secs "$t2" "$t3")" "train:=$train" --merge "$upd")
   printf '%s\n' "$line" >> "$METRICS"
   log "step $s/$STEPS ($(secs "$t0" "$t3") s): train $train"
   if eval_due "$s"; then evaluate "$s"; fi

@@ -1,23 +1,9 @@
 //! The binary through its command line: exit codes, messages, and the real HumanEval file.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn rl_data(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rl-data"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    rlcode_tests::run_exe(env!("CARGO_BIN_EXE_rl-data"), args, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

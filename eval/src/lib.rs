@@ -7,6 +7,7 @@
 
 pub mod calibration;
 pub mod compare;
+pub mod jsonl;
 pub mod layout;
 pub mod plot;
 pub mod stats;
@@ -100,6 +101,9 @@ pub enum Command {
     /// later), within groups, and split-half (docs/calibration.md). Also `rl-eval
     /// --calibration`.
     Calibration(calibration::CalibrationArgs),
+    /// JSON for shell drivers: a field of each line, the steps of a metrics file, a metrics file
+    /// cut back to a step, a metrics line from parts (scripts/train.sh uses these).
+    Jsonl(jsonl::JsonlArgs),
 }
 
 /// What `main` runs: the subcommand, the calibration, or the metrics.
@@ -109,6 +113,7 @@ pub fn main(cli: &Cli, output: impl Write) -> Result<ExitCode> {
         Some(Command::Summary(a)) => summary::run(a, output).map(|()| ExitCode::Success),
         Some(Command::Compare(a)) => compare::run(a, output).map(|()| ExitCode::Success),
         Some(Command::Calibration(a)) => calibration::run(a, calibration::open_inputs(a)?, output),
+        Some(Command::Jsonl(a)) => jsonl::run(a, output),
         None if cli.eval.calibration => {
             let a = calibration::CalibrationArgs::from_flags(&cli.eval);
             calibration::run(&a, calibration::open_inputs(&a)?, output)

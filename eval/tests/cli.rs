@@ -2,19 +2,10 @@
 //! errors on stderr.
 
 use serde_json::{Value, json};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn rl_eval(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rl-eval"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rl-eval");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    rlcode_tests::run_exe(env!("CARGO_BIN_EXE_rl-eval"), args, stdin)
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -28,14 +19,9 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Fail with both streams shown.
+#[track_caller]
 fn check(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    );
+    rlcode_tests::check_exit(out, code);
 }
 
 fn record(problem: &str, statuses: &[&str]) -> String {
@@ -232,4 +218,91 @@ fn usage_errors_exit_2() {
         check(&out, 2);
         assert!(out.stdout.is_empty());
     }
+}
+
+#[test]
+fn jsonl_helpers_read_and_write_what_the_scripts_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("metrics.jsonl");
+    // Steps 1 to 3, then a line cut short by a killed writer.
+    std::fs::write(
+        &m,
+        "{\"train_step\":1,\"x\":{\"a\":\"s\"}}\n{\"train_step\":2}\n{\"train_step\":3}\n{\"train_st",
+    )
+    .unwrap();
+    let p = m.to_str().unwrap();
+    let out = rl_eval(&["jsonl", "steps", "train_step", p], b"");
+    check(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n2\n3\n");
+    let out = rl_eval(
+        &["jsonl", "get", "x.a", "-"],
+        b"{\"x\":{\"a\":\"s\"}}\n{\"x\":{\"a\":[1]}}\n",
+    );
+    check(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "s\n[1]\n");
+    let out = rl_eval(&["jsonl", "get", "x.b", "-"], b"{\"x\":{\"a\":1}}\n");
+    check(&out, 2);
+    assert!(
+        stderr(&out).contains("-:1: no field \"x.b\""),
+        "{}",
+        stderr(&out)
+    );
+    let copy = dir.path().join("copy.jsonl");
+    let out = rl_eval(
+        &[
+            "jsonl",
+            "truncate",
+            "train_step",
+            "1",
+            p,
+            "--out",
+            copy.to_str().unwrap(),
+        ],
+        b"",
+    );
+    check(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(&copy).unwrap(),
+        "{\"train_step\":1,\"x\":{\"a\":\"s\"}}\n"
+    );
+    check(
+        &rl_eval(&["jsonl", "truncate", "train_step", "2", p], b""),
+        0,
+    );
+    assert_eq!(
+        std::fs::read_to_string(&m).unwrap(),
+        "{\"train_step\":1,\"x\":{\"a\":\"s\"}}\n{\"train_step\":2}\n"
+    );
+    let missing = dir.path().join("none.jsonl");
+    check(
+        &rl_eval(
+            &["jsonl", "truncate", "step", "0", missing.to_str().unwrap()],
+            b"",
+        ),
+        0,
+    );
+    assert!(!missing.exists());
+    let out = rl_eval(
+        &[
+            "jsonl",
+            "object",
+            "train_step:=3",
+            "reward=pass_rate",
+            "eq=a=b",
+            "t:={\"k\":1}",
+            "--merge",
+            "{\"step\":3,\"loss\":0.5}",
+        ],
+        b"",
+    );
+    check(&out, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"train_step\":3,\"reward\":\"pass_rate\",\"eq\":\"a=b\",\"t\":{\"k\":1},\"step\":3,\"loss\":0.5}\n"
+    );
+    check(&rl_eval(&["jsonl", "object", "n:=nope"], b""), 2);
+    check(
+        &rl_eval(&["jsonl", "object", "x", "--merge", "[1]"], b""),
+        2,
+    );
 }

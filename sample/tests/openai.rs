@@ -508,20 +508,24 @@ fn the_binary_sends_the_api_key_from_the_named_variable() {
     let stub = Stub::start(Box::new(|_, req| (200, vec![], completions_answer(req))));
     let dir = tempfile::tempdir().unwrap();
     let p = problems(dir.path(), &["a"]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rl-sample"))
-        .env("RL_TEST_API_KEY", "sk-test-123")
-        .args([
+    let p = p.to_str().unwrap();
+    let out = rlcode_tests::run_exe_env(
+        env!("CARGO_BIN_EXE_rl-sample"),
+        &[
             "--backend",
             "openai",
             "--base-url",
             &stub.url,
             "--model",
             "m",
-        ])
-        .args(["--api-key-env", "RL_TEST_API_KEY", "--problems"])
-        .arg(&p)
-        .output()
-        .unwrap();
+            "--api-key-env",
+            "RL_TEST_API_KEY",
+            "--problems",
+            p,
+        ],
+        "",
+        &[("RL_TEST_API_KEY", "sk-test-123")],
+    );
     assert!(
         out.status.success(),
         "{}",

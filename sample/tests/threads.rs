@@ -1,7 +1,5 @@
 //! Same seed ⇒ byte-identical output, whatever the number of threads candle's matmuls use.
 
-use std::process::Command;
-
 #[test]
 fn output_does_not_depend_on_the_thread_count() {
     let dir = tempfile::tempdir().unwrap();
@@ -15,11 +13,13 @@ fn output_does_not_depend_on_the_thread_count() {
     )
     .unwrap();
     let run = |threads: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rl-sample"))
-            .env("RAYON_NUM_THREADS", threads)
-            .args(["--model", ck.to_str().unwrap(), "--problems"])
-            .arg(&problems)
-            .args([
+        let out = rlcode_tests::run_exe_env(
+            env!("CARGO_BIN_EXE_rl-sample"),
+            &[
+                "--model",
+                ck.to_str().unwrap(),
+                "--problems",
+                problems.to_str().unwrap(),
                 "-n",
                 "4",
                 "--seed",
@@ -28,9 +28,10 @@ fn output_does_not_depend_on_the_thread_count() {
                 "24",
                 "--top-p",
                 "0.95",
-            ])
-            .output()
-            .unwrap();
+            ],
+            "",
+            &[("RAYON_NUM_THREADS", threads)],
+        );
         assert!(
             out.status.success(),
             "{}",

@@ -5,15 +5,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn rl_score(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rl-score"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rl-score");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    rlcode_tests::run_exe(env!("CARGO_BIN_EXE_rl-score"), args, stdin)
 }
 
 fn stdout_records(out: &Output) -> Vec<Value> {
@@ -29,14 +21,9 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Fail with both streams shown.
+#[track_caller]
 fn check(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    );
+    rlcode_tests::check_exit(out, code);
 }
 
 const GOOD: &str = concat!(

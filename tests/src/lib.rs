@@ -113,18 +113,39 @@ pub fn run(name: &str, args: &[&str], stdin: impl AsRef<[u8]>) -> Output {
 }
 
 pub fn run_env(name: &str, args: &[&str], stdin: impl AsRef<[u8]>, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(bin(name));
+    // Tests run every test afresh and never touch the user's verdict cache; those of the cache
+    // itself name one with --cache or override this.
+    let mut all = vec![("RLCODE_VERDICT_CACHE", "off")];
+    all.extend_from_slice(env);
+    let out = run_exe_env(bin(name), args, stdin, &all);
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Run the executable `exe` (a crate's own binary in its CLI tests:
+/// `env!("CARGO_BIN_EXE_<name>")`) with `args`, feeding `stdin` from a thread (so that a large
+/// output cannot block it), with `env` added.
+pub fn run_exe_env(
+    exe: impl AsRef<Path>,
+    args: &[&str],
+    stdin: impl AsRef<[u8]>,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let exe = exe.as_ref();
+    let mut cmd = Command::new(exe);
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Tests run every test afresh and never touch the user's verdict cache; those of the
-        // cache itself name one with --cache or override this.
-        .env("RLCODE_VERDICT_CACHE", "off");
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
     let input = stdin.as_ref().to_vec();
     let mut sin = child.stdin.take().expect("stdin");
     let writer = std::thread::spawn(move || {
@@ -132,11 +153,28 @@ pub fn run_env(name: &str, args: &[&str], stdin: impl AsRef<[u8]>, env: &[(&str,
     });
     let out = child.wait_with_output().expect("wait");
     writer.join().expect("stdin writer");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    out
+}
+
+/// [`run_exe_env`] with no extra environment.
+pub fn run_exe(
+    exe: impl AsRef<Path>,
+    args: &[&str],
+    stdin: impl AsRef<[u8]>,
+) -> std::process::Output {
+    run_exe_env(exe, args, stdin, &[])
+}
+
+/// Panics with both streams framed when a process's exit code is not `code`.
+#[track_caller]
+pub fn check_exit(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Write `text` to a file in `dir` and return its path as a string.

@@ -10,10 +10,15 @@ use rlcode_tests::{bin, read_jsonl, root};
 use serde_json::Value;
 
 fn reproduce(out: &Path, cache: &Path) -> String {
+    reproduce_with(out, cache, &[])
+}
+
+fn reproduce_with(out: &Path, cache: &Path, extra: &[&str]) -> String {
     let bin_dir = bin("rl-verify").parent().expect("bin dir").to_path_buf();
     let o = Command::new("bash")
         .arg(root().join("scripts/reproduce.sh"))
         .args(["--quick", "--out", out.to_str().expect("utf-8 path")])
+        .args(extra)
         .env("RLCODE_BIN", bin_dir)
         .env("RLCODE_VERDICT_CACHE", cache)
         .stdin(Stdio::null())
@@ -33,6 +38,7 @@ fn read(path: &Path) -> String {
 }
 
 #[test]
+#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
 fn quick_study_writes_every_output_and_resumes() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("results");
@@ -193,4 +199,52 @@ fn quick_study_writes_every_output_and_resumes() {
         })
         .collect();
     assert_eq!(before, after);
+}
+
+/// `--pilot` (scaled down by --quick): warm starts of a third, two thirds and all of the SFT
+/// steps, binary GRPO at four learning rates from the longest and at the default one from the
+/// others, compared in pilot.md.
+#[test]
+#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
+fn the_pilot_runs_its_grid_and_compares_it() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("results");
+    let cache = t.path().join("verdicts.sqlite");
+    let stdout = reproduce_with(&out, &cache, &["--pilot", "--sft-steps", "30"]);
+    let pilot = read(&out.join("pilot.md"));
+    assert_eq!(stdout, pilot, "pilot.md is printed");
+    for sft in [10, 20, 30] {
+        let eval = out.join(format!("pilot/warm-{sft}/eval/0.jsonl"));
+        assert!(eval.exists(), "{}", eval.display());
+    }
+    let mut runs: Vec<String> = std::fs::read_dir(out.join("pilot/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    runs.sort();
+    assert_eq!(
+        runs,
+        [
+            "binary-grpo",
+            "binary-grpo-lr1e-3",
+            "binary-grpo-lr1e-5",
+            "binary-grpo-lr3e-4",
+            "binary-grpo-sft10",
+            "binary-grpo-sft20",
+        ]
+    );
+    for r in &runs {
+        let seeds = if r.contains("sft") { 1 } else { 2 };
+        for s in 1..=seeds {
+            let m = read_jsonl(&out.join(format!("pilot/runs/{r}/seed-{s}/metrics.jsonl")));
+            assert_eq!(m.len(), 2, "{r} seed {s}: two RL steps");
+        }
+    }
+    let csv_text = read(&out.join("pilot/comparison.csv"));
+    for r in &runs[1..] {
+        assert!(
+            csv_text.contains(&format!("{r},binary-grpo,final_pass@1,")),
+            "{r} vs binary-grpo in comparison.csv:\n{csv_text}"
+        );
+    }
 }

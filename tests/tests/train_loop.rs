@@ -118,6 +118,7 @@ fn check_metrics(out: &Path, n: u64) -> Vec<Value> {
 }
 
 #[test]
+#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
 fn train_loop_runs_is_killed_and_resumes() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -236,6 +237,7 @@ fn train_loop_runs_is_killed_and_resumes() {
 /// its own window until P groups are informative or --max-draws chunks are drawn; every drawn
 /// verdict is kept, the update sees only informative groups, and the run is deterministic.
 #[test]
+#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
 fn budget_updates_draws_until_groups_are_informative() {
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str| {
@@ -304,6 +306,7 @@ fn budget_updates_draws_until_groups_are_informative() {
 /// trained further, round by round, while it is below the gate (here never met: pass@1 of a
 /// 2-step model against a gate of 1), then used anyway with a warning.
 #[test]
+#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
 fn the_warm_start_gate_trains_further_rounds() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("w");
