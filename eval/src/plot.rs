@@ -49,18 +49,31 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
-/// Which file a plot reads.
+/// Which file a plot reads, and what its x is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Eval,
     Metrics,
+    /// eval.jsonl against the samples drawn for training up to each evaluated step (the sum of
+    /// metrics.jsonl's `samples_drawn`, else `samples`, over the steps up to it).
+    EvalBySamples,
 }
+
+/// The field [`Source::EvalBySamples`] adds to each eval line it can place.
+const SAMPLES_X: &str = "_samples_drawn_before";
 
 impl Source {
     fn file(self) -> &'static str {
         match self {
-            Source::Eval => "eval.jsonl",
+            Source::Eval | Source::EvalBySamples => "eval.jsonl",
             Source::Metrics => "metrics.jsonl",
+        }
+    }
+
+    fn x_desc(self) -> &'static str {
+        match self {
+            Source::EvalBySamples => "training samples drawn",
+            _ => "step",
         }
     }
 }
@@ -82,6 +95,7 @@ fn x_of(source: Source, v: &Map<String, Value>) -> Option<f64> {
     let x = match source {
         Source::Eval => v.get("step"),
         Source::Metrics => v.get("train_step").or_else(|| v.get("step")),
+        Source::EvalBySamples => v.get(SAMPLES_X),
     };
     x.and_then(Value::as_f64)
 }
@@ -111,6 +125,19 @@ const SPECS: &[Spec] = &[
                 .and_then(|p| number(p, "1"))
         },
         missing: "no eval.jsonl line has a numeric pass_at_k.\"1\"",
+    },
+    Spec {
+        name: "pass_at_1_samples",
+        title: "held-out pass@1 against training samples drawn",
+        y_desc: "pass@1",
+        source: Source::EvalBySamples,
+        y: |v| {
+            v.get("pass_at_k")
+                .and_then(Value::as_object)
+                .and_then(|p| number(p, "1"))
+        },
+        missing: "no eval.jsonl line has a numeric pass_at_k.\"1\" at a step metrics.jsonl \
+                  counts samples up to",
     },
     Spec {
         name: "heldout_pass_rate",
@@ -190,6 +217,47 @@ fn read_lines(path: &Path, skipper: &mut Skipper) -> Result<Vec<Line>> {
         lines.extend(skipper.keep(item)?);
     }
     Ok(lines)
+}
+
+/// Each run's eval lines with [`SAMPLES_X`]: the training samples drawn before the evaluated
+/// checkpoint (0 at step 0; a step beyond the run's metrics gets none).
+fn eval_by_samples(
+    evals: &[(Run, Vec<Line>)],
+    metrics: &[(Run, Vec<Line>)],
+) -> Vec<(Run, Vec<Line>)> {
+    evals
+        .iter()
+        .zip(metrics)
+        .map(|((run, lines), (_, m))| {
+            let mut per_step: BTreeMap<u64, f64> = BTreeMap::new();
+            for l in m {
+                let step = l.value.get("train_step").and_then(Value::as_u64);
+                let drawn =
+                    number(&l.value, "samples_drawn").or_else(|| number(&l.value, "samples"));
+                if let (Some(step), Some(drawn)) = (step, drawn) {
+                    per_step.insert(step, drawn);
+                }
+            }
+            let placed = lines
+                .iter()
+                .filter_map(|l| {
+                    let step = l.value.get("step").and_then(Value::as_u64)?;
+                    // Every step up to it must be counted, or the x would be too small.
+                    if (1..=step).any(|s| !per_step.contains_key(&s)) {
+                        return None;
+                    }
+                    let before: f64 = match step {
+                        0 => 0.0,
+                        _ => per_step.range(1..=step).map(|(_, d)| d).sum(),
+                    };
+                    let mut l = l.clone();
+                    l.value.insert(SAMPLES_X.into(), Value::from(before));
+                    Some(l)
+                })
+                .collect();
+            (run.clone(), placed)
+        })
+        .collect()
 }
 
 /// One point of a config's curve: the mean, min and max over its runs at one x.
@@ -348,7 +416,7 @@ fn draw<DB: DrawingBackend>(
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(spec.source.x_desc())
         .y_desc(spec.y_desc)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
@@ -493,6 +561,8 @@ fn run_inner(args: &PlotArgs, mut output: impl Write) -> Result<ExitCode> {
         }
         loaded.insert(source.file(), v);
     }
+    let by_samples = eval_by_samples(&loaded["eval.jsonl"], &loaded["metrics.jsonl"]);
+    loaded.insert("eval-by-samples", by_samples);
     std::fs::create_dir_all(&args.out).map_err(|source| Error::Open {
         path: args.out.clone(),
         source,
@@ -506,7 +576,11 @@ fn run_inner(args: &PlotArgs, mut output: impl Write) -> Result<ExitCode> {
         skipped: Vec::new(),
     };
     for spec in SPECS {
-        let s = series(spec, &loaded[spec.source.file()]);
+        let key = match spec.source {
+            Source::EvalBySamples => "eval-by-samples",
+            other => other.file(),
+        };
+        let s = series(spec, &loaded[key]);
         if s.is_empty() {
             eprintln!("{PROGRAM}: note: no {} plot: {}", spec.name, spec.missing);
             summary.skipped.push(Skipped {
@@ -794,7 +868,12 @@ mod tests {
             .collect();
         assert_eq!(
             plotted,
-            ["pass_at_1", "heldout_pass_rate", "reward_density"]
+            [
+                "pass_at_1",
+                "pass_at_1_samples",
+                "heldout_pass_rate",
+                "reward_density"
+            ]
         );
         assert_eq!(v["skipped"][0]["name"], "alignment");
         for name in plotted {
@@ -805,13 +884,55 @@ mod tests {
         }
         assert!(!out.join("alignment.png").exists());
         // reward density = 1 − 1/4 in both runs.
-        assert_eq!(v["plots"][2]["series"][0]["points"][0]["mean"], 0.75);
+        assert_eq!(v["plots"][3]["series"][0]["points"][0]["mean"], 0.75);
         let leftovers: Vec<_> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn pass_at_1_against_samples_sums_the_samples_drawn_before_each_evaluation() {
+        let line = |v: Value| Line {
+            file: "-".into(),
+            line: 1,
+            value: v.as_object().unwrap().clone(),
+        };
+        let run = Run {
+            config: "c".into(),
+            name: "seed-1".into(),
+            dir: PathBuf::from("."),
+        };
+        let evals = vec![(
+            run.clone(),
+            [0, 2, 4]
+                .iter()
+                .map(|s| line(json!({"step": s, "pass_at_k": {"1": 0.5}})))
+                .collect::<Vec<_>>(),
+        )];
+        // Steps 1-3 counted (64, 64, then 40 with dynamic sampling's own count); step 4 missing.
+        let metrics = vec![(
+            run,
+            vec![
+                line(json!({"train_step": 1, "samples_drawn": 64})),
+                line(json!({"train_step": 2, "samples": 64})),
+                line(json!({"train_step": 3, "samples_drawn": 40, "samples": 8})),
+            ],
+        )];
+        let placed = eval_by_samples(&evals, &metrics);
+        let xs: Vec<(u64, f64)> = placed[0]
+            .1
+            .iter()
+            .map(|l| {
+                (
+                    l.value["step"].as_u64().unwrap(),
+                    x_of(Source::EvalBySamples, &l.value).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(xs, [(0, 0.0), (2, 128.0)], "step 4 has no count for step 4");
     }
 
     #[test]

@@ -163,7 +163,12 @@ fn quick_study_writes_every_output_and_resumes() {
     }
 
     // Plots: PNG and SVG of each figure that has data.
-    for name in ["pass_at_1", "heldout_pass_rate", "reward_density"] {
+    for name in [
+        "pass_at_1",
+        "pass_at_1_samples",
+        "heldout_pass_rate",
+        "reward_density",
+    ] {
         let png = std::fs::read(out.join(format!("plots/{name}.png"))).unwrap();
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000,
