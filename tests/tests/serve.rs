@@ -616,3 +616,37 @@ fn the_python_adapter_scores_through_the_server() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("OK") && !err.contains("skipped"), "{err}");
 }
+
+#[test]
+fn oversized_requests_are_refused_with_413() {
+    let t = tempfile::tempdir().unwrap();
+    let s = start(
+        &["--max-body-mb", "1", "--max-tests", "8"],
+        &t.path().join("v.sqlite"),
+    );
+    let big = json!({"code": format!("x = '{}'\n", "a".repeat(2 << 20)), "language": "python"});
+    let (c, _, _) = post_raw_any(&format!("{}/run_code", s.url), &big.to_string());
+    assert_eq!(c, 413);
+    // 3 samples × 4 tests = 12 > --max-tests 8.
+    let body = json!({"problem": add_problem(), "samples": [CORRECT, CORRECT, WRONG]});
+    let (c, r) = post(&s, "/verify", &body);
+    assert_eq!(c, 413, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("--max-tests"), "{r}");
+    let body = json!({"problem": add_problem(), "samples": [CORRECT, WRONG]});
+    assert_eq!(post(&s, "/verify", &body).0, 200);
+}
+
+/// POST and return the status and body text (not necessarily JSON).
+fn post_raw_any(url: &str, body: &str) -> (u16, Option<String>, String) {
+    let mut r = agent()
+        .post(url)
+        .header("Content-Type", "application/json")
+        .send(body)
+        .expect("request");
+    let status = r.status().as_u16();
+    (
+        status,
+        None,
+        r.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
