@@ -104,6 +104,13 @@ fn number(v: &Map<String, Value>, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64).filter(|x| x.is_finite())
 }
 
+/// eval.jsonl's `pass_at_k."1"`.
+fn pass_at_1(v: &Map<String, Value>) -> Option<f64> {
+    v.get("pass_at_k")
+        .and_then(Value::as_object)
+        .and_then(|p| number(p, "1"))
+}
+
 /// rl-update's `reward_density` when it is a number, else 1 − zero_advantage_groups / groups.
 fn reward_density(v: &Map<String, Value>) -> Option<f64> {
     number(v, "reward_density").or_else(|| {
@@ -119,11 +126,7 @@ const SPECS: &[Spec] = &[
         title: "held-out pass@1",
         y_desc: "pass@1",
         source: Source::Eval,
-        y: |v| {
-            v.get("pass_at_k")
-                .and_then(Value::as_object)
-                .and_then(|p| number(p, "1"))
-        },
+        y: pass_at_1,
         missing: "no eval.jsonl line has a numeric pass_at_k.\"1\"",
     },
     Spec {
@@ -131,11 +134,7 @@ const SPECS: &[Spec] = &[
         title: "held-out pass@1 against training samples drawn",
         y_desc: "pass@1",
         source: Source::EvalBySamples,
-        y: |v| {
-            v.get("pass_at_k")
-                .and_then(Value::as_object)
-                .and_then(|p| number(p, "1"))
-        },
+        y: pass_at_1,
         missing: "no eval.jsonl line has a numeric pass_at_k.\"1\" at a step metrics.jsonl \
                   counts samples up to",
     },

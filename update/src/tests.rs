@@ -550,8 +550,8 @@ fn assert_grads_close(a: &HashMap<String, Vec<f32>>, b: &HashMap<String, Vec<f32
     }
 }
 
-#[test]
-fn micro_batches_and_logit_chunks_give_the_full_batch_gradient() {
+/// A tiny model to train, a reference model with other weights, and the RL examples.
+fn grad_fixture() -> (Trainable, Llama, Vec<Example>) {
     let dir = tempfile::tempdir().unwrap();
     let ck = Checkpoint::load(&tiny(dir.path())).unwrap();
     let tr = Trainable::new(&ck.cfg, &ck.tensors).unwrap();
@@ -560,7 +560,12 @@ fn micro_batches_and_logit_chunks_give_the_full_batch_gradient() {
         &rlcode_policy::model::init_tensors(&ck.cfg, 9).unwrap(),
     )
     .unwrap();
-    let ex = rl_examples();
+    (tr, reference, rl_examples())
+}
+
+#[test]
+fn micro_batches_and_logit_chunks_give_the_full_batch_gradient() {
+    let (tr, reference, ex) = grad_fixture();
     let (st0, g0) = grads_of(&tr, &ex, 8, LogitsChunk::Off, Some(&reference));
     assert!(
         st0.clipped > 0 && st0.clipped < st0.tokens,
@@ -594,15 +599,7 @@ fn micro_batches_and_logit_chunks_give_the_full_batch_gradient() {
 
 #[test]
 fn parallel_micro_batches_are_bit_for_bit_the_sequential_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let ck = Checkpoint::load(&tiny(dir.path())).unwrap();
-    let tr = Trainable::new(&ck.cfg, &ck.tensors).unwrap();
-    let reference = Llama::from_tensors(
-        &ck.cfg,
-        &rlcode_policy::model::init_tensors(&ck.cfg, 9).unwrap(),
-    )
-    .unwrap();
-    let ex = rl_examples();
+    let (tr, reference, ex) = grad_fixture();
     let in_pool = |threads: usize, mb: usize| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

@@ -451,43 +451,47 @@ impl Server {
             let _ = writeln!(o, "rlcode_tests_total{{status=\"{}\"}} {n}", s.as_str());
         }
         drop(statuses);
-        for (name, help, v) in [
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let gauge = |a: &AtomicUsize| a.load(Ordering::Relaxed) as u64;
+        for (name, kind, help, v) in [
             (
                 "rlcode_verdict_cache_hits_total",
+                "counter",
                 "Tests answered from the verdict cache.",
-                m.cache_hits.load(Ordering::Relaxed),
+                load(&m.cache_hits),
             ),
             (
                 "rlcode_verdict_cache_misses_total",
+                "counter",
                 "Tests not in the verdict cache.",
-                m.cache_misses.load(Ordering::Relaxed),
+                load(&m.cache_misses),
             ),
             (
                 "rlcode_rejected_total",
+                "counter",
                 "Requests answered 503 because the queue was full.",
-                m.rejected.load(Ordering::Relaxed),
+                load(&m.rejected),
             ),
             (
                 "rlcode_abandoned_total",
+                "counter",
                 "Requests whose deadline passed.",
-                m.abandoned.load(Ordering::Relaxed),
+                load(&m.abandoned),
             ),
-        ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        }
-        for (name, help, v) in [
             (
                 "rlcode_in_flight",
+                "gauge",
                 "Requests running on the workers.",
-                m.in_flight.load(Ordering::Relaxed),
+                gauge(&m.in_flight),
             ),
             (
                 "rlcode_queued",
+                "gauge",
                 "Requests waiting for a slot.",
-                m.queued.load(Ordering::Relaxed),
+                gauge(&m.queued),
             ),
         ] {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
         let h = m.latency.lock().expect("metrics");
         let _ = writeln!(
