@@ -548,9 +548,66 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     let (mut n_samples, mut n_tokens) = (0usize, 0usize);
     let start = std::time::Instant::now();
     let progress = progress_bar(args.limit);
+    // Problems are generated a wave at a time, in parallel (each problem's samples depend only
+    // on its own prompt and seeds, so the records are the same whatever the wave or the
+    // thread count), and written in input order.
+    let wave_size = 2 * rayon::current_num_threads().max(1);
+    let mut wave: Vec<Pending> = Vec::new();
+    let flush = |wave: &mut Vec<Pending>,
+                 writer: &mut JsonlWriter<_>,
+                 n_samples: &mut usize,
+                 n_tokens: &mut usize|
+     -> Result<()> {
+        use rayon::prelude::*;
+        let generated: Vec<anyhow::Result<Vec<Completion>>> = wave
+            .par_iter()
+            .with_max_len(1)
+            .map(|p| {
+                let rngs = (0..args.n)
+                    .map(|i| sample_rng(args.seed, &p.id, i))
+                    .collect();
+                generate(&model, &ck.tokenizer, &p.ids, rngs, &settings)
+                    .with_context(|| format!("{}:{}: sampling \"{}\"", p.file, p.line, p.id))
+            })
+            .collect();
+        for (p, completions) in wave.drain(..).zip(generated) {
+            let completions = completions.map_err(Error::Other)?;
+            for (i, c) in completions.iter().enumerate() {
+                *n_samples += 1;
+                *n_tokens += c.tokens.len();
+                writer.write(&SampleRecord {
+                    problem_id: &p.id,
+                    sample: i,
+                    completion: &c.text,
+                    code: code_of(args.chat_mode(), &p.prompt, &c.text),
+                    prompt_tokens: Some(&p.ids),
+                    tokens: Some(&c.tokens),
+                    logprobs: Some(&c.logprobs),
+                    finish_reason: c.finish_reason,
+                    temperature: settings.temperature,
+                    top_p: settings.top_p,
+                    model: model_name.clone(),
+                    seed: args.seed,
+                })?;
+            }
+            writer.flush()?;
+            progress.inc(1);
+            progress.set_message(format!(
+                "{n_samples} samples, {:.0} tok/s",
+                *n_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)
+            ));
+        }
+        Ok(())
+    };
     for line in reader {
-        let Some(line) = skipper.keep(line)? else {
-            continue;
+        // A record that stops the run stops it after everything before it is written.
+        let line = match skipper.keep(line) {
+            Ok(Some(line)) => line,
+            Ok(None) => continue,
+            Err(e) => {
+                flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
+                return Err(e);
+            }
         };
         if args.limit.is_some_and(|l| done >= l) {
             break;
@@ -580,7 +637,10 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
         let (id, prompt, ids) = match parsed {
             Ok(p) => p,
             Err(e) => {
-                skipper.skip(e)?;
+                if let Err(e) = skipper.skip(e) {
+                    flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
+                    return Err(e);
+                }
                 continue;
             }
         };
@@ -589,35 +649,18 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
             continue;
         }
         done += 1;
-        let rngs = (0..args.n).map(|i| sample_rng(args.seed, &id, i)).collect();
-        let completions = generate(&model, &ck.tokenizer, &ids, rngs, &settings)
-            .with_context(|| format!("{}:{}: sampling \"{id}\"", line.file, line.line))
-            .map_err(Error::Other)?;
-        for (i, c) in completions.iter().enumerate() {
-            n_samples += 1;
-            n_tokens += c.tokens.len();
-            writer.write(&SampleRecord {
-                problem_id: &id,
-                sample: i,
-                completion: &c.text,
-                code: code_of(args.chat_mode(), &prompt, &c.text),
-                prompt_tokens: Some(&ids),
-                tokens: Some(&c.tokens),
-                logprobs: Some(&c.logprobs),
-                finish_reason: c.finish_reason,
-                temperature: settings.temperature,
-                top_p: settings.top_p,
-                model: model_name.clone(),
-                seed: args.seed,
-            })?;
+        wave.push(Pending {
+            file: line.file.to_string(),
+            line: line.line,
+            id,
+            prompt,
+            ids,
+        });
+        if wave.len() >= wave_size {
+            flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
         }
-        writer.flush()?;
-        progress.inc(1);
-        progress.set_message(format!(
-            "{n_samples} samples, {:.0} tok/s",
-            n_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)
-        ));
     }
+    flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
     writer.flush()?;
     progress.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
@@ -626,6 +669,15 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
         n_tokens as f64 / secs.max(1e-9)
     );
     Ok(skipper.exit_code())
+}
+
+/// A problem read and tokenized, waiting for its wave.
+struct Pending {
+    file: String,
+    line: usize,
+    id: String,
+    prompt: String,
+    ids: Vec<u32>,
 }
 
 /// Problems sampled so far, on stderr when it is a terminal (hidden otherwise: the closing
