@@ -247,9 +247,17 @@ fn verdicts_are_deterministic_and_limits_override(runtime: &str) {
     let b = verify(runtime, &problems, &["--jobs", "2"], &input);
     // Instances in reused pool slots (the default) and instances mapped afresh for every test.
     let c = verify(runtime, &problems, &["--jobs", "2", "--no-pool"], &input);
+    // Slots reset by copying the whole snapshot back instead of only the pages a test wrote.
+    let d = verify(
+        runtime,
+        &problems,
+        &["--jobs", "1", "--slot-reset", "copy"],
+        &input,
+    );
     a.expect_code(0);
     b.expect_code(0);
     c.expect_code(0);
+    d.expect_code(0);
     let strip = |o: &rlcode_tests::Output| -> Vec<Value> {
         o.records()
             .into_iter()
@@ -271,6 +279,11 @@ fn verdicts_are_deterministic_and_limits_override(runtime: &str) {
         strip(&c),
         "same verdicts and fuel from pooled and fresh instances"
     );
+    assert_eq!(
+        ra,
+        strip(&d),
+        "same verdicts and fuel whichever way a slot is reset"
+    );
     assert_eq!(ra[0]["verdict"]["passed"], 3);
     assert!(ra[0]["verdict"]["tests"][0]["fuel"].as_u64().unwrap() > 0);
     let id = ra[0]["verdict"]["runtime"].as_str().unwrap();
@@ -289,31 +302,43 @@ fn verdicts_are_deterministic_and_limits_override(runtime: &str) {
 
 /// Every test starts from the same state. With one worker, each test's instance reuses the pool
 /// slot the previous test left (reset to the snapshot): what a test wrote into objects that
-/// exist in the snapshot (builtins, an imported module, a class, the heap it grew) must be gone.
+/// exist in the snapshot (builtins, an imported module, a class, every module's namespace, the
+/// heap it grew) must be gone, whichever way the slot is reset. Marking every module writes
+/// pages scattered over the whole snapshot, far more runs of them than one `PAGEMAP_SCAN` call
+/// reports (the case the patched wasmtime in `vendor/` handles).
 fn no_state_leaks_between_tests(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
     let test = "import builtins, json, collections\n\
                 assert not hasattr(builtins, 'SEEN') and not hasattr(json, 'SEEN')\n\
                 assert not hasattr(collections.Counter, 'SEEN')\n\
+                assert LEAKED == [] and MODULES > 10, (LEAKED, MODULES)\n\
                 builtins.SEEN = json.SEEN = collections.Counter.SEEN = 1\n\
                 builtins.BIG = bytearray(8 << 20)";
+    // The program (run before every test) looks for its own marks, then marks every module.
+    let program = "import sys\n\
+                   mods = [m for m in list(sys.modules.values()) if hasattr(m, '__dict__')]\n\
+                   LEAKED = [m.__name__ for m in mods if 'SEEN' in m.__dict__]\n\
+                   MODULES = len(mods)\n\
+                   for m in mods: m.SEEN = 1\n";
     let problem = json!({
         "id": "counter", "prompt": "", "tests": vec![json!({"assert": test}); 6]
     });
     let problems = write(dir.path(), "p.jsonl", &jsonl(&[problem]));
-    let out = verify(
-        runtime,
-        &problems,
-        &["--jobs", "1"],
-        jsonl(&[json!({"problem_id": "counter", "code": "x = 1\n"})]),
-    );
-    out.expect_code(0);
-    assert_eq!(
-        out.records()[0]["verdict"]["passed"],
-        6,
-        "{}",
-        out.records()[0]
-    );
+    for reset in ["dirty", "copy"] {
+        let out = verify(
+            runtime,
+            &problems,
+            &["--jobs", "1", "--slot-reset", reset],
+            jsonl(&[json!({"problem_id": "counter", "code": program})]),
+        );
+        out.expect_code(0);
+        assert_eq!(
+            out.records()[0]["verdict"]["passed"],
+            6,
+            "--slot-reset {reset}: {}",
+            out.records()[0]
+        );
+    }
 }
 
 /// The `random` module is seeded from the test (problem id, program, test index): the same test

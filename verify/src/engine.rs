@@ -52,15 +52,32 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 /// wall-clock deadline can be enforced while it computes, not only while it waits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// How many test runs may hold an instance of the sandbox at once: the pooling allocator's
-/// slots are sized from it. `None` allocates every instance afresh (wasmtime's on-demand
+/// How a pooled slot's linear memory is put back to the snapshot when a test ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlotReset {
+    /// Copy back only the pages the slot has written (Linux `PAGEMAP_SCAN`, through the patched
+    /// wasmtime in `vendor/`); where the kernel lacks it, `copy`.
+    Dirty,
+    /// Copy back the whole snapshot region with `memcpy` after every test.
+    Copy,
+}
+
+/// The pooling allocator's slots: one per test run that may hold an instance at once, and how
+/// each is reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    pub slots: usize,
+    pub reset: SlotReset,
+}
+
+/// The pooled slots, or `None` to allocate every instance afresh (wasmtime's on-demand
 /// allocator; slower, kept for comparison: `rl-verify --no-pool`).
-pub type Concurrency = Option<usize>;
+pub type Concurrency = Option<Pool>;
 
 pub(crate) fn engine_config(concurrency: Concurrency) -> Config {
     let mut c = Config::new();
-    if let Some(n) = concurrency {
-        c.allocation_strategy(pooling_config(n));
+    if let Some(pool) = concurrency {
+        c.allocation_strategy(pooling_config(pool));
     }
     // Fuel makes the CPU limit deterministic: the same program gets the same verdict on a
     // fast or a loaded machine. Epochs let a wall-clock deadline interrupt pure computation.
@@ -73,26 +90,45 @@ pub(crate) fn engine_config(concurrency: Concurrency) -> Config {
     c
 }
 
-/// The pooling allocator for `n` concurrent runs. A test's instance takes a slot that an
-/// earlier test of the same runtime used, and the slot is reset to the snapshot when that test
-/// ends: its memory's first `linear_memory_keep_resident` bytes (all of the snapshot's heap) are
-/// copied back from the image with `memcpy` and stay mapped, so the next test takes no page
-/// faults there. Every reset slot holds exactly the snapshot, so reuse leaks nothing between
+/// The bytes of dirty pages a slot keeps mapped and resets with `memcpy` ([`SlotReset::Dirty`]).
+/// A page stays a private copy once any test in the slot has written it, so the set grows with
+/// every test that touches new pages (up to ~11 MiB of the 17.7 MiB snapshot on HumanEval);
+/// beyond this many bytes the whole slot is handed back to the image instead (`madvise`) and
+/// the set starts again from what the next test writes. 8 MiB was the fastest of 3, 4, 6, 8,
+/// 10, 12 and 64 MiB on the HumanEval benchmark (docs/benchmarks.md).
+pub const DIRTY_KEEP_RESIDENT: usize = 8 << 20;
+
+/// Whether [`SlotReset::Dirty`] can work here (the kernel has `PAGEMAP_SCAN`, Linux 6.7+).
+pub fn dirty_reset_available() -> bool {
+    wasmtime::PoolingAllocationConfig::is_pagemap_scan_available()
+}
+
+/// The pooling allocator for `pool.slots` concurrent runs. A test's instance takes a slot that
+/// an earlier test of the same runtime used, and the slot is reset to the snapshot when that
+/// test ends, so every reused slot holds exactly the snapshot and reuse leaks nothing between
 /// tests.
+///
+/// - [`SlotReset::Dirty`] (the default): `PAGEMAP_SCAN` finds the pages of the slot that are no
+///   longer the image's (private copies: written since the slot was last handed back), and only
+///   those are copied back from the image and stay mapped. wasmtime 48 itself reads at most 32
+///   runs of such pages per scan and `madvise`s the rest away, and a CPython test writes pages
+///   scattered over far more runs, so its faults came back; the patch in `vendor/wasmtime`
+///   resumes the scan instead, and hands the whole slot back once its private pages exceed
+///   [`DIRTY_KEEP_RESIDENT`].
+/// - [`SlotReset::Copy`]: the memory's first 64 MiB (all of the snapshot's heap) are copied back
+///   with `memcpy` after every test, written or not (what rl-verify did before; ~1.4x slower).
 ///
 /// Why not the on-demand allocator (`--no-pool`): each test then maps the image afresh and takes
 /// a copy-on-write fault, with a TLB shootdown on the other cores, for every page it writes; on
-/// the HumanEval benchmark that was 17 s of kernel time in a 23 s run. Why not `PAGEMAP_SCAN`
-/// (copy back only the pages a test wrote): wasmtime 48 reads at most 32 runs of dirty pages per
-/// scan and `madvise`s the rest of the memory away, and a CPython test writes pages scattered
-/// over far more runs than that, so the faults came back (docs/benchmarks.md has the figures).
-fn pooling_config(n: usize) -> wasmtime::PoolingAllocationConfig {
+/// the HumanEval benchmark that was 17 s of kernel time in a 23 s run.
+fn pooling_config(pool: Pool) -> wasmtime::PoolingAllocationConfig {
     // Stores alive at once: one per worker, and room for a store being torn down while the
     // worker's next one is set up.
-    let stores = (2 * n.max(1) + 2) as u32;
+    let stores = (2 * pool.slots.max(1) + 2) as u32;
     // The pre-initialized component links 14 core modules, each with at most one memory and
     // one table; the plain runtime is one module.
     const PER_STORE: u32 = 32;
+    let dirty = pool.reset == SlotReset::Dirty && dirty_reset_available();
     let mut p = wasmtime::PoolingAllocationConfig::new();
     p.total_component_instances(stores)
         .total_core_instances(stores * PER_STORE)
@@ -106,9 +142,13 @@ fn pooling_config(n: usize) -> wasmtime::PoolingAllocationConfig {
         .table_elements(1 << 17)
         .max_component_instance_size(16 << 20)
         .max_core_instance_size(4 << 20)
-        .linear_memory_keep_resident(64 << 20)
+        .linear_memory_keep_resident(if dirty { DIRTY_KEEP_RESIDENT } else { 64 << 20 })
         .table_keep_resident(1 << 20)
-        .pagemap_scan(wasmtime::Enabled::No);
+        .pagemap_scan(if dirty {
+            wasmtime::Enabled::Yes
+        } else {
+            wasmtime::Enabled::No
+        });
     p
 }
 

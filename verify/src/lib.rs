@@ -163,6 +163,11 @@ pub struct SandboxArgs {
     /// (slower; for comparison and for hosts that refuse the pool's address-space reservation).
     #[arg(long, hide = true)]
     pub no_pool: bool,
+    /// How a pooled slot is reset to the snapshot after a test: `dirty` (copy back only the
+    /// pages it wrote; `copy` where the kernel lacks PAGEMAP_SCAN) or `copy` (all of it; for
+    /// comparison).
+    #[arg(long, hide = true, value_enum, default_value_t = engine::SlotReset::Dirty)]
+    pub slot_reset: engine::SlotReset,
     /// The verdict cache, an SQLite file shared safely by concurrent runs (default:
     /// $RLCODE_VERDICT_CACHE, or <cache dir>/verdicts.sqlite; RLCODE_VERDICT_CACHE=off is
     /// --no-cache).
@@ -463,7 +468,10 @@ impl Sandbox {
             id,
             wasm,
             module_cache,
-            concurrency: (!args.no_pool).then(|| pool.current_num_threads()),
+            concurrency: (!args.no_pool).then(|| engine::Pool {
+                slots: pool.current_num_threads(),
+                reset: args.slot_reset,
+            }),
             rt: std::sync::OnceLock::new(),
             splits: std::sync::Mutex::new(HashMap::new()),
         };
