@@ -5,6 +5,12 @@
 # default runtime), (b) rl-verify on plain python.wasm, (d) the python3 subprocess baseline, their
 # ratios, and the tests whose pass/fail differs between any two of them.
 # Then (c) rl-verify again on the verdict cache that (a) filled: every test a hit, nothing runs.
+# Then, on the samples none of whose tests time out in (a) (so that no side's timeout policy
+# decides the ratio), rl-verify against the fast unsandboxed practice: (e) fork per test from a
+# warm python3 (RLIMIT_AS, evalplus / LiveCodeBench style), (f) exec in one warm python3 per
+# worker (no isolation at all), and (g) the same exec loop inside the sandbox's own interpreter
+# (one instance per worker, no isolation: the floor of any design that runs the tests on
+# CPython-on-wasm); and (a) with slots reset by copying the whole snapshot (--slot-reset copy).
 # Usage: scripts/bench-verify.sh [--jobs N] [--out DIR] [--no-plain]   (--no-plain skips (b))
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +20,7 @@ while [[ $# -gt 0 ]]; do
     --jobs) JOBS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-plain) PLAIN=0; shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench-verify: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -141,4 +147,120 @@ for name, times in (("samples", 1), ("samples-x8", 8)):
           f"median CPU {cpu:.3f} s ({tests / max(cpu, 1e-3):,.0f} tests/CPU-s); "
           f"verdicts identical to (a) but for `cached`: {same}")
     print("   " + open(f"{out}/cached-{name}.log").read().strip().splitlines()[-1])
+PY
+
+# The fast unsandboxed practice, on the samples whose tests all finish in (a).
+python3 - "$OUT" "$JOBS" <<'PY'
+import json, sys
+out, jobs = sys.argv[1], int(sys.argv[2])
+problems = {}
+for line in open(f"{out}/problems.jsonl"):
+    p = json.loads(line)
+    problems[p["id"]] = p
+samples = open(f"{out}/samples.jsonl").read().splitlines()
+finish, work = [], []
+for line, r in zip(samples, map(json.loads, open(f"{out}/preinit.jsonl"))):
+    if all(t["status"] != "timeout" for t in r["verdict"]["tests"]):
+        finish.append(line)
+        s, p = json.loads(line), problems[r["problem_id"]]
+        work += [(s["code"], p.get("setup") or "", t["assert"]) for t in p["tests"]]
+open(f"{out}/finish.jsonl", "w").write("\n".join(finish) + "\n")
+# (g): the exec loop of baseline_warm.py as one program per worker, run by rl-verify --capture
+# (fuel and wall limits raised so that nothing stops it); it times itself inside the sandbox.
+runner = """import io, sys, time, json
+def run(work):
+    c = {"pass": 0, "fail": 0, "error": 0}
+    out, sys.stdout = sys.stdout, io.StringIO()
+    t = time.perf_counter()
+    for program, setup, test in work:
+        try:
+            g = {"__name__": "__main__"}
+            exec(compile(program + "\\n" + setup, "<program>", "exec"), g)
+            exec(compile(test, "<test>", "exec"), g)
+            c["pass"] += 1
+        except AssertionError:
+            c["fail"] += 1
+        except BaseException:
+            c["error"] += 1
+    dt = time.perf_counter() - t
+    sys.stdout = out
+    print(json.dumps({"tests": len(work), "seconds": dt, **c}))
+run(json.loads(%r))
+"""
+with open(f"{out}/floor.jsonl", "w") as f:
+    for k in range(jobs):
+        f.write(json.dumps({"id": f"floor-{k}", "program": runner % json.dumps(work[k::jobs]),
+                            "limits": {"fuel": 10**13, "wall_ms": 3600000,
+                                       "memory_mb": 2048}}) + "\n")
+PY
+verify_finish() {
+  local name=$1; shift
+  timed "$name" "$B/rl-verify" --jobs "$JOBS" --problems "$OUT/problems.jsonl" --no-cache "$@" \
+    "$OUT/finish.jsonl" > "$OUT/$name.jsonl" 2> "$OUT/$name.log"
+}
+verify_finish finish-dirty
+verify_finish finish-copy --slot-reset copy
+timed fork python3 scripts/baseline_warm.py fork "$OUT/problems.jsonl" "$JOBS" \
+  < "$OUT/finish.jsonl" > "$OUT/fork.jsonl" 2> "$OUT/fork.log"
+timed exec python3 scripts/baseline_warm.py exec "$OUT/problems.jsonl" "$JOBS" \
+  < "$OUT/finish.jsonl" > "$OUT/exec.jsonl" 2> "$OUT/exec.log"
+timed floor "$B/rl-verify" --capture --jobs "$JOBS" "$OUT/floor.jsonl" \
+  > "$OUT/floor-out.jsonl" 2> "$OUT/floor.log"
+
+python3 - "$OUT" "$JOBS" <<'PY'
+import json, sys
+out, jobs = sys.argv[1], sys.argv[2]
+def load(name):
+    rows = []
+    for l in open(f"{out}/{name}.jsonl"):
+        r = json.loads(l)
+        statuses = r["statuses"] if "statuses" in r else [t["status"] for t in r["verdict"]["tests"]]
+        rows.append((r["problem_id"], r.get("sample"), statuses))
+    wall, cpu = map(float, open(f"{out}/{name}.seconds").read().split())
+    return rows, wall, cpu
+A, COPY, FORK, EXEC = "(a)", "(a-copy)", "(e)", "(f)"
+runs = {
+    A: ("rl-verify (--slot-reset dirty, the default)", load("finish-dirty")),
+    COPY: ("rl-verify --slot-reset copy", load("finish-copy")),
+    FORK: ("fork per test from a warm python3", load("fork")),
+    EXEC: ("exec in a warm python3, no isolation", load("exec")),
+}
+tests = sum(len(s) for _, _, s in runs[FORK][1][0])
+print(f"samples whose tests all finish in (a): {len(runs[FORK][1][0])}, {tests} tests, "
+      f"--jobs {jobs}")
+rate = {}
+for key, (name, (rows, wall, cpu)) in runs.items():
+    assert sum(len(s) for _, _, s in rows) == tests, f"{key}: test count differs"
+    rate[key] = tests / wall
+    print(f"{key} {name}: {wall:.2f} s, {rate[key]:.1f} tests/s; {cpu:.2f} CPU s, "
+          f"{cpu / tests * 1e3:.2f} CPU ms/test")
+floor = [json.loads(json.loads(l)["stdout"]) for l in open(f"{out}/floor-out.jsonl")]
+fwall, _ = map(float, open(f"{out}/floor.seconds").read().split())
+inside = max(f["seconds"] for f in floor)
+assert sum(f["tests"] for f in floor) == tests
+rate["(g)"] = tests / inside
+print(f"(g) exec inside the sandbox's CPython, no isolation: {inside:.2f} s timed inside "
+      f"({fwall:.2f} s with start-up), {rate['(g)']:.1f} tests/s; "
+      f"pass {sum(f['pass'] for f in floor)}, fail {sum(f['fail'] for f in floor)}, "
+      f"error {sum(f['error'] for f in floor)}")
+print(f"ratio (a) / (e) fork: {rate[A] / rate[FORK]:.2f}; (a) / (f) exec: {rate[A] / rate[EXEC]:.3f}; "
+      f"(a-copy) / (e): {rate[COPY] / rate[FORK]:.2f}; (a) / (a-copy): {rate[A] / rate[COPY]:.2f}")
+print(f"the floor: (g) / (e) fork {rate['(g)'] / rate[FORK]:.2f} (5x fork is "
+      f"{5 * rate[FORK]:.0f} tests/s); (g) / (f) exec {rate['(g)'] / rate[EXEC]:.2f}")
+keys = list(runs)
+for i in range(len(keys)):
+    for j in range(i + 1, len(keys)):
+        x, y = keys[i], keys[j]
+        differ = []
+        for (pid, sample, sx), (_, _, sy) in zip(runs[x][1][0], runs[y][1][0]):
+            for k, (p, q) in enumerate(zip(sx, sy)):
+                if (p == "pass") != (q == "pass"):
+                    differ.append(f"{pid} sample {sample} test {k}: {p} vs {q}")
+        print(f"pass/fail differs, {x} vs {y}: {len(differ)} tests")
+        for d in differ[:10]:
+            print("  " + d)
+def fuel(name):
+    return [[(t["status"], t.get("fuel")) for t in json.loads(l)["verdict"]["tests"]]
+            for l in open(f"{out}/{name}.jsonl")]
+print(f"statuses and fuel identical, (a) vs (a-copy): {fuel('finish-dirty') == fuel('finish-copy')}")
 PY
