@@ -64,28 +64,19 @@ verify preinit preinit --cache "$OUT/verdicts.sqlite"
 # (b) plain CPython 3.12 python.wasm, a fresh interpreter per test.
 if [[ $PLAIN == 1 ]]; then verify plain python --no-cache; else rm -f "$OUT/plain.jsonl" "$OUT/plain.seconds"; fi
 # (d) the status quo.
-timed baseline python3 scripts/baseline_subprocess.py "$OUT/problems.jsonl" "$JOBS" \
+timed baseline python3 scripts/baselines.py subprocess "$OUT/problems.jsonl" "$JOBS" \
   < "$OUT/samples.jsonl" > "$OUT/baseline.jsonl" 2> "$OUT/baseline.log"
 
 python3 - "$OUT" "$JOBS" <<'PY'
-import json, os, sys
+import os, sys
+sys.path.insert(0, "scripts")
+from bench_verdicts import load, print_disagreements
 out, jobs = sys.argv[1], sys.argv[2]
-def load(name):
-    path = f"{out}/{name}.jsonl"
-    if not os.path.exists(path):
-        return None
-    rows = []
-    for l in open(path):
-        r = json.loads(l)
-        statuses = r["statuses"] if "statuses" in r else [t["status"] for t in r["verdict"]["tests"]]
-        rows.append((r["problem_id"], r.get("sample"), statuses))
-    wall, cpu = map(float, open(f"{out}/{name}.seconds").read().split())
-    return rows, wall, cpu
 runs = {
-    "(a) rl-verify, pre-initialized component": load("preinit"),
-    "(b) rl-verify, plain python.wasm": load("plain"),
+    "(a) rl-verify, pre-initialized component": load(out, "preinit"),
+    "(b) rl-verify, plain python.wasm": load(out, "plain"),
     # "(c) rl-verify, verdict cache warm": reserved for the verdict cache.
-    "(d) python3 subprocess per test": load("baseline"),
+    "(d) python3 subprocess per test": load(out, "baseline"),
 }
 runs = {k: v for k, v in runs.items() if v is not None}
 rows_a = next(iter(runs.values()))[0]
@@ -103,18 +94,7 @@ for name in runs:
         k = name.split()[0]
         print(f"ratio {k} / (d): {rate[name] / rate[base]:.2f} by tests/s, "
               f"{cpu_ms[base] / cpu_ms[name]:.2f} by CPU time per test")
-names = list(runs)
-for i in range(len(names)):
-    for j in range(i + 1, len(names)):
-        x, y = names[i], names[j]
-        differ = []
-        for (pid, sample, sx), (_, _, sy) in zip(runs[x][0], runs[y][0]):
-            for k, (p, q) in enumerate(zip(sx, sy)):
-                if (p == "pass") != (q == "pass"):
-                    differ.append(f"{pid} sample {sample} test {k}: {p} vs {q}")
-        print(f"pass/fail differs, {x.split()[0]} vs {y.split()[0]}: {len(differ)} tests")
-        for d in differ[:10]:
-            print("  " + d)
+print_disagreements({name.split()[0]: rows for name, (rows, _, _) in runs.items()})
 PY
 
 # (c) rl-verify again on the warm cache (a) left: the samples once, and 8 times over (~26k tests,
@@ -165,7 +145,7 @@ for line, r in zip(samples, map(json.loads, open(f"{out}/preinit.jsonl"))):
         s, p = json.loads(line), problems[r["problem_id"]]
         work += [(s["code"], p.get("setup") or "", t["assert"]) for t in p["tests"]]
 open(f"{out}/finish.jsonl", "w").write("\n".join(finish) + "\n")
-# (g): the exec loop of baseline_warm.py as one program per worker, run by rl-verify --capture
+# (g): the exec loop of `baselines.py exec` as one program per worker, run by rl-verify --capture
 # (fuel and wall limits raised so that nothing stops it); it times itself inside the sandbox.
 runner = """import io, sys, time, json
 def run(work):
@@ -200,30 +180,24 @@ verify_finish() {
 }
 verify_finish finish-dirty
 verify_finish finish-copy --slot-reset copy
-timed fork python3 scripts/baseline_warm.py fork "$OUT/problems.jsonl" "$JOBS" \
+timed fork python3 scripts/baselines.py fork "$OUT/problems.jsonl" "$JOBS" \
   < "$OUT/finish.jsonl" > "$OUT/fork.jsonl" 2> "$OUT/fork.log"
-timed exec python3 scripts/baseline_warm.py exec "$OUT/problems.jsonl" "$JOBS" \
+timed exec python3 scripts/baselines.py exec "$OUT/problems.jsonl" "$JOBS" \
   < "$OUT/finish.jsonl" > "$OUT/exec.jsonl" 2> "$OUT/exec.log"
 timed floor "$B/rl-verify" --capture --jobs "$JOBS" "$OUT/floor.jsonl" \
   > "$OUT/floor-out.jsonl" 2> "$OUT/floor.log"
 
 python3 - "$OUT" "$JOBS" <<'PY'
 import json, sys
+sys.path.insert(0, "scripts")
+from bench_verdicts import load, print_disagreements
 out, jobs = sys.argv[1], sys.argv[2]
-def load(name):
-    rows = []
-    for l in open(f"{out}/{name}.jsonl"):
-        r = json.loads(l)
-        statuses = r["statuses"] if "statuses" in r else [t["status"] for t in r["verdict"]["tests"]]
-        rows.append((r["problem_id"], r.get("sample"), statuses))
-    wall, cpu = map(float, open(f"{out}/{name}.seconds").read().split())
-    return rows, wall, cpu
 A, COPY, FORK, EXEC = "(a)", "(a-copy)", "(e)", "(f)"
 runs = {
-    A: ("rl-verify (--slot-reset dirty, the default)", load("finish-dirty")),
-    COPY: ("rl-verify --slot-reset copy", load("finish-copy")),
-    FORK: ("fork per test from a warm python3", load("fork")),
-    EXEC: ("exec in a warm python3, no isolation", load("exec")),
+    A: ("rl-verify (--slot-reset dirty, the default)", load(out, "finish-dirty")),
+    COPY: ("rl-verify --slot-reset copy", load(out, "finish-copy")),
+    FORK: ("fork per test from a warm python3", load(out, "fork")),
+    EXEC: ("exec in a warm python3, no isolation", load(out, "exec")),
 }
 tests = sum(len(s) for _, _, s in runs[FORK][1][0])
 print(f"samples whose tests all finish in (a): {len(runs[FORK][1][0])}, {tests} tests, "
@@ -247,18 +221,7 @@ print(f"ratio (a) / (e) fork: {rate[A] / rate[FORK]:.2f}; (a) / (f) exec: {rate[
       f"(a-copy) / (e): {rate[COPY] / rate[FORK]:.2f}; (a) / (a-copy): {rate[A] / rate[COPY]:.2f}")
 print(f"the floor: (g) / (e) fork {rate['(g)'] / rate[FORK]:.2f} (5x fork is "
       f"{5 * rate[FORK]:.0f} tests/s); (g) / (f) exec {rate['(g)'] / rate[EXEC]:.2f}")
-keys = list(runs)
-for i in range(len(keys)):
-    for j in range(i + 1, len(keys)):
-        x, y = keys[i], keys[j]
-        differ = []
-        for (pid, sample, sx), (_, _, sy) in zip(runs[x][1][0], runs[y][1][0]):
-            for k, (p, q) in enumerate(zip(sx, sy)):
-                if (p == "pass") != (q == "pass"):
-                    differ.append(f"{pid} sample {sample} test {k}: {p} vs {q}")
-        print(f"pass/fail differs, {x} vs {y}: {len(differ)} tests")
-        for d in differ[:10]:
-            print("  " + d)
+print_disagreements({key: rows for key, (_, (rows, _, _)) in runs.items()})
 def fuel(name):
     return [[(t["status"], t.get("fuel")) for t in json.loads(l)["verdict"]["tests"]]
             for l in open(f"{out}/{name}.jsonl")]

@@ -1,20 +1,24 @@
 #!/usr/bin/env python3
-"""The fast unsandboxed verifiers rl-verify is measured against, on the host's own python3:
+"""The verifiers rl-verify is measured against (scripts/bench-verify.sh), on the host's own
+python3, none of them sandboxed (the programs have the host's files and network):
 
-  fork  a warm interpreter per worker forks a child for every test; the child caps its address
-        space (RLIMIT_AS) and CPU time (RLIMIT_CPU), runs the program, the problem's setup and
-        the test from a fresh namespace, and reports by exit status (the evalplus /
-        LiveCodeBench practice). Every test starts from the worker's state: isolated as a
-        process is, but not sandboxed (the program has the host's files and network).
-  exec  each worker runs every test in its own interpreter, one after another: compile and exec
-        the program, setup and test in a fresh dict, with an interval timer for the timeout.
-        No isolation at all (a test sees what earlier tests did to builtins and modules); the
-        floor of what running the tests costs in CPython itself.
+  subprocess  one fresh `python3 -I -S` per test (program, setup and test in a temporary file),
+              with a timeout: the status quo of the first benchmark.
+  fork        a warm interpreter per worker forks a child for every test; the child caps its
+              address space (RLIMIT_AS) and CPU time (RLIMIT_CPU), runs the program, the
+              problem's setup and the test from a fresh namespace, and reports by exit status
+              (the evalplus / LiveCodeBench practice). Every test starts from the worker's
+              state: isolated as a process is.
+  exec        each worker runs every test in its own interpreter, one after another: compile and
+              exec the program, setup and test in a fresh dict, with an interval timer for the
+              timeout. No isolation at all (a test sees what earlier tests did to builtins and
+              modules); the floor of what running the tests costs in CPython itself.
 
-Usage: baseline_warm.py fork|exec PROBLEMS JOBS [--timeout S] < samples.jsonl > statuses.jsonl
-Writes one line per sample, {"problem_id", "sample", "statuses": [...]}, as
-baseline_subprocess.py does, so bench-verify.sh can compare verdicts. Benchmark use only."""
-import argparse, io, json, multiprocessing, os, resource, signal, sys, time
+Usage: baselines.py subprocess|fork|exec PROBLEMS JOBS [--timeout S] < samples.jsonl > out.jsonl
+(--timeout: 10 s for subprocess, 1 s otherwise.) Writes one line per sample,
+{"problem_id", "sample", "statuses": [...]}, so that verdicts can be compared."""
+import argparse, concurrent.futures, io, json, multiprocessing, os, resource, signal
+import subprocess, sys, tempfile, time
 
 STATUS = {0: "pass", 1: "fail", 2: "error", 3: "timeout"}
 MEMORY = 1 << 30  # RLIMIT_AS of a forked child: 1 GiB
@@ -74,6 +78,23 @@ def run_exec(job):
         sys.stdout, sys.stderr = out, err
 
 
+def run_subprocess(job):
+    program, setup, test, timeout = job
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(program + "\n" + setup + "\n" + test + "\n")
+        path = f.name
+    try:
+        p = subprocess.run([sys.executable, "-I", "-S", path], capture_output=True, timeout=timeout)
+        if p.returncode == 0:
+            return "pass"
+        last = p.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        return "fail" if last[0].startswith("AssertionError") else "error"
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    finally:
+        os.unlink(path)
+
+
 def init_worker():
     signal.signal(signal.SIGALRM, on_alarm)
     # A forked child's (and a program's) prints go nowhere.
@@ -84,11 +105,13 @@ def init_worker():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["fork", "exec"])
+    ap.add_argument("mode", choices=["subprocess", "fork", "exec"])
     ap.add_argument("problems")
     ap.add_argument("jobs", type=int)
-    ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float)
     a = ap.parse_args()
+    if a.timeout is None:
+        a.timeout = 10.0 if a.mode == "subprocess" else 1.0
     problems = {}
     for line in open(a.problems):
         p = json.loads(line)
@@ -99,11 +122,15 @@ def main():
         p = problems[s["problem_id"]]
         for t in p["tests"]:
             work.append((s["code"], p.get("setup") or "", t["assert"], a.timeout))
-    run = run_forked if a.mode == "fork" else run_exec
     start = time.time()
-    # One warm interpreter per worker, started before the clock would matter (fork start).
-    with multiprocessing.get_context("fork").Pool(a.jobs, initializer=init_worker) as pool:
-        results = pool.map(run, work, chunksize=8)
+    if a.mode == "subprocess":
+        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
+            results = list(ex.map(run_subprocess, work))
+    else:
+        # One warm interpreter per worker (a forked copy of this one).
+        run = run_forked if a.mode == "fork" else run_exec
+        with multiprocessing.get_context("fork").Pool(a.jobs, initializer=init_worker) as pool:
+            results = pool.map(run, work, chunksize=8)
     elapsed = time.time() - start
     i = 0
     for s in samples:
