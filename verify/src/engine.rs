@@ -116,7 +116,8 @@ pub fn dirty_reset_available() -> bool {
 ///   resumes the scan instead, and hands the whole slot back once its private pages exceed
 ///   [`DIRTY_KEEP_RESIDENT`].
 /// - [`SlotReset::Copy`]: the memory's first 64 MiB (all of the snapshot's heap) are copied back
-///   with `memcpy` after every test, written or not (what rl-verify did before; ~1.4x slower).
+///   with `memcpy` after every test, written or not (what rl-verify did before; 1.14-1.35x
+///   slower in two runs of `scripts/bench-verify.sh`).
 ///
 /// Why not the on-demand allocator (`--no-pool`): each test then maps the image afresh and takes
 /// a copy-on-write fault, with a TLB shootdown on the other cores, for every page it writes; on
