@@ -11,8 +11,8 @@ pub mod tokenizer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{LlamaConfig, Preset};
-pub use model::{KvCache, Llama, LogitsChunk, Trainable, token_logprobs};
-pub use tokenizer::Tokenizer;
+pub use model::{KvCache, Llama, LogitsChunk, Prefix, SeqCache, Trainable, token_logprobs};
+pub use tokenizer::{DecodeState, Tokenizer};
 
 /// Settings that make candle's CPU backend fast in a short-lived process. Call it first thing in
 /// `main`, before any other thread exists (it sets environment variables). Changes no result:

@@ -20,6 +20,10 @@ use std::collections::HashMap;
 
 type CResult<T> = candle_core::Result<T>;
 
+mod decode;
+pub mod kernel;
+pub use decode::{Prefix, SeqCache};
+
 /// A linear layer `W` `[out, in]`, with an optional low-rank update: y = x W^T + s (x A^T) B^T
 /// (`A` `[r, in]`, `B` `[out, r]`, s = alpha / r), never merged into `W` while training.
 struct Proj {
@@ -124,6 +128,9 @@ pub struct Llama {
     /// `[max_position_embeddings, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
+    /// The same tables as flat vectors, for [`Llama::decode_step`].
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
 }
 
 // Tensor naming lives with the config (crate::config), so that the checkpoint writers and LoRA
@@ -142,7 +149,7 @@ impl crate::checkpoint::Checkpoint {
 
 /// Hugging Face's rotary tables: inv_freq_i = theta^(-2i / head_dim), angle = pos * inv_freq_i;
 /// the rotate-half layout pairs dimension `i` with `i + head_dim / 2`.
-fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> CResult<(Tensor, Tensor)> {
+fn rope_tables(cfg: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     let hd = cfg.head_dim();
     let n = cfg.max_position_embeddings;
     let inv: Vec<f64> = (0..hd / 2)
@@ -157,10 +164,7 @@ fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> CResult<(Tensor, Tensor)> {
             sin.push(a.sin() as f32);
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (n, hd / 2), dev)?,
-        Tensor::from_vec(sin, (n, hd / 2), dev)?,
-    ))
+    (cos, sin)
 }
 
 /// Additive causal mask for `t` queries at positions `pos..pos + t` over `pos + t` keys,
@@ -297,7 +301,10 @@ impl Llama {
         } else {
             get("lm_head.weight".into())?
         };
-        let (cos, sin) = rope_tables(cfg, &dev)?;
+        let (rope_cos, rope_sin) = rope_tables(cfg);
+        let half = (cfg.max_position_embeddings, cfg.head_dim() / 2);
+        let cos = Tensor::from_slice(&rope_cos, half, &dev)?;
+        let sin = Tensor::from_slice(&rope_sin, half, &dev)?;
         Ok(Llama {
             cfg: cfg.clone(),
             embed,
@@ -306,6 +313,8 @@ impl Llama {
             lm_head,
             cos,
             sin,
+            rope_cos,
+            rope_sin,
         })
     }
 

@@ -503,3 +503,110 @@ fn lora_linear_gradients_equal_the_composed_ops() {
         assert_close(&want, &got[k], 1e-4, k);
     }
 }
+
+#[test]
+fn decode_step_matches_training_path() {
+    let cfg = micro(false);
+    let m = Llama::from_tensors(&cfg, &model::init_tensors(&cfg, 2).unwrap()).unwrap();
+    let toks = seq();
+    let want = train_logprobs(&m, &toks);
+    let prompt = 7;
+    let (prefix, first) = m.prefill(&toks[..prompt]).unwrap();
+    let lp = |logits: &[f32], tgt: u32| -> f32 {
+        let l = Tensor::from_slice(logits, (1, logits.len()), &Device::Cpu).unwrap();
+        let t = Tensor::from_vec(vec![tgt], 1, &Device::Cpu).unwrap();
+        token_logprobs(&l, &t).unwrap().to_vec1::<f32>().unwrap()[0]
+    };
+    let mut got = vec![lp(&first, toks[prompt])];
+    // Row 1 follows the training sequence; rows 0 and 2 decode other tokens beside it.
+    let mut seqs: Vec<SeqCache> = (0..3).map(|_| SeqCache::new(prefix.clone(), 8)).collect();
+    let v = cfg.vocab_size;
+    for i in prompt..toks.len() - 1 {
+        let mut refs: Vec<&mut SeqCache> = seqs.iter_mut().collect();
+        let logits = m
+            .decode_step(&mut refs, &[b'x' as u32, toks[i], b'(' as u32])
+            .unwrap();
+        got.push(lp(&logits[v..2 * v], toks[i + 1]));
+    }
+    assert_eq!(got.len(), want.len() - prompt + 1);
+    for (i, (a, b)) in got.iter().zip(&want[prompt - 1..]).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-4,
+            "position {}: decode {a} vs training {b}",
+            prompt + i
+        );
+    }
+}
+
+/// Each sequence's logits, bit for bit, whatever else shares its steps: alone, in batches of
+/// several sizes (past the padding threshold and past gemm's 64-row block), in another order,
+/// and joining or leaving mid-way.
+#[test]
+fn decode_step_is_batch_invariant() {
+    for cfg in [micro(true), LlamaConfig::preset(Preset::Tiny)] {
+        let m = Llama::from_tensors(&cfg, &model::init_tensors(&cfg, 5).unwrap()).unwrap();
+        let v = cfg.vocab_size;
+        let prompts: Vec<Vec<u32>> = (0..3u32)
+            .map(|p| (0..5 + 2 * p).map(|i| (7 * i + 3 * p) % 200 + 1).collect())
+            .collect();
+        let prefixes: Vec<_> = prompts.iter().map(|p| m.prefill(p).unwrap().0).collect();
+        let token = |s: usize, t: usize| ((s * 31 + t * 17) % 250) as u32;
+        // Sequence s continues prompt s % 3 with tokens token(s, 0..steps); logits[s][t].
+        let run = |order: &[usize], steps: usize, join_late: bool| -> Vec<Vec<Vec<f32>>> {
+            let n = order.iter().max().unwrap() + 1;
+            let mut seqs: Vec<SeqCache> = (0..n)
+                .map(|s| SeqCache::new(prefixes[s % 3].clone(), steps))
+                .collect();
+            let mut out = vec![Vec::new(); n];
+            for t in 0..steps {
+                // With join_late, the second half joins at step 2 and the first half leaves
+                // two steps early.
+                let live: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&s| {
+                        !join_late || (s < n / 2 && t + 2 < steps) || (s >= n / 2 && t >= 2)
+                    })
+                    .collect();
+                let mut refs: Vec<&mut SeqCache> = seqs
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(s, _)| live.contains(s))
+                    .map(|(_, c)| c)
+                    .collect();
+                // refs are in index order; so are the tokens.
+                let mut idx = live.clone();
+                idx.sort();
+                let toks: Vec<u32> = idx.iter().map(|&s| token(s, out[s].len())).collect();
+                let logits = m.decode_step(&mut refs, &toks).unwrap();
+                for (r, &s) in idx.iter().enumerate() {
+                    out[s].push(logits[r * v..(r + 1) * v].to_vec());
+                }
+            }
+            out
+        };
+        let alone = |s: usize| run(&[s], 6, false).swap_remove(s);
+        for (order, join) in [
+            (vec![0, 1, 2], false),
+            (vec![2, 0, 1], false),
+            ((0..7).collect::<Vec<_>>(), false),
+            ((0..70).collect::<Vec<_>>(), false),
+            ((0..20).collect::<Vec<_>>(), true),
+        ] {
+            let got = run(&order, 6, join);
+            let n = order.len();
+            for s in [0, 1, 2, n - 2, n - 1] {
+                // A late joiner's first logits are those of its first step alone, and so on.
+                let (a, b) = (alone(s), &got[s]);
+                assert!(!b.is_empty());
+                for (t, row) in b.iter().enumerate() {
+                    assert!(
+                        row == &a[t],
+                        "sequence {s} step {t} differs in a batch of {} (join {join})",
+                        order.len()
+                    );
+                }
+            }
+        }
+    }
+}

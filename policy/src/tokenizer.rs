@@ -9,6 +9,14 @@ use anyhow::{Context, anyhow};
 use serde_json::{Value, json};
 use std::path::Path;
 
+/// The state of one incremental decoding ([`Tokenizer::decode_step`]).
+#[derive(Debug, Clone, Default)]
+pub struct DecodeState {
+    ids: Vec<u32>,
+    prefix: String,
+    prefix_index: usize,
+}
+
 /// Token ids of the byte-level tokenizer: 0..=255 are bytes, then the special tokens.
 pub const BOS_ID: u32 = 256;
 pub const EOS_ID: u32 = 257;
@@ -56,6 +64,22 @@ impl Tokenizer {
         self.inner
             .decode(ids, true)
             .map_err(|e| anyhow!("decoding: {e}"))
+    }
+
+    /// Incremental decoding: the text that `id` adds to the ids already given to `stream`
+    /// (special tokens left out), or `None` while it ends in an incomplete character; the
+    /// chunks join to [`Tokenizer::decode`] of all the ids (the `tokenizers` crate's
+    /// `DecodeStream`, with its state kept in `stream`). Each step decodes only the last few ids.
+    pub fn decode_step(&self, stream: &mut DecodeState, id: u32) -> anyhow::Result<Option<String>> {
+        tokenizers::tokenizer::step_decode_stream(
+            &self.inner,
+            vec![id],
+            true,
+            &mut stream.ids,
+            &mut stream.prefix,
+            &mut stream.prefix_index,
+        )
+        .map_err(|e| anyhow!("decoding: {e}"))
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {

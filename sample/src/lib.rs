@@ -4,30 +4,31 @@
 //! rl-sample --model ckpt/7 --problems train.jsonl -n 8 --seed 7 > samples.jsonl
 //! ```
 //!
-//! The prompt of each problem is `[bos] + tokenize(prompt)`; the K samples of one problem share
-//! it: the prompt is run once, its key/value cache copied to K rows, and the K completions are
-//! decoded as one batch (rows that finish leave the batch). Each sample draws from its own
-//! ChaCha20 generator seeded from (seed, problem id, sample index), so a sample does not depend
-//! on the thread count or on the other problems in the file.
+//! The prompt of each problem is `[bos] + tokenize(prompt)` (or the rendered chat template).
+//! All samples of all problems decode in one continuously refilled batch (`engine`): a
+//! problem's prompt is run once and its key/value cache shared by its K samples, rows leave when
+//! they finish and the next samples join. Each sample draws from its own ChaCha20 generator
+//! seeded from (seed, problem id, sample index) and decoding is batch-invariant, so a sample
+//! does not depend on the thread count, on `--max-batch` or on the other problems in the file.
 //!
 //! `logprobs[i]` is the natural log of the probability of `tokens[i]` under the distribution it
 //! was drawn from: softmax(logits / temperature), restricted to the top-p nucleus and
 //! renormalised. At temperature 0 (greedy) every logprob is 0. Output records are documented in
 //! docs/formats.md (section samples).
 
-use anyhow::{Context, bail};
-use candle_core::{Device, Tensor};
+use anyhow::bail;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Skipper};
 use rlcode_core::{Error, ExitCode, Result};
-use rlcode_policy::{Checkpoint, KvCache, Llama, Tokenizer};
+use rlcode_policy::{Checkpoint, Llama, Tokenizer};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub mod chat;
+mod engine;
 pub mod openai;
 
 pub const PROGRAM: &str = "rl-sample";
@@ -144,6 +145,10 @@ pub struct Args {
     /// chat template for --api completions --chat-template.
     #[arg(long, value_name = "DIR")]
     pub tokenizer: Option<PathBuf>,
+    /// --backend local: the most sequences decoded at once. All samples of all problems share
+    /// one continuously refilled batch; the output does not depend on this number.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_batch: usize,
     /// Skip this many problems first.
     #[arg(long, default_value_t = 0)]
     pub offset: usize,
@@ -310,115 +315,7 @@ pub fn sample_token(
     Ok((pick as u32, (z[pick] - kept.ln()) as f32))
 }
 
-struct Row {
-    rng: ChaCha20Rng,
-    tokens: Vec<u32>,
-    logprobs: Vec<f32>,
-    text: String,
-    finish: Option<&'static str>,
-}
-
-/// Generate one completion per generator for one prompt (see the module docs).
-pub fn generate(
-    model: &Llama,
-    tokenizer: &Tokenizer,
-    prompt: &[u32],
-    rngs: Vec<ChaCha20Rng>,
-    s: &Settings,
-) -> anyhow::Result<Vec<Completion>> {
-    let cfg = &model.cfg;
-    let max_pos = cfg.max_position_embeddings;
-    if prompt.is_empty() || prompt.len() >= max_pos {
-        bail!(
-            "prompt of {} tokens does not fit the model's context ({max_pos})",
-            prompt.len()
-        );
-    }
-    let max_new = s.max_tokens.min(max_pos - prompt.len());
-    let eos: HashSet<u32> = cfg
-        .eos_ids()
-        .into_iter()
-        .chain(s.extra_eos.clone())
-        .collect();
-    let mut rows: Vec<Row> = rngs
-        .into_iter()
-        .map(|rng| Row {
-            rng,
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-            text: String::new(),
-            finish: None,
-        })
-        .collect();
-    if rows.is_empty() || max_new == 0 {
-        return Ok(rows.into_iter().map(|_| empty_completion()).collect());
-    }
-    let dev = Device::Cpu;
-    let mut cache = KvCache::new(cfg, 1, prompt.len() + max_new)?;
-    let ids = Tensor::from_vec(prompt.to_vec(), (1, prompt.len()), &dev)?;
-    let first: Vec<f32> = model
-        .forward_infer(&ids, &mut cache, true)?
-        .flatten_all()?
-        .to_vec1()?;
-    let mut active: Vec<usize> = (0..rows.len()).collect();
-    let mut cache = cache.select(&vec![0; rows.len()])?;
-    let mut logits: Vec<Vec<f32>> = vec![first; rows.len()];
-    loop {
-        for (b, &r) in active.iter().enumerate() {
-            let row = &mut rows[r];
-            let (tok, lp) = sample_token(&logits[b], s.temperature, s.top_p, &mut row.rng)?;
-            row.tokens.push(tok);
-            row.logprobs.push(lp);
-            if eos.contains(&tok) {
-                row.text = tokenizer.decode(&row.tokens)?;
-                row.finish = Some("eos");
-                continue;
-            }
-            let text = tokenizer.decode(&row.tokens)?;
-            let cut = s.stops.iter().filter_map(|st| text.find(st.as_str())).min();
-            row.text = match cut {
-                Some(c) => {
-                    row.finish = Some("stop");
-                    text[..c].to_string()
-                }
-                None => text,
-            };
-            if row.finish.is_none() && row.tokens.len() >= max_new {
-                row.finish = Some("length");
-            }
-        }
-        let keep: Vec<usize> = (0..active.len())
-            .filter(|&b| rows[active[b]].finish.is_none())
-            .collect();
-        if keep.is_empty() {
-            break;
-        }
-        if keep.len() < active.len() {
-            cache = cache.select(&keep)?;
-            active = keep.iter().map(|&b| active[b]).collect();
-        }
-        let step: Vec<u32> = active
-            .iter()
-            .map(|&r| *rows[r].tokens.last().expect("one token per row"))
-            .collect();
-        let ids = Tensor::from_vec(step, (active.len(), 1), &dev)?;
-        logits = model
-            .forward_infer(&ids, &mut cache, true)?
-            .squeeze(1)?
-            .to_vec2()?;
-    }
-    Ok(rows
-        .into_iter()
-        .map(|r| Completion {
-            tokens: r.tokens,
-            logprobs: r.logprobs,
-            text: r.text,
-            finish_reason: r.finish.unwrap_or("length"),
-        })
-        .collect())
-}
-
-fn empty_completion() -> Completion {
+pub(crate) fn empty_completion() -> Completion {
     Completion {
         tokens: Vec::new(),
         logprobs: Vec::new(),
@@ -529,6 +426,9 @@ pub fn run(args: &Args, out: impl Write) -> Result<ExitCode> {
 
 fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     let mut settings = settings(args)?;
+    if args.max_batch == 0 {
+        return Err(Error::Usage("--max-batch must be at least 1".into()));
+    }
     let dir = Path::new(&args.model);
     let ck = Checkpoint::load(dir).map_err(Error::Other)?;
     let model = ck.model().map_err(Error::Other)?;
@@ -540,7 +440,7 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
         None
     };
     let model_name = args.model.clone();
-    let reader = JsonlReader::open(std::slice::from_ref(&args.problems))?;
+    let mut reader = JsonlReader::open(std::slice::from_ref(&args.problems))?;
     let mut skipper = Skipper::new(PROGRAM, args.keep_going);
     let mut writer = JsonlWriter::new(out);
     let mut seen = HashSet::new();
@@ -548,130 +448,132 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     let (mut n_samples, mut n_tokens) = (0usize, 0usize);
     let start = std::time::Instant::now();
     let progress = progress_bar(args.limit);
-    // Problems are generated a wave at a time, in parallel (each problem's samples depend only
-    // on its own prompt and seeds, so the records are the same whatever the wave or the
-    // thread count), and written in input order.
-    let wave_size = 2 * rayon::current_num_threads().max(1);
-    let mut wave: Vec<Pending> = Vec::new();
-    let flush = |wave: &mut Vec<Pending>,
-                 writer: &mut JsonlWriter<_>,
-                 n_samples: &mut usize,
-                 n_tokens: &mut usize|
-     -> Result<()> {
-        use rayon::prelude::*;
-        let generated: Vec<anyhow::Result<Vec<Completion>>> = wave
-            .par_iter()
-            .with_max_len(1)
-            .map(|p| {
-                let rngs = (0..args.n)
-                    .map(|i| sample_rng(args.seed, &p.id, i))
-                    .collect();
-                generate(&model, &ck.tokenizer, &p.ids, rngs, &settings)
-                    .with_context(|| format!("{}:{}: sampling \"{}\"", p.file, p.line, p.id))
-            })
-            .collect();
-        for (p, completions) in wave.drain(..).zip(generated) {
-            let completions = completions.map_err(Error::Other)?;
-            for (i, c) in completions.iter().enumerate() {
-                *n_samples += 1;
-                *n_tokens += c.tokens.len();
-                writer.write(&SampleRecord {
-                    problem_id: &p.id,
-                    sample: i,
-                    completion: &c.text,
-                    code: code_of(args.chat_mode(), &p.prompt, &c.text),
-                    prompt_tokens: Some(&p.ids),
-                    tokens: Some(&c.tokens),
-                    logprobs: Some(&c.logprobs),
-                    finish_reason: c.finish_reason,
-                    temperature: settings.temperature,
-                    top_p: settings.top_p,
-                    model: model_name.clone(),
-                    seed: args.seed,
-                })?;
+    // The next problem to sample; `Err` ends the input (the problems before it are still
+    // sampled and written), with the error kept to return at the end.
+    let mut stopped: Option<Error> = None;
+    let mut next_problem = || -> Option<Pending> {
+        loop {
+            if stopped.is_some() || args.limit.is_some_and(|l| done >= l) {
+                return None;
             }
-            writer.flush()?;
-            progress.inc(1);
-            progress.set_message(format!(
-                "{n_samples} samples, {:.0} tok/s",
-                *n_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)
-            ));
-        }
-        Ok(())
-    };
-    for line in reader {
-        // A record that stops the run stops it after everything before it is written.
-        let line = match skipper.keep(line) {
-            Ok(Some(line)) => line,
-            Ok(None) => continue,
-            Err(e) => {
-                flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
-                return Err(e);
-            }
-        };
-        if args.limit.is_some_and(|l| done >= l) {
-            break;
-        }
-        let parsed = (|| {
-            let id = line.str_field("id")?.to_string();
-            let prompt = line.str_field("prompt")?.to_string();
-            if !seen.insert(id.clone()) {
-                return Err(line.error(format!("duplicate problem id \"{id}\"")));
-            }
-            let ids = match &template {
-                // As transformers' apply_chat_template: the template decides about BOS.
-                Some(_) => prompt_text(args, template.as_ref(), &prompt)
-                    .and_then(|text| ck.tokenizer.encode(&text)),
-                None => prompt_ids(&model, &ck.tokenizer, &prompt),
-            }
-            .map_err(|e| line.error(format!("{e:#}")))?;
-            if ids.len() >= model.cfg.max_position_embeddings {
-                return Err(line.error(format!(
-                    "prompt of {} tokens does not fit the model's context ({})",
-                    ids.len(),
-                    model.cfg.max_position_embeddings
-                )));
-            }
-            Ok((id, prompt, ids))
-        })();
-        let (id, prompt, ids) = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                if let Err(e) = skipper.skip(e) {
-                    flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
-                    return Err(e);
+            let line = match skipper.keep(reader.next()?) {
+                Ok(Some(line)) => line,
+                Ok(None) => continue,
+                Err(e) => {
+                    stopped = Some(e);
+                    return None;
                 }
+            };
+            let parsed = (|| {
+                let id = line.str_field("id")?.to_string();
+                let prompt = line.str_field("prompt")?.to_string();
+                if !seen.insert(id.clone()) {
+                    return Err(line.error(format!("duplicate problem id \"{id}\"")));
+                }
+                let ids = match &template {
+                    // As transformers' apply_chat_template: the template decides about BOS.
+                    Some(_) => prompt_text(args, template.as_ref(), &prompt)
+                        .and_then(|text| ck.tokenizer.encode(&text)),
+                    None => prompt_ids(&model, &ck.tokenizer, &prompt),
+                }
+                .map_err(|e| line.error(format!("{e:#}")))?;
+                if ids.len() >= model.cfg.max_position_embeddings {
+                    return Err(line.error(format!(
+                        "prompt of {} tokens does not fit the model's context ({})",
+                        ids.len(),
+                        model.cfg.max_position_embeddings
+                    )));
+                }
+                Ok((id, prompt, ids))
+            })();
+            let (id, prompt, ids) = match parsed {
+                Ok(p) => p,
+                Err(e) => {
+                    if let Err(e) = skipper.skip(e) {
+                        stopped = Some(e);
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            index += 1;
+            if index <= args.offset {
                 continue;
             }
-        };
-        index += 1;
-        if index <= args.offset {
-            continue;
+            done += 1;
+            return Some(Pending {
+                file: line.file.to_string(),
+                line: line.line,
+                id,
+                prompt,
+                ids,
+            });
         }
-        done += 1;
-        wave.push(Pending {
-            file: line.file.to_string(),
-            line: line.line,
-            id,
-            prompt,
-            ids,
-        });
-        if wave.len() >= wave_size {
-            flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
+    };
+    let generator = engine::Generator::new(&model, &ck.tokenizer, &settings);
+    let mut batcher = engine::Batcher::new(&generator, args.max_batch);
+    let chat_mode = args.chat_mode();
+    let mut write = |p: Pending, completions: Vec<Completion>| -> anyhow::Result<()> {
+        for (i, c) in completions.iter().enumerate() {
+            n_samples += 1;
+            n_tokens += c.tokens.len();
+            writer.write(&SampleRecord {
+                problem_id: &p.id,
+                sample: i,
+                completion: &c.text,
+                code: code_of(chat_mode, &p.prompt, &c.text),
+                prompt_tokens: Some(&p.ids),
+                tokens: Some(&c.tokens),
+                logprobs: Some(&c.logprobs),
+                finish_reason: c.finish_reason,
+                temperature: settings.temperature,
+                top_p: settings.top_p,
+                model: model_name.clone(),
+                seed: args.seed,
+            })?;
         }
+        writer.flush()?;
+        progress.inc(1);
+        progress.set_message(format!(
+            "{n_samples} samples, {:.0} tok/s",
+            n_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9)
+        ));
+        Ok(())
+    };
+    let ran = batcher.run(
+        || {
+            Ok(next_problem().map(|p| engine::Job {
+                prompt: p.ids.clone(),
+                rngs: (0..args.n)
+                    .map(|i| sample_rng(args.seed, &p.id, i))
+                    .collect(),
+                tag: p,
+            }))
+        },
+        |p| format!("{}:{}: sampling \"{}\"", p.file, p.line, p.id),
+        &mut write,
+    );
+    ran.map_err(|e| match e.downcast::<Error>() {
+        Ok(e) => e,
+        Err(e) => Error::Other(e),
+    })?;
+    if let Some(e) = stopped {
+        return Err(e);
     }
-    flush(&mut wave, &mut writer, &mut n_samples, &mut n_tokens)?;
     writer.flush()?;
     progress.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "{PROGRAM}: {n_samples} samples, {n_tokens} tokens, {:.1} tok/s ({secs:.2} s)",
-        n_tokens as f64 / secs.max(1e-9)
+        "{PROGRAM}: {n_samples} samples, {n_tokens} tokens, {:.1} tok/s ({secs:.2} s); \
+         batch of up to {} rows, key/value cache peak {:.1} MiB",
+        n_tokens as f64 / secs.max(1e-9),
+        batcher.peak_rows,
+        batcher.kv_peak_bytes as f64 / (1 << 20) as f64
     );
     Ok(skipper.exit_code())
 }
 
-/// A problem read and tokenized, waiting for its wave.
+/// A problem read and tokenized, waiting for its samples to join the batch.
 struct Pending {
     file: String,
     line: usize,

@@ -1,4 +1,5 @@
 use super::*;
+use candle_core::{Device, Tensor};
 use clap::Parser;
 use rlcode_policy::Preset;
 

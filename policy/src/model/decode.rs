@@ -1,0 +1,260 @@
+//! Batched decoding for continuous batching: any set of sequences, each at its own position and
+//! with its own key/value cache, advances by one token in one call ([`Llama::decode_step`]).
+//!
+//! **Batch invariance.** A sequence's logits are a function of its own tokens only, bit for
+//! bit: they do not depend on which other sequences share the call, on their number or order,
+//! or on the thread count. A step is computed here, not by candle: the matrix products by
+//! [`kernel::matmul_nt`], whose result for a row never depends on the other rows (candle's
+//! `gemm` changes its order of summation with the number of rows); RMSNorm, SiLU, the
+//! residual sums and the rotary embedding one row at a time; attention per sequence and head
+//! over that sequence's own cache in position order (no padding, no mask, no copy when a
+//! sequence leaves).
+//!
+//! A prompt is prefilled once ([`Llama::prefill`], the fused path over the whole prompt) and its
+//! keys and values ([`Prefix`]) are shared, read-only, by every sequence that continues it.
+
+use super::{CResult, Llama, kernel};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// The keys and values of a prompt, per layer `[len, kv_heads * head_dim]` (position-major),
+/// shared by the sequences that continue it.
+pub struct Prefix {
+    len: usize,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl Prefix {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of keys and values held.
+    pub fn bytes(&self) -> usize {
+        4 * self.k.iter().chain(&self.v).map(Vec::len).sum::<usize>()
+    }
+}
+
+/// One sequence being decoded: a shared prompt [`Prefix`] and the keys and values of the tokens
+/// generated after it, per layer `[len, kv_heads * head_dim]`.
+pub struct SeqCache {
+    prefix: Arc<Prefix>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl SeqCache {
+    /// A sequence continuing `prefix`, with room reserved for `reserve` generated tokens.
+    pub fn new(prefix: Arc<Prefix>, reserve: usize) -> Self {
+        let layers = prefix.k.len();
+        let width = prefix
+            .k
+            .first()
+            .map_or(0, |k| k.len().checked_div(prefix.len).unwrap_or(0));
+        let buf = || Vec::with_capacity(reserve * width);
+        SeqCache {
+            k: (0..layers).map(|_| buf()).collect(),
+            v: (0..layers).map(|_| buf()).collect(),
+            prefix,
+            len: 0,
+        }
+    }
+
+    /// The prompt's keys and values it continues.
+    pub fn prefix(&self) -> &Prefix {
+        &self.prefix
+    }
+
+    /// Positions in the cache (prompt and generated tokens).
+    pub fn pos(&self) -> usize {
+        self.prefix.len + self.len
+    }
+
+    /// Bytes of keys and values this sequence holds itself (allocated; the prefix not counted).
+    pub fn bytes(&self) -> usize {
+        4 * self
+            .k
+            .iter()
+            .chain(&self.v)
+            .map(Vec::capacity)
+            .sum::<usize>()
+    }
+}
+
+/// Hugging Face's rotate-half rotary embedding of one head at one position, in place.
+#[inline]
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = a * sin[i] + b * cos[i];
+    }
+}
+
+impl Llama {
+    /// Run `prompt` (token ids) through the fused path; returns its keys and values and the
+    /// logits `[vocab]` of its last position.
+    pub fn prefill(&self, prompt: &[u32]) -> CResult<(Arc<Prefix>, Vec<f32>)> {
+        let t = prompt.len();
+        self.check_len(t)?;
+        let mut cache = super::KvCache::new(&self.cfg, 1, t)?;
+        let ids = Tensor::from_slice(prompt, (1, t), &Device::Cpu)?;
+        let logits: Vec<f32> = self
+            .forward_infer(&ids, &mut cache, true)?
+            .flatten_all()?
+            .to_vec1()?;
+        // [1, kv_heads, t, head_dim] -> [t, kv_heads * head_dim]
+        let rows = |c: &Tensor| -> CResult<Vec<f32>> {
+            c.narrow(2, 0, t)?
+                .squeeze(0)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1()
+        };
+        let k = cache.k.iter().map(rows).collect::<CResult<Vec<_>>>()?;
+        let v = cache.v.iter().map(rows).collect::<CResult<Vec<_>>>()?;
+        Ok((Arc::new(Prefix { len: t, k, v }), logits))
+    }
+
+    /// Append one token to each sequence (`tokens[i]` to `seqs[i]`) and return the next
+    /// position's logits, `[seqs.len() * vocab]` row-major. Batch-invariant (see the module
+    /// docs).
+    pub fn decode_step(&self, seqs: &mut [&mut SeqCache], tokens: &[u32]) -> CResult<Vec<f32>> {
+        let rows = seqs.len();
+        if rows != tokens.len() {
+            candle_core::bail!("{rows} sequences, {} tokens", tokens.len());
+        }
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        for s in seqs.iter() {
+            self.check_len(s.pos() + 1)?;
+        }
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let hidden = cfg.hidden_size;
+        let n_rep = nh / nkv;
+        let half = hd / 2;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let eps = self.eps();
+        let mut x = with_f32(&self.embed, |e| {
+            let mut x = Vec::with_capacity(rows * hidden);
+            for &t in tokens {
+                let t = t as usize;
+                if t >= e.len() / hidden {
+                    return Err(candle_core::Error::Msg(format!(
+                        "token id {t} out of range"
+                    )));
+                }
+                x.extend_from_slice(&e[t * hidden..(t + 1) * hidden]);
+            }
+            Ok(x)
+        })??;
+        let positions: Vec<usize> = seqs.iter().map(|s| s.pos()).collect();
+        for (li, l) in self.layers.iter().enumerate() {
+            let h = rms_norm(&x, &l.input_norm, hidden, eps)?;
+            let mut q = l.q.decode(&h, rows)?;
+            let mut k = l.k.decode(&h, rows)?;
+            let v = l.v.decode(&h, rows)?;
+            let mut y = vec![0f32; rows * nh * hd];
+            seqs.par_iter_mut()
+                .zip(q.par_chunks_mut(nh * hd))
+                .zip(k.par_chunks_mut(nkv * hd))
+                .zip(v.par_chunks(nkv * hd))
+                .zip(y.par_chunks_mut(nh * hd))
+                .zip(positions.par_iter())
+                .for_each(|(((((seq, q), k), v), y), &pos)| {
+                    let cos = &self.rope_cos[pos * half..(pos + 1) * half];
+                    let sin = &self.rope_sin[pos * half..(pos + 1) * half];
+                    q.chunks_mut(hd).for_each(|h| rope(h, cos, sin));
+                    k.chunks_mut(hd).for_each(|h| rope(h, cos, sin));
+                    seq.k[li].extend_from_slice(k);
+                    seq.v[li].extend_from_slice(v);
+                    kernel::attend(
+                        q,
+                        [&seq.prefix.k[li], &seq.k[li]],
+                        [&seq.prefix.v[li], &seq.v[li]],
+                        (nkv, n_rep, hd),
+                        scale,
+                        y,
+                    );
+                });
+            add_into(&mut x, &l.o.decode(&y, rows)?);
+            let h = rms_norm(&x, &l.post_norm, hidden, eps)?;
+            let mut g = l.gate.decode(&h, rows)?;
+            let u = l.up.decode(&h, rows)?;
+            for (g, u) in g.iter_mut().zip(&u) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            add_into(&mut x, &l.down.decode(&g, rows)?);
+        }
+        for s in seqs.iter_mut() {
+            s.len += 1;
+        }
+        let h = rms_norm(&x, &self.norm, hidden, eps)?;
+        with_f32(&self.lm_head, |w| {
+            kernel::matmul_nt(&h, rows, w, w.len() / hidden, hidden)
+        })
+    }
+}
+
+impl super::Proj {
+    /// `x W^T (+ s (x A^T) B^T)` for `rows` rows through [`kernel::matmul_nt`].
+    fn decode(&self, x: &[f32], rows: usize) -> CResult<Vec<f32>> {
+        let mm = |x: &[f32], w: &Tensor| -> CResult<Vec<f32>> {
+            let (n, k) = w.dims2()?;
+            with_f32(w, |w| kernel::matmul_nt(x, rows, w, n, k))
+        };
+        let mut y = mm(x, &self.w)?;
+        if let Some((a, b, s)) = &self.lora {
+            let xa = mm(x, a)?;
+            let d = mm(&xa, b)?;
+            let s = *s as f32;
+            for (y, d) in y.iter_mut().zip(&d) {
+                *y += s * d;
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// Run `f` on the data of a contiguous f32 CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &*storage else {
+        candle_core::bail!("decoding needs f32 weights on the CPU");
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        candle_core::bail!("decoding needs contiguous weights");
+    };
+    Ok(f(&data[a..b]))
+}
+
+/// RMSNorm of each row of `x` (`[rows, dim]`) with weight `alpha`, as candle's fused kernel:
+/// x / sqrt(mean(x^2) + eps) * alpha.
+fn rms_norm(x: &[f32], alpha: &Tensor, dim: usize, eps: f32) -> CResult<Vec<f32>> {
+    with_f32(alpha, |alpha| {
+        let mut out = vec![0f32; x.len()];
+        for (src, dst) in x.chunks(dim).zip(out.chunks_mut(dim)) {
+            let sum2: f32 = src.iter().map(|v| v * v).sum();
+            let m = (sum2 / dim as f32 + eps).sqrt();
+            for ((d, s), a) in dst.iter_mut().zip(src).zip(alpha) {
+                *d = *s / m * *a;
+            }
+        }
+        out
+    })
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+}

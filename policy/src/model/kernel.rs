@@ -1,0 +1,409 @@
+//! The matrix product of decoding, `y = x W^T` for a few rows `x` `[rows, k]` and a weight
+//! matrix `W` `[n, k]` in PyTorch's layout, written so that every output element is computed
+//! by the same arithmetic whatever the number of rows, their order or the thread count:
+//!
+//! * element `(j, i)` is the dot product of row `j` of `x` and row `i` of `W`: 16 lane sums
+//!   over `k` in order (one fused multiply-add per element and lane), reduced by a fixed
+//!   shuffle tree, then the `k % 16` remaining products added in order;
+//! * rows and weight rows are grouped into register tiles of up to 6 × 4 (tiles at the edges
+//!   are smaller) and threads take blocks of weight rows, but a tile's shape only decides which
+//!   elements are computed together, never how one is computed.
+//!
+//! With AVX-512 (checked at run time) the lanes are one `zmm` register; without it the same
+//! sums are done in scalar code, which rounds differently (results are reproducible on one
+//! kind of CPU, not across kinds). `gemm`, which candle uses, repacks `W` on every call with a
+//! handful of rows and changes its summation order with the number of rows (its matrix-vector
+//! and dot-product paths): this kernel reads `W` as it is stored, once per call.
+
+use rayon::prelude::*;
+
+/// Weight rows per parallel task.
+const BLOCK: usize = 32;
+/// Register tile: weight rows × input rows.
+const TM: usize = 4;
+const TN: usize = 6;
+
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint elements of the output (distinct weight rows).
+unsafe impl Sync for Out {}
+
+/// `x W^T`: `x` `[rows, k]`, `w` `[n, k]`, both row-major; returns `[rows, n]`.
+pub fn matmul_nt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    matmul_nt_with(x, rows, w, n, k, simd_available())
+}
+
+/// Whether the AVX-512 path runs on this CPU.
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`matmul_nt`] with the AVX-512 path chosen by the caller (`simd` must only be true where
+/// [`simd_available`] is).
+pub fn matmul_nt_with(
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    simd: bool,
+) -> Vec<f32> {
+    assert_eq!(x.len(), rows * k, "x is [rows, k]");
+    assert_eq!(w.len(), n * k, "w is [n, k]");
+    let simd = simd && simd_available();
+    let mut y = vec![0f32; rows * n];
+    let out = Out(y.as_mut_ptr());
+    let out = &out;
+    (0..n.div_ceil(BLOCK)).into_par_iter().for_each(|blk| {
+        let i1 = ((blk + 1) * BLOCK).min(n);
+        let mut i = blk * BLOCK;
+        while i < i1 {
+            let tm = (i1 - i).min(TM);
+            let mut j = 0;
+            while j < rows {
+                let tn = (rows - j).min(TN);
+                let mut t = [[0f32; TN]; TM];
+                tile(
+                    &w[i * k..(i + tm) * k],
+                    &x[j * k..(j + tn) * k],
+                    k,
+                    tm,
+                    tn,
+                    simd,
+                    &mut t,
+                );
+                for (a, ta) in t.iter().enumerate().take(tm) {
+                    for (b, &v) in ta.iter().enumerate().take(tn) {
+                        // SAFETY: (j + b, i + a) is in bounds, and only this task writes
+                        // column i + a (weight row blocks are disjoint).
+                        unsafe { *out.0.add((j + b) * n + i + a) = v };
+                    }
+                }
+                j += tn;
+            }
+            i += tm;
+        }
+    });
+    y
+}
+
+/// One tile: `t[a][b]` = dot(w row a, x row b) for a < tm, b < tn.
+fn tile(w: &[f32], x: &[f32], k: usize, tm: usize, tn: usize, simd: bool, t: &mut [[f32; TN]; TM]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        macro_rules! go {
+            ($($m:literal, $n:literal);*) => {
+                match (tm, tn) {
+                    // SAFETY: simd implies avx512f (checked by the caller); the slices hold
+                    // tm and tn rows of k.
+                    $(($m, $n) => unsafe { avx512::tile::<$m, $n>(w, x, k, t) },)*
+                    _ => unreachable!("tile shape"),
+                }
+            };
+        }
+        go!(1,1;1,2;1,3;1,4;1,5;1,6;2,1;2,2;2,3;2,4;2,5;2,6;
+            3,1;3,2;3,3;3,4;3,5;3,6;4,1;4,2;4,3;4,4;4,5;4,6);
+        return;
+    }
+    let _ = simd;
+    for a in 0..tm {
+        for b in 0..tn {
+            t[a][b] = dot_scalar(&w[a * k..(a + 1) * k], &x[b * k..(b + 1) * k]);
+        }
+    }
+}
+
+/// x · y (equal lengths) in a fixed order: [`dot_scalar`]'s, or its AVX-512 form.
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: avx512f is available.
+        return unsafe { avx512::dot(x, y) };
+    }
+    dot_scalar(x, y)
+}
+
+/// y += a x (equal lengths).
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: avx512f is available.
+        return unsafe { avx512::axpy(a, x, y) };
+    }
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
+/// Attention of one position's query heads `q` `[n_rep * kv_heads, head_dim]` over the keys and
+/// values of one sequence, given as two position-major parts `[len, kv_heads * head_dim]` (the
+/// shared prompt, then its own tokens), into `y` `[heads, head_dim]`. Query head `h` uses
+/// key/value head `h / n_rep`. Scores, softmax and the weighted sum run in position order.
+pub fn attend(
+    q: &[f32],
+    keys: [&[f32]; 2],
+    values: [&[f32]; 2],
+    shape: (usize, usize, usize),
+    scale: f32,
+    y: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: avx512f is available.
+        return unsafe { avx512::attend(q, keys, values, shape, scale, y) };
+    }
+    attend_with(q, keys, values, shape, scale, y, dot_scalar, |a, x, y| {
+        y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x)
+    });
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_with(
+    q: &[f32],
+    keys: [&[f32]; 2],
+    values: [&[f32]; 2],
+    (nkv, n_rep, hd): (usize, usize, usize),
+    scale: f32,
+    y: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    axpy: impl Fn(f32, &[f32], &mut [f32]),
+) {
+    let width = nkv * hd;
+    let len = (keys[0].len() + keys[1].len()) / width;
+    let mut p = vec![0f32; len];
+    for (h, (qh, yh)) in q.chunks(hd).zip(y.chunks_mut(hd)).enumerate() {
+        let off = (h / n_rep) * hd;
+        let mut j = 0;
+        for part in keys {
+            for row in part.chunks_exact(width) {
+                p[j] = dot(qh, &row[off..off + hd]) * scale;
+                j += 1;
+            }
+        }
+        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0f32;
+        for x in p.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        yh.fill(0.0);
+        let mut j = 0;
+        for part in values {
+            for row in part.chunks_exact(width) {
+                axpy(p[j] * inv, &row[off..off + hd], yh);
+                j += 1;
+            }
+        }
+    }
+}
+
+/// The scalar dot product with the AVX-512 path's structure (16 lanes, a fixed tree, the
+/// tail in order); products and sums are rounded separately (no fused multiply-add).
+fn dot_scalar(w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let k16 = w.len() / 16 * 16;
+    for (cw, cx) in w[..k16].chunks_exact(16).zip(x[..k16].chunks_exact(16)) {
+        for l in 0..16 {
+            acc[l] += cw[l] * cx[l];
+        }
+    }
+    let mut s = tree16(&acc);
+    for (a, b) in w[k16..].iter().zip(&x[k16..]) {
+        s += a * b;
+    }
+    s
+}
+
+fn tree16(a: &[f32; 16]) -> f32 {
+    let mut v = *a;
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            v[l] += v[l + width];
+        }
+    }
+    v[0]
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// The 16 lanes summed by a fixed tree: halves added, 16 -> 8 -> 4 -> 2 -> 1.
+    #[target_feature(enable = "avx512f")]
+    fn tree(v: __m512) -> f32 {
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+        let v8 = _mm256_add_ps(lo, hi);
+        let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
+        let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+        let v1 = _mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1));
+        _mm_cvtss_f32(v1)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn dot(x: &[f32], y: &[f32]) -> f32 {
+        let k = x.len().min(y.len());
+        let k16 = k / 16 * 16;
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < k16 {
+            // SAFETY: i + 16 <= k.
+            let (a, b) = unsafe {
+                (
+                    _mm512_loadu_ps(x.as_ptr().add(i)),
+                    _mm512_loadu_ps(y.as_ptr().add(i)),
+                )
+            };
+            acc = _mm512_fmadd_ps(a, b, acc);
+            i += 16;
+        }
+        let mut s = tree(acc);
+        for i in k16..k {
+            s = x[i].mul_add(y[i], s);
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+        let k = x.len().min(y.len());
+        let k16 = k / 16 * 16;
+        let av = _mm512_set1_ps(a);
+        let mut i = 0;
+        while i < k16 {
+            // SAFETY: i + 16 <= k.
+            unsafe {
+                let v = _mm512_fmadd_ps(
+                    av,
+                    _mm512_loadu_ps(x.as_ptr().add(i)),
+                    _mm512_loadu_ps(y.as_ptr().add(i)),
+                );
+                _mm512_storeu_ps(y.as_mut_ptr().add(i), v);
+            }
+            i += 16;
+        }
+        for i in k16..k {
+            y[i] = a.mul_add(x[i], y[i]);
+        }
+    }
+
+    /// See [`super::attend`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn attend(
+        q: &[f32],
+        keys: [&[f32]; 2],
+        values: [&[f32]; 2],
+        shape: (usize, usize, usize),
+        scale: f32,
+        y: &mut [f32],
+    ) {
+        super::attend_with(
+            q,
+            keys,
+            values,
+            shape,
+            scale,
+            y,
+            |x, y| dot(x, y),
+            |a, x, y| axpy(a, x, y),
+        );
+    }
+
+    /// See [`super::tile`]. The tail products use fused multiply-adds too.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)] // register tiles read best indexed
+    pub(super) unsafe fn tile<const M: usize, const N: usize>(
+        w: &[f32],
+        x: &[f32],
+        k: usize,
+        t: &mut [[f32; super::TN]; super::TM],
+    ) {
+        debug_assert!(w.len() >= M * k && x.len() >= N * k);
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); N]; M];
+        let k16 = k / 16 * 16;
+        let mut kk = 0;
+        while kk < k16 {
+            let mut wv = [_mm512_setzero_ps(); M];
+            for (a, v) in wv.iter_mut().enumerate() {
+                // SAFETY: a < M rows of k, kk + 16 <= k.
+                *v = unsafe { _mm512_loadu_ps(wp.add(a * k + kk)) };
+            }
+            for b in 0..N {
+                // SAFETY: b < N rows of k, kk + 16 <= k.
+                let xv = unsafe { _mm512_loadu_ps(xp.add(b * k + kk)) };
+                for a in 0..M {
+                    acc[a][b] = _mm512_fmadd_ps(wv[a], xv, acc[a][b]);
+                }
+            }
+            kk += 16;
+        }
+        for a in 0..M {
+            for b in 0..N {
+                let mut s = tree(acc[a][b]);
+                for kk in k16..k {
+                    s = w[a * k + kk].mul_add(x[b * k + kk], s);
+                }
+                t[a][b] = s;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed.wrapping_mul(97));
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_a_plain_product_and_is_row_invariant() {
+        for (n, k) in [(70, 37), (33, 64), (5, 16), (129, 200)] {
+            let w = data(n * k, 1);
+            let x = data(13 * k, 2);
+            for simd in [false, true] {
+                let y = matmul_nt_with(&x, 13, &w, n, k, simd);
+                for j in 0..13 {
+                    for i in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|kk| w[i * k + kk] as f64 * x[j * k + kk] as f64)
+                            .sum();
+                        assert!((y[j * n + i] as f64 - want).abs() < 1e-4, "({j}, {i})");
+                    }
+                }
+                // Each row alone, and the rows reversed: the same bits.
+                for j in 0..13 {
+                    let one = matmul_nt_with(&x[j * k..(j + 1) * k], 1, &w, n, k, simd);
+                    assert!(one == y[j * n..(j + 1) * n], "row {j} alone (simd {simd})");
+                }
+                let rev: Vec<f32> = (0..13)
+                    .rev()
+                    .flat_map(|j| x[j * k..(j + 1) * k].to_vec())
+                    .collect();
+                let yr = matmul_nt_with(&rev, 13, &w, n, k, simd);
+                for j in 0..13 {
+                    assert!(yr[(12 - j) * n..(13 - j) * n] == y[j * n..(j + 1) * n]);
+                }
+            }
+        }
+    }
+}
