@@ -12,17 +12,24 @@
 # loaded), and the whole process's wall, user and system seconds and peak RSS.
 # Writes OUT/bench-sample.md.
 #
-# Not measured here (yet): llama.cpp and PyTorch on the same workloads (see docs/benchmarks.md).
-# Usage: scripts/bench-sample.sh [--baseline DIR] [--out DIR] [--model DIR]
+# With --llama, llama.cpp in the same run: llama-bench (tg128, batch 1) and llama-batched-bench
+# (a shared prompt of 200 tokens, 128 generated per sequence, 1 / 8 / 32 / 64 sequences), built
+# with cmake from the llama.cpp tree vendored in the PyPI sdist llama-cpp-python==0.3.36
+# (pinned by sha256; built once into .rlcode/build/llama.cpp-0.3.36, several minutes), on an
+# F32 GGUF that llama-quantize makes from the same Q4_1 GGUF the rlcode checkpoint was
+# converted from (so both run the same dequantized weights).
+# Not measured here: PyTorch (docs/benchmarks.md), the update step.
+# Usage: scripts/bench-sample.sh [--baseline DIR] [--llama] [--out DIR] [--model DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=runs/bench-sample BASE="" MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
+OUT=runs/bench-sample BASE="" LLAMA=0 MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
 while [[ $# -gt 0 ]]; do
   case $1 in
     --baseline) BASE=$2; shift 2 ;;
+    --llama) LLAMA=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --model) MODEL=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "bench-sample: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -56,12 +63,50 @@ json.dump({"label": label, "samples": len(recs), "tokens": tokens, "wall": float
 EOF
 }
 
+# llama.cpp is built (once) and its F32 GGUF made before anything is timed.
+if ((LLAMA)); then
+  H=${RLCODE_HOME:-.rlcode}
+  LDIR=$H/build/llama.cpp-0.3.36
+  SDIST_URL=https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-0.3.36.tar.gz
+  SDIST_SHA=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+  if [[ ! -x $LDIR/bin/llama-batched-bench ]]; then
+    mkdir -p "$LDIR"
+    SDIST=$H/wheels/llama_cpp_python-0.3.36.tar.gz
+    if [[ ! -f $SDIST ]] || ! echo "$SDIST_SHA  $SDIST" | sha256sum -c --status; then
+      curl -sSfL -o "$SDIST.part" "$SDIST_URL"
+      echo "$SDIST_SHA  $SDIST.part" | sha256sum -c --status \
+        || { echo "bench-sample: $SDIST_URL: sha256 mismatch" >&2; exit 1; }
+      mv "$SDIST.part" "$SDIST"
+    fi
+    rm -rf "$LDIR/src" && mkdir -p "$LDIR/src"
+    tar xzf "$SDIST" -C "$LDIR/src" --strip-components=3 llama_cpp_python-0.3.36/vendor/llama.cpp
+    [[ -x $LDIR/venv/bin/cmake ]] || { python3 -m venv "$LDIR/venv" && "$LDIR/venv/bin/pip" install -q cmake==4.4.5; }
+    echo "bench-sample: building llama.cpp (several minutes)" >&2
+    "$LDIR/venv/bin/cmake" -S "$LDIR/src" -B "$LDIR/build" -DCMAKE_BUILD_TYPE=Release \
+      -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+      -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF > "$LDIR/cmake.log" 2>&1
+    "$LDIR/venv/bin/cmake" --build "$LDIR/build" -j "$(nproc)" \
+      --target llama-bench llama-batched-bench llama-quantize > "$LDIR/build.log" 2>&1
+    mkdir -p "$LDIR/bin" && cp "$LDIR"/build/bin/llama-{bench,batched-bench,quantize} "$LDIR/bin/"
+  fi
+  F32=$OUT/smollm2-135m-instruct.f32.gguf
+  "$LDIR/bin/llama-quantize" --allow-requantize "$H/models/SmolLM2-135M-Instruct.Q4_1.gguf" "$F32" F32 \
+    > "$OUT/llama-quantize.log" 2>&1
+fi
+
 WORK=("b1 1 1 128" "b8 1 8 128" "b32 4 8 128" "chat64 8 8 256")
 for w in "${WORK[@]}"; do
   read -r name np n mt <<<"$w"
   run "$name" "$B/rl-sample" "$np" "$n" "$mt"
   [[ -n $BASE ]] && run "$name.base" "$BASE/rl-sample" "$np" "$n" "$mt"
 done
+
+if ((LLAMA)); then
+  "$LDIR/bin/llama-bench" -m "$F32" -t "$(nproc)" -p 0 -n 128 -r 3 -o json > "$OUT/llama-bench.json" 2> "$OUT/llama-bench.log"
+  "$LDIR/bin/llama-batched-bench" -m "$F32" -t "$(nproc)" -c 32768 -b 2048 -ub 512 -pps \
+    -npp 200 -ntg 128 -npl 1,8,32,64 --output-format jsonl > "$OUT/llama-batched.jsonl" 2> "$OUT/llama-batched.log"
+fi
+
 
 python3 - "$OUT" "$BASE" "${WORK[@]}" <<'EOF'
 import json, os, platform, sys
@@ -85,6 +130,27 @@ for w in work:
         row += (f" {b['tokens']} | {b['sampling_tok_s']:.1f} | "
                 f"{r['sampling_tok_s'] / b['sampling_tok_s']:.2f} |")
     lines.append(row)
+if os.path.exists(f"{out}/llama-bench.json"):
+    lb = json.load(open(f"{out}/llama-bench.json"))
+    tg = [r["avg_ts"] for r in lb if r.get("n_gen") == 128]
+    batched = [json.loads(l) for l in open(f"{out}/llama-batched.jsonl") if l.strip().startswith("{")]
+    lines += ["", "llama.cpp F32, same run (llama-bench tg128; llama-batched-bench, shared prompt "
+              "of 200 tokens, 128 generated per sequence):", "",
+              "| sequences | llama.cpp generated tok/s | rl-sample tok/s (workload) | rl-sample / llama.cpp |",
+              "|---|---|---|---|"]
+    ours = {1: "b1", 8: "b8", 32: "b32", 64: "chat64"}
+    for npl in (1, 8, 32, 64):
+        row = [b for b in batched if b.get("pl") == npl]
+        if not row:
+            continue
+        ref = row[0]["speed_tg"]
+        r = json.load(open(f"{out}/{ours[npl]}.json"))
+        lines.append(f"| {npl} | {ref:.1f} | {r['sampling_tok_s']:.1f} ({ours[npl]}) | "
+                     f"{r['sampling_tok_s'] / ref:.2f} |")
+    if tg:
+        r = json.load(open(f"{out}/b1.json"))
+        lines += ["", f"llama-bench tg128 (batch 1, empty context): {tg[0]:.1f} tok/s; rl-sample b1 / "
+                  f"that: {r['sampling_tok_s'] / tg[0]:.2f}."]
 open(f"{out}/bench-sample.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

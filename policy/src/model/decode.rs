@@ -160,34 +160,71 @@ impl Llama {
             Ok(x)
         })??;
         let positions: Vec<usize> = seqs.iter().map(|s| s.pos()).collect();
+        // Rows by the prompt they continue, in row order.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (r, s) in seqs.iter().enumerate() {
+            match groups
+                .iter_mut()
+                .find(|g| Arc::ptr_eq(&seqs[g[0]].prefix, &s.prefix))
+            {
+                Some(g) => g.push(r),
+                None => groups.push(vec![r]),
+            }
+        }
         for (li, l) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &l.input_norm, hidden, eps)?;
             let mut q = l.q.decode(&h, rows)?;
             let mut k = l.k.decode(&h, rows)?;
             let v = l.v.decode(&h, rows)?;
-            let mut y = vec![0f32; rows * nh * hd];
             seqs.par_iter_mut()
                 .zip(q.par_chunks_mut(nh * hd))
                 .zip(k.par_chunks_mut(nkv * hd))
                 .zip(v.par_chunks(nkv * hd))
-                .zip(y.par_chunks_mut(nh * hd))
                 .zip(positions.par_iter())
-                .for_each(|(((((seq, q), k), v), y), &pos)| {
+                .for_each(|((((seq, q), k), v), &pos)| {
                     let cos = &self.rope_cos[pos * half..(pos + 1) * half];
                     let sin = &self.rope_sin[pos * half..(pos + 1) * half];
                     q.chunks_mut(hd).for_each(|h| rope(h, cos, sin));
                     k.chunks_mut(hd).for_each(|h| rope(h, cos, sin));
                     seq.k[li].extend_from_slice(k);
                     seq.v[li].extend_from_slice(v);
-                    kernel::attend(
-                        q,
-                        [&seq.prefix.k[li], &seq.k[li]],
-                        [&seq.prefix.v[li], &seq.v[li]],
-                        (nkv, n_rep, hd),
-                        scale,
-                        y,
-                    );
                 });
+            // Attention, one task per (prompt, key/value head): the sequences that continue
+            // one prompt read its keys and values once between them.
+            let tasks: Vec<(usize, usize)> = (0..groups.len())
+                .flat_map(|gi| (0..nkv).map(move |g| (gi, g)))
+                .collect();
+            let seqs_ro: &[&mut SeqCache] = seqs;
+            let outs: Vec<Vec<f32>> = tasks
+                .par_iter()
+                .with_max_len(1)
+                .map(|&(gi, g)| {
+                    let members = &groups[gi];
+                    let prefix = &seqs_ro[members[0]].prefix;
+                    let rows: Vec<kernel::AttnRow> = members
+                        .iter()
+                        .map(|&r| kernel::AttnRow {
+                            q: &q[r * nh * hd + g * n_rep * hd..r * nh * hd + (g + 1) * n_rep * hd],
+                            k: &seqs_ro[r].k[li],
+                            v: &seqs_ro[r].v[li],
+                        })
+                        .collect();
+                    kernel::attend_shared(
+                        (&prefix.k[li], &prefix.v[li]),
+                        &rows,
+                        (g * hd, nkv * hd, n_rep, hd),
+                        scale,
+                    )
+                })
+                .collect();
+            let mut y = vec![0f32; rows * nh * hd];
+            for (&(gi, g), out) in tasks.iter().zip(&outs) {
+                for (m, &r) in groups[gi].iter().enumerate() {
+                    let at = r * nh * hd + g * n_rep * hd;
+                    y[at..at + n_rep * hd]
+                        .copy_from_slice(&out[m * n_rep * hd..(m + 1) * n_rep * hd]);
+                }
+            }
             add_into(&mut x, &l.o.decode(&y, rows)?);
             let h = rms_norm(&x, &l.post_norm, hidden, eps)?;
             let mut g = l.gate.decode(&h, rows)?;

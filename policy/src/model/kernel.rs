@@ -141,68 +141,88 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
 
-/// Attention of one position's query heads `q` `[n_rep * kv_heads, head_dim]` over the keys and
-/// values of one sequence, given as two position-major parts `[len, kv_heads * head_dim]` (the
-/// shared prompt, then its own tokens), into `y` `[heads, head_dim]`. Query head `h` uses
-/// key/value head `h / n_rep`. Scores, softmax and the weighted sum run in position order.
-pub fn attend(
-    q: &[f32],
-    keys: [&[f32]; 2],
-    values: [&[f32]; 2],
-    shape: (usize, usize, usize),
+/// One sequence's part of [`attend_shared`]: its query heads for one key/value head
+/// `[n_rep, head_dim]`, and the keys and values of its own tokens `[len, kv_heads * head_dim]`.
+pub struct AttnRow<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+}
+
+/// Attention of one decoding position for sequences that continue the same prompt, for one
+/// key/value head (at offset `off` of rows `width` wide) and its `n_rep` query heads: each
+/// query scores the prompt's keys (`prefix`, `[len, width]`, read once for all the sequences)
+/// then its own, softmax, and the weighted sum of values in position order. Returns
+/// `[rows.len() * n_rep, head_dim]`. A query's result does not depend on the other rows.
+pub fn attend_shared(
+    prefix: (&[f32], &[f32]),
+    rows: &[AttnRow],
+    shape: (usize, usize, usize, usize),
     scale: f32,
-    y: &mut [f32],
-) {
+) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if simd_available() {
         // SAFETY: avx512f is available.
-        return unsafe { avx512::attend(q, keys, values, shape, scale, y) };
+        return unsafe { avx512::attend_shared(prefix, rows, shape, scale) };
     }
-    attend_with(q, keys, values, shape, scale, y, dot_scalar, |a, x, y| {
+    attend_shared_with(prefix, rows, shape, scale, dot_scalar, |a, x, y| {
         y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x)
-    });
+    })
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_with(
-    q: &[f32],
-    keys: [&[f32]; 2],
-    values: [&[f32]; 2],
-    (nkv, n_rep, hd): (usize, usize, usize),
+fn attend_shared_with(
+    (pk, pv): (&[f32], &[f32]),
+    rows: &[AttnRow],
+    (off, width, n_rep, hd): (usize, usize, usize, usize),
     scale: f32,
-    y: &mut [f32],
     dot: impl Fn(&[f32], &[f32]) -> f32,
     axpy: impl Fn(f32, &[f32], &mut [f32]),
-) {
-    let width = nkv * hd;
-    let len = (keys[0].len() + keys[1].len()) / width;
-    let mut p = vec![0f32; len];
-    for (h, (qh, yh)) in q.chunks(hd).zip(y.chunks_mut(hd)).enumerate() {
-        let off = (h / n_rep) * hd;
-        let mut j = 0;
-        for part in keys {
-            for row in part.chunks_exact(width) {
-                p[j] = dot(qh, &row[off..off + hd]) * scale;
-                j += 1;
-            }
+) -> Vec<f32> {
+    let plen = pk.len() / width;
+    // Key/value head `off / hd` of position j.
+    let head = |j: usize| j * width + off..j * width + off + hd;
+    // Scores of query (row m, head a) at index m * n_rep + a.
+    let mut p: Vec<Vec<f32>> = rows
+        .iter()
+        .flat_map(|r| (0..n_rep).map(move |_| Vec::with_capacity(plen + r.k.len() / width)))
+        .collect();
+    for j in 0..plen {
+        let kj = &pk[head(j)];
+        for (qi, pq) in p.iter_mut().enumerate() {
+            let (m, a) = (qi / n_rep, qi % n_rep);
+            pq.push(dot(&rows[m].q[a * hd..(a + 1) * hd], kj) * scale);
         }
-        let max = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    }
+    for (qi, pq) in p.iter_mut().enumerate() {
+        let (m, a) = (qi / n_rep, qi % n_rep);
+        let (q, k) = (&rows[m].q[a * hd..(a + 1) * hd], rows[m].k);
+        for j in 0..k.len() / width {
+            pq.push(dot(q, &k[head(j)]) * scale);
+        }
+        let max = pq.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
-        for x in p.iter_mut() {
+        for x in pq.iter_mut() {
             *x = (*x - max).exp();
             sum += *x;
         }
         let inv = 1.0 / sum;
-        yh.fill(0.0);
-        let mut j = 0;
-        for part in values {
-            for row in part.chunks_exact(width) {
-                axpy(p[j] * inv, &row[off..off + hd], yh);
-                j += 1;
-            }
+        pq.iter_mut().for_each(|x| *x *= inv);
+    }
+    let mut y = vec![0f32; p.len() * hd];
+    for j in 0..plen {
+        let vj = &pv[head(j)];
+        for (qi, yq) in y.chunks_mut(hd).enumerate() {
+            axpy(p[qi][j], vj, yq);
         }
     }
+    for (qi, yq) in y.chunks_mut(hd).enumerate() {
+        let v = rows[qi / n_rep].v;
+        for j in 0..v.len() / width {
+            axpy(p[qi][plen + j], &v[head(j)], yq);
+        }
+    }
+    y
 }
 
 /// The scalar dot product with the AVX-512 path's structure (16 lanes, a fixed tree, the
@@ -297,26 +317,22 @@ mod avx512 {
         }
     }
 
-    /// See [`super::attend`].
+    /// See [`super::attend_shared`].
     #[target_feature(enable = "avx512f")]
-    pub(super) fn attend(
-        q: &[f32],
-        keys: [&[f32]; 2],
-        values: [&[f32]; 2],
-        shape: (usize, usize, usize),
+    pub(super) fn attend_shared(
+        prefix: (&[f32], &[f32]),
+        rows: &[super::AttnRow],
+        shape: (usize, usize, usize, usize),
         scale: f32,
-        y: &mut [f32],
-    ) {
-        super::attend_with(
-            q,
-            keys,
-            values,
+    ) -> Vec<f32> {
+        super::attend_shared_with(
+            prefix,
+            rows,
             shape,
             scale,
-            y,
             |x, y| dot(x, y),
             |a, x, y| axpy(a, x, y),
-        );
+        )
     }
 
     /// See [`super::tile`]. The tail products use fused multiply-adds too.
