@@ -152,9 +152,11 @@ fn stops_and_bad_problems() {
         "--temperature",
         "0",
     ];
-    let (r, _) = run_to_string(&args(&base));
+    let (r, before) = run_to_string(&args(&base));
     let e = r.unwrap_err().to_string();
     assert!(e.ends_with("p.jsonl:2: missing field \"id\""), "{e}");
+    // The problem before the bad record is sampled and written, whatever the batch.
+    assert_eq!(before.lines().count(), 1, "{before}");
     let mut kg = base.to_vec();
     kg.push("--keep-going");
     let (r, out) = run_to_string(&args(&kg));
