@@ -18,10 +18,12 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// The keys and values of a prompt, per layer `[len, kv_heads * head_dim]` (position-major),
-/// shared by the sequences that continue it.
+/// The keys and values of a prompt, shared by the sequences that continue it: per layer, the
+/// keys in blocks of [`kernel::KB`] positions ([`kernel::push_key`]'s layout) and the values
+/// `[len, kv_heads * head_dim]` (position-major).
 pub struct Prefix {
     len: usize,
+    width: usize,
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
 }
@@ -42,7 +44,7 @@ impl Prefix {
 }
 
 /// One sequence being decoded: a shared prompt [`Prefix`] and the keys and values of the tokens
-/// generated after it, per layer `[len, kv_heads * head_dim]`.
+/// generated after it, per layer, laid out as the prefix's.
 pub struct SeqCache {
     prefix: Arc<Prefix>,
     k: Vec<Vec<f32>>,
@@ -54,14 +56,12 @@ impl SeqCache {
     /// A sequence continuing `prefix`, with room reserved for `reserve` generated tokens.
     pub fn new(prefix: Arc<Prefix>, reserve: usize) -> Self {
         let layers = prefix.k.len();
-        let width = prefix
-            .k
-            .first()
-            .map_or(0, |k| k.len().checked_div(prefix.len).unwrap_or(0));
-        let buf = || Vec::with_capacity(reserve * width);
+        let width = prefix.width;
+        let keys = || Vec::with_capacity(reserve.div_ceil(kernel::KB) * kernel::KB * width);
+        let values = || Vec::with_capacity(reserve * width);
         SeqCache {
-            k: (0..layers).map(|_| buf()).collect(),
-            v: (0..layers).map(|_| buf()).collect(),
+            k: (0..layers).map(|_| keys()).collect(),
+            v: (0..layers).map(|_| values()).collect(),
             prefix,
             len: 0,
         }
@@ -120,9 +120,25 @@ impl Llama {
                 .flatten_all()?
                 .to_vec1()
         };
-        let k = cache.k.iter().map(rows).collect::<CResult<Vec<_>>>()?;
+        let width = self.cfg.kv_heads() * self.cfg.head_dim();
+        let mut k = Vec::with_capacity(cache.k.len());
+        for c in &cache.k {
+            let mut blocked = Vec::new();
+            for (j, key) in rows(c)?.chunks(width).enumerate() {
+                kernel::push_key(&mut blocked, j, key);
+            }
+            k.push(blocked);
+        }
         let v = cache.v.iter().map(rows).collect::<CResult<Vec<_>>>()?;
-        Ok((Arc::new(Prefix { len: t, k, v }), logits))
+        Ok((
+            Arc::new(Prefix {
+                len: t,
+                width,
+                k,
+                v,
+            }),
+            logits,
+        ))
     }
 
     /// Append one token to each sequence (`tokens[i]` to `seqs[i]`) and return the next
@@ -186,7 +202,7 @@ impl Llama {
                     let sin = &self.rope_sin[pos * half..(pos + 1) * half];
                     q.chunks_mut(hd).for_each(|h| rope(h, cos, sin));
                     k.chunks_mut(hd).for_each(|h| rope(h, cos, sin));
-                    seq.k[li].extend_from_slice(k);
+                    kernel::push_key(&mut seq.k[li], seq.len, k);
                     seq.v[li].extend_from_slice(v);
                 });
             // Attention, one task per (prompt, key/value head): the sequences that continue

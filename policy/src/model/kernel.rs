@@ -119,30 +119,27 @@ fn tile(w: &[f32], x: &[f32], k: usize, tm: usize, tn: usize, simd: bool, t: &mu
     }
 }
 
-/// x · y (equal lengths) in a fixed order: [`dot_scalar`]'s, or its AVX-512 form.
-pub fn dot(x: &[f32], y: &[f32]) -> f32 {
-    debug_assert_eq!(x.len(), y.len());
-    #[cfg(target_arch = "x86_64")]
-    if simd_available() {
-        // SAFETY: avx512f is available.
-        return unsafe { avx512::dot(x, y) };
-    }
-    dot_scalar(x, y)
-}
+/// Positions per block of keys.
+pub const KB: usize = 16;
 
-/// y += a x (equal lengths).
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    debug_assert_eq!(x.len(), y.len());
-    #[cfg(target_arch = "x86_64")]
-    if simd_available() {
-        // SAFETY: avx512f is available.
-        return unsafe { avx512::axpy(a, x, y) };
+/// Append the key `[width]` of position `j` (the positions before it already there) to keys
+/// stored in blocks of [`KB`] positions: element (position j, channel c) at
+/// `((j / KB) * width + c) * KB + j % KB`, a block zero-padded until it fills. So the scores of
+/// [`KB`] positions are [`KB`] lanes of one product per channel, with no reduction across lanes.
+pub fn push_key(blocked: &mut Vec<f32>, j: usize, key: &[f32]) {
+    let width = key.len();
+    if j.is_multiple_of(KB) {
+        blocked.resize(blocked.len() + width * KB, 0.0);
     }
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+    let base = (j / KB) * width * KB + j % KB;
+    for (c, &x) in key.iter().enumerate() {
+        blocked[base + c * KB] = x;
+    }
 }
 
 /// One sequence's part of [`attend_shared`]: its query heads for one key/value head
-/// `[n_rep, head_dim]`, and the keys and values of its own tokens `[len, kv_heads * head_dim]`.
+/// `[n_rep, head_dim]`, and the keys ([`push_key`]'s layout) and values
+/// (`[len, kv_heads * head_dim]`) of its own tokens.
 pub struct AttnRow<'a> {
     pub q: &'a [f32],
     pub k: &'a [f32],
@@ -150,10 +147,12 @@ pub struct AttnRow<'a> {
 }
 
 /// Attention of one decoding position for sequences that continue the same prompt, for one
-/// key/value head (at offset `off` of rows `width` wide) and its `n_rep` query heads: each
-/// query scores the prompt's keys (`prefix`, `[len, width]`, read once for all the sequences)
-/// then its own, softmax, and the weighted sum of values in position order. Returns
-/// `[rows.len() * n_rep, head_dim]`. A query's result does not depend on the other rows.
+/// key/value head (at channel offset `off` of `width`) and its `n_rep` query heads: each query
+/// scores the prompt's keys (`prefix`: keys in [`push_key`]'s layout and values `[len, width]`,
+/// read once for all the sequences) then its own, softmax, and the weighted sum of values in
+/// position order. A score is the sum over channels in order of q·k (one lane of a block).
+/// Returns `[rows.len() * n_rep, head_dim]`. A query's result does not depend on the other
+/// rows.
 pub fn attend_shared(
     prefix: (&[f32], &[f32]),
     rows: &[AttnRow],
@@ -165,9 +164,20 @@ pub fn attend_shared(
         // SAFETY: avx512f is available.
         return unsafe { avx512::attend_shared(prefix, rows, shape, scale) };
     }
-    attend_shared_with(prefix, rows, shape, scale, dot_scalar, |a, x, y| {
+    attend_shared_with(prefix, rows, shape, scale, score_block_scalar, |a, x, y| {
         y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x)
     })
+}
+
+/// The [`KB`] scores of one block: `s[t] = sum over d in order of q[d] k[d * KB + t]`.
+fn score_block_scalar(q: &[f32], k: &[f32]) -> [f32; KB] {
+    let mut s = [0f32; KB];
+    for (d, &qd) in q.iter().enumerate() {
+        for (st, &kt) in s.iter_mut().zip(&k[d * KB..(d + 1) * KB]) {
+            *st += qd * kt;
+        }
+    }
+    s
 }
 
 #[inline(always)]
@@ -176,29 +186,38 @@ fn attend_shared_with(
     rows: &[AttnRow],
     (off, width, n_rep, hd): (usize, usize, usize, usize),
     scale: f32,
-    dot: impl Fn(&[f32], &[f32]) -> f32,
+    score_block: impl Fn(&[f32], &[f32]) -> [f32; KB],
     axpy: impl Fn(f32, &[f32], &mut [f32]),
 ) -> Vec<f32> {
-    let plen = pk.len() / width;
-    // Key/value head `off / hd` of position j.
+    let plen = pv.len() / width;
+    // Value head `off / hd` of position j.
     let head = |j: usize| j * width + off..j * width + off + hd;
+    // Key head `off / hd` of block b.
+    let kblock = |b: usize| (b * width + off) * KB..(b * width + off + hd) * KB;
+    let q_of = |qi: usize| {
+        let (m, a) = (qi / n_rep, qi % n_rep);
+        &rows[m].q[a * hd..(a + 1) * hd]
+    };
     // Scores of query (row m, head a) at index m * n_rep + a.
     let mut p: Vec<Vec<f32>> = rows
         .iter()
-        .flat_map(|r| (0..n_rep).map(move |_| Vec::with_capacity(plen + r.k.len() / width)))
+        .flat_map(|r| (0..n_rep).map(move |_| Vec::with_capacity(plen + r.v.len() / width)))
         .collect();
-    for j in 0..plen {
-        let kj = &pk[head(j)];
+    for b in 0..plen.div_ceil(KB) {
+        let (kb, n) = (&pk[kblock(b)], (plen - b * KB).min(KB));
         for (qi, pq) in p.iter_mut().enumerate() {
-            let (m, a) = (qi / n_rep, qi % n_rep);
-            pq.push(dot(&rows[m].q[a * hd..(a + 1) * hd], kj) * scale);
+            pq.extend(score_block(q_of(qi), kb)[..n].iter().map(|s| s * scale));
         }
     }
     for (qi, pq) in p.iter_mut().enumerate() {
-        let (m, a) = (qi / n_rep, qi % n_rep);
-        let (q, k) = (&rows[m].q[a * hd..(a + 1) * hd], rows[m].k);
-        for j in 0..k.len() / width {
-            pq.push(dot(q, &k[head(j)]) * scale);
+        let (k, len) = (rows[qi / n_rep].k, rows[qi / n_rep].v.len() / width);
+        for b in 0..len.div_ceil(KB) {
+            let n = (len - b * KB).min(KB);
+            pq.extend(
+                score_block(q_of(qi), &k[kblock(b)])[..n]
+                    .iter()
+                    .map(|s| s * scale),
+            );
         }
         let max = pq.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
@@ -271,30 +290,6 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn dot(x: &[f32], y: &[f32]) -> f32 {
-        let k = x.len().min(y.len());
-        let k16 = k / 16 * 16;
-        let mut acc = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < k16 {
-            // SAFETY: i + 16 <= k.
-            let (a, b) = unsafe {
-                (
-                    _mm512_loadu_ps(x.as_ptr().add(i)),
-                    _mm512_loadu_ps(y.as_ptr().add(i)),
-                )
-            };
-            acc = _mm512_fmadd_ps(a, b, acc);
-            i += 16;
-        }
-        let mut s = tree(acc);
-        for i in k16..k {
-            s = x[i].mul_add(y[i], s);
-        }
-        s
-    }
-
-    #[target_feature(enable = "avx512f")]
     pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         let k = x.len().min(y.len());
         let k16 = k / 16 * 16;
@@ -330,9 +325,25 @@ mod avx512 {
             rows,
             shape,
             scale,
-            |x, y| dot(x, y),
+            |q, k| score_block(q, k),
             |a, x, y| axpy(a, x, y),
         )
+    }
+
+    /// See [`super::score_block_scalar`]: the 16 lanes are one `zmm`, one FMA per channel.
+    #[target_feature(enable = "avx512f")]
+    fn score_block(q: &[f32], k: &[f32]) -> [f32; super::KB] {
+        assert!(k.len() >= q.len() * super::KB);
+        let mut acc = _mm512_setzero_ps();
+        for (d, &qd) in q.iter().enumerate() {
+            // SAFETY: d * 16 + 16 <= k.len().
+            let kd = unsafe { _mm512_loadu_ps(k.as_ptr().add(d * super::KB)) };
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(qd), kd, acc);
+        }
+        let mut s = [0f32; super::KB];
+        // SAFETY: s holds 16 floats.
+        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), acc) };
+        s
     }
 
     /// See [`super::tile`]. The tail products use fused multiply-adds too.
