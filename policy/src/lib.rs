@@ -11,7 +11,9 @@ pub mod tokenizer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{LlamaConfig, Preset};
-pub use model::{KvCache, Llama, LogitsChunk, Prefix, SeqCache, Trainable, token_logprobs};
+pub use model::{
+    KvCache, Llama, LogitsChunk, Packed, Prefix, Segment, SeqCache, Trainable, token_logprobs,
+};
 pub use tokenizer::{DecodeState, Tokenizer};
 
 /// Settings that make candle's CPU backend fast in a short-lived process. Call it first thing in
@@ -47,6 +49,92 @@ pub unsafe fn tune_process() {
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+}
+
+/// The global allocator of `rl-sample` and `rl-update`: the system allocator, with every block
+/// of 4 MiB or more marked for transparent huge pages (`madvise(MADV_HUGEPAGE)` over its whole
+/// 2 MiB pages), which this machine's kernel gives only to memory that asks (`enabled` is
+/// `madvise`). A training step allocates gigabytes of activations and gradients in large
+/// blocks; backed by 4 KiB pages, faulting them in and zeroing them was a third of the step's
+/// CPU time (docs/policy.md). What `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` does, without the
+/// environment variable. Changes no result: where memory lives, not what is computed.
+pub struct HugePageAlloc;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod huge {
+    use std::alloc::{GlobalAlloc, Layout, System};
+
+    const PAGE: usize = 2 << 20;
+    const MIN: usize = 4 << 20;
+
+    /// Ask for huge pages over the whole 2 MiB pages of `[p, p + len)`.
+    fn advise(p: *mut u8, len: usize) {
+        let start = (p as usize).next_multiple_of(PAGE);
+        let end = (p as usize).saturating_add(len) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the range lies inside a block the allocator just handed out; madvise with
+            // MADV_HUGEPAGE changes how the pages are backed, never their contents.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+
+    // SAFETY: every call is forwarded to `System` with its own arguments; `advise` only gives
+    // the kernel advice about the block returned.
+    unsafe impl GlobalAlloc for super::HugePageAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: forwarded with the caller's layout.
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() && layout.size() >= MIN {
+                advise(p, layout.size());
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            if layout.size() < MIN {
+                // SAFETY: forwarded with the caller's layout.
+                return unsafe { System.alloc_zeroed(layout) };
+            }
+            // Advise before the zeroing touches the pages, so that they fault in huge.
+            // SAFETY: forwarded with the caller's layout; the block is then zeroed whole.
+            unsafe {
+                let p = System.alloc(layout);
+                if !p.is_null() {
+                    advise(p, layout.size());
+                    std::ptr::write_bytes(p, 0, layout.size());
+                }
+                p
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: forwarded with the caller's arguments.
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() && new_size >= MIN {
+                advise(p, new_size);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: forwarded with the caller's arguments.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+// SAFETY: every call is forwarded to `System` unchanged.
+unsafe impl std::alloc::GlobalAlloc for HugePageAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded with the caller's arguments.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
     }
 }
 

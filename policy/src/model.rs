@@ -22,7 +22,9 @@ type CResult<T> = candle_core::Result<T>;
 
 mod decode;
 pub mod kernel;
+mod packed;
 pub use decode::{Prefix, SeqCache};
+pub use packed::{Packed, Segment};
 
 /// A linear layer `W` `[out, in]`, with an optional low-rank update: y = x W^T + s (x A^T) B^T
 /// (`A` `[r, in]`, `B` `[out, r]`, s = alpha / r), never merged into `W` while training.

@@ -1,5 +1,8 @@
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: rlcode_policy::HugePageAlloc = rlcode_policy::HugePageAlloc;
+
 fn main() -> std::process::ExitCode {
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { rlcode_policy::tune_process() };

@@ -2,6 +2,7 @@
 //! forward/backward over a set of examples (docs/policy.md).
 
 use super::*;
+use rlcode_policy::Packed;
 
 /// What one pass over a set of examples adds up to.
 #[derive(Debug, Default, Clone)]
@@ -78,9 +79,15 @@ pub fn accumulate(
 ) -> anyhow::Result<PassStats> {
     use rayon::prelude::*;
     let mut stats = PassStats::default();
-    // Similar lengths together: less padding. Stable, so the order stays deterministic.
+    // The samples of one prompt together, so that a micro-batch computes their prompt once
+    // (a packed batch has no padding, so lengths need no sorting). Stable: the order stays
+    // deterministic.
+    let mut first_of: HashMap<&[u32], usize> = HashMap::new();
+    for (i, e) in examples.iter().enumerate() {
+        first_of.entry(e.prompt()).or_insert(i);
+    }
     let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| examples[i].tokens.len());
+    order.sort_by_key(|&i| first_of[examples[i].prompt()]);
     let chunks: Vec<&[usize]> = order.chunks(spec.micro_batch.max(1)).collect();
     let wave = rayon::current_num_threads().max(1);
     for group in chunks.chunks(wave) {
@@ -117,52 +124,47 @@ fn chunk_pass(
     spec: &LossSpec<'_>,
 ) -> anyhow::Result<Option<ChunkPass>> {
     let dev = Device::Cpu;
-    let cfg = &tr.model.cfg;
-    let pad = cfg.pad_token_id.unwrap_or(0);
-    let b = chunk.len();
-    let l = chunk
-        .iter()
-        .map(|&i| examples[i].tokens.len() - 1)
-        .max()
-        .unwrap_or(1);
-    let mut inputs = vec![pad; b * l];
-    let mut targets = vec![0u32; b * l];
-    let mut temps = Vec::with_capacity(b);
-    for (r, &i) in chunk.iter().enumerate() {
-        let t = &examples[i].tokens;
-        inputs[r * l..r * l + t.len() - 1].copy_from_slice(&t[..t.len() - 1]);
-        targets[r * l..r * l + t.len() - 1].copy_from_slice(&t[1..]);
-        temps.push(examples[i].temperature as f32);
-    }
-    let inputs = Tensor::from_vec(inputs, (b, l), &dev)?;
-    // Logits only at the positions trained on (not the prompt's, not the padding).
+    // One packed batch: each distinct prompt once, each completion attending to its prompt.
+    // Logits at the prompt's last position (it predicts the first completion token) and at
+    // every completion position but the last.
+    let mut batch = Packed::default();
+    let mut prompts: HashMap<&[u32], (usize, usize)> = HashMap::new();
     let mut rows = Vec::new();
     let mut row_targets = Vec::new();
     let mut row_temps = Vec::new();
-    for (r, &i) in chunk.iter().enumerate() {
+    for &i in chunk {
         let e = &examples[i];
-        for j in 0..e.completion_len() {
-            let p = r * l + e.start - 1 + j;
-            rows.push(p as u32);
-            row_targets.push(targets[p]);
-            row_temps.push(temps[r]);
+        if e.start == 0 {
+            anyhow::bail!("a training sequence needs at least one token before the trained ones");
         }
+        if e.completion_len() == 0 {
+            continue;
+        }
+        let prompt = e.prompt();
+        let seg = *prompts
+            .entry(prompt)
+            .or_insert_with(|| batch.push(prompt, 0, None));
+        rows.push((seg.0 + seg.1 - 1) as u32);
+        let (cs, cl) = batch.push(&e.tokens[e.start..e.tokens.len() - 1], e.start, Some(seg));
+        rows.extend((cs..cs + cl).map(|r| r as u32));
+        row_targets.extend_from_slice(&e.tokens[e.start..]);
+        row_temps.extend(std::iter::repeat_n(
+            e.temperature as f32,
+            e.completion_len(),
+        ));
     }
     let n = rows.len();
     if n == 0 {
         return Ok(None);
     }
     let rows = Tensor::from_vec(rows, n, &dev)?;
-    let row_temps = if temps.iter().all(|&t| t == 1.0) {
+    let row_temps = if row_temps.iter().all(|&t| t == 1.0) {
         None
     } else {
         Some(Tensor::from_vec(row_temps, (n, 1), &dev)?)
     };
     let logprobs_of = |m: &Llama| -> candle_core::Result<Tensor> {
-        let h = m
-            .hidden_train(&inputs)?
-            .reshape((b * l, cfg.hidden_size))?
-            .index_select(&rows, 0)?;
+        let h = m.hidden_packed(&batch)?.index_select(&rows, 0)?;
         m.head_logprobs(&h, &row_targets, row_temps.as_ref(), spec.logits_chunk)
     };
     let logp = logprobs_of(&tr.model)?;

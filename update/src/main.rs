@@ -1,5 +1,8 @@
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: rlcode_policy::HugePageAlloc = rlcode_policy::HugePageAlloc;
+
 fn main() -> std::process::ExitCode {
     // candle's CPU backend runs element-wise ops on a pool of threads that spin while they wait.
     // A training step is hundreds of small element-wise ops, and on this 2-core machine the

@@ -17,6 +17,11 @@ impl Example {
     pub(crate) fn completion_len(&self) -> usize {
         self.tokens.len() - self.start
     }
+
+    /// The tokens before the trained ones.
+    pub(crate) fn prompt(&self) -> &[u32] {
+        &self.tokens[..self.start]
+    }
 }
 
 /// A scored sample as rl-update reads it.
