@@ -125,9 +125,11 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this (0 disables).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    /// Sequences per forward/backward pass; gradients accumulate over micro-batches into one
+    /// Sequences per forward/backward pass (at most; a batch of two or more is split in at
+    /// least two, which run at once); gradients accumulate over micro-batches into one
     /// optimizer step (the same step as one pass over the whole batch, up to float rounding).
-    /// Activation memory grows with it: see docs/training.md for SmolLM2-135M figures.
+    /// The samples of one prompt are kept together, and a micro-batch computes their prompt
+    /// once. Activation memory grows with it: see docs/training.md for SmolLM2-135M figures.
     #[arg(long, default_value_t = 8)]
     pub micro_batch: usize,
     /// Completion tokens whose logits are computed at once: the lm_head, log-softmax and

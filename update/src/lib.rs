@@ -325,6 +325,7 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
     if let (false, Some(d)) = (a.reset_optimizer, state_dir) {
         opt.load_state(d, &tr.params)?;
     }
+    let loaded = start.elapsed().as_secs_f64();
     let reader = JsonlReader::open(&a.input.inputs)?;
     let mut skipper = Skipper::new(PROGRAM, a.input.keep_going);
     let vocab = ck.cfg.vocab_size;
@@ -379,6 +380,7 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
         rl_step(a, &tr, &mut opt, scored, reference.as_ref(), &mut metrics)?;
         metrics.skipped_null_rewards = Some(null_rewards);
     }
+    let trained = start.elapsed().as_secs_f64();
     match &lora {
         None => save(out_dir, &ck, &tr, &opt, &algo_name)?,
         Some((lc, _)) => save_adapter(out_dir, lc, &tr, &opt, &algo_name)?,
@@ -387,13 +389,17 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
     metrics.seconds = start.elapsed().as_secs_f64();
     write_metrics(&mut out, &metrics)?;
     eprintln!(
-        "{PROGRAM}: step {} ({}), loss {:.4}, {} samples, {} tokens, {:.2} s -> {}",
+        "{PROGRAM}: step {} ({}), loss {:.4}, {} samples, {} tokens, {:.2} s (load {:.2}, \
+         train {:.2}, save {:.2}) -> {}",
         metrics.step,
         algo_name,
         metrics.loss,
         metrics.samples,
         metrics.tokens,
         metrics.seconds,
+        loaded,
+        trained - loaded,
+        metrics.seconds - trained,
         out_dir.display()
     );
     Ok(skipper.exit_code())

@@ -138,6 +138,7 @@ pub(crate) fn rl_step(
                 reference,
                 weights: token_weights(&part, a.loss_agg, a.norm_length),
                 micro_batch: a.micro_batch,
+                split_small_batches: a.lora_rank.is_some() || a.adapter.is_some(),
                 logits_chunk: logits_chunk(a),
             };
             let mut grads = HashMap::new();

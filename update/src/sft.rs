@@ -74,6 +74,7 @@ pub(crate) fn run_sft(
             reference: None,
             weights: token_weights(&batch, LossAgg::TokenMean, None),
             micro_batch: a.micro_batch,
+            split_small_batches: a.lora_rank.is_some() || a.adapter.is_some(),
             logits_chunk: logits_chunk(a),
         };
         let mut grads = HashMap::new();

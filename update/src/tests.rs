@@ -526,6 +526,7 @@ fn grads_of(
         reference,
         weights: token_weights(ex, LossAgg::SeqMeanTokenMean, None),
         micro_batch,
+        split_small_batches: false,
         logits_chunk: chunk,
     };
     let mut grads = HashMap::new();
