@@ -1,53 +1,68 @@
 #!/usr/bin/env bash
-# A short RL run of a real pretrained model (SmolLM2-135M-Instruct, converted from its GGUF by
-# scripts/setup-model.sh) on real problems (CodeI/O, imported by `rl-data import codeio`), with
-# binary vs pass-rate rewards, LoRA updates and chat prompts. Resumable. See docs/training.md.
+# RL of a real pretrained model (SmolLM2-135M-Instruct, converted from its GGUF by
+# scripts/setup-model.sh) with chat prompts and LoRA updates, binary vs pass-rate rewards, on
+# problems it can partly solve: by default the synthetic task world in chat form (held-out
+# problems from its test split, training problems from its train split). Resumable. Writes the
+# study layout of scripts/reproduce.sh, so `rl-eval compare` gives the statistics. See
+# docs/training.md (scripts/train-real.sh).
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 Usage: scripts/train-real.sh [OPTIONS]
 
-For each reward design: from the base model, STEPS steps of
+For each reward design and seed: from the base model, STEPS steps of
   rl-sample --chat-template (P train problems x K samples, from the merged policy of the last
   step) | rl-verify | rl-score --reward R | rl-update --lora-rank ... (an adapter) ->
   rl-update merge-lora (the next policy);
-held-out evaluation of the base model (once, shared) and of each run's last policy.
+held-out evaluation of the base model (once, shared) and of each run's last policy; then every
+design against binary and against the base model (rl-eval compare).
 
-Options (default in brackets):
+Options (default in brackets; the defaults are the pilot's, docs/training.md):
   --out DIR               run directory [runs/real]
   --model DIR             base checkpoint (Hugging Face layout, with a chat template)
                           [.rlcode/models/smollm2-135m-instruct, made by scripts/setup-model.sh]
-  --problems FILE         CodeI/O problems JSONL [.rlcode/data/codeio-problems.jsonl, imported
-                          from .rlcode/data/codeio.jsonl.gz on first use]
+  --problems FILE         problems JSONL: the first --eval-problems are held out, the rest are
+                          trained on in order [the synthetic world in chat form: rl-data synth
+                          --split test (held out) then --split train, --seed 7, written to
+                          DIR/problems.jsonl]. `codeio`: CodeI/O, imported from
+                          .rlcode/data/codeio.jsonl.gz on first use
   --rewards LIST          rl-score designs, comma-separated [binary,pass_rate]
   --algo ALGO             grpo or rloo [grpo]
-  --steps N               RL steps per reward [2]
-  --problems-per-step P   train problems per step [2]
-  --group-size K          samples per problem [4]
-  --max-tokens N          most tokens per completion [256]
-  --temperature T         sampling temperature [0.8]
-  --lr LR                 learning rate of the adapter [1e-4]
+  --seeds LIST            seeds, comma-separated: one run per design and seed; seed S samples
+                          step s with seed S*100000+s [1]
+  --steps N               RL steps per run [30]
+  --problems-per-step P   train problems per step [8]
+  --group-size K          samples per problem [8]
+  --max-tokens N          most tokens per completion [192]
+  --temperature T         sampling temperature, training and evaluation [0.6]
+  --lr LR                 learning rate of the adapter [2e-4]
   --lora-rank R           LoRA rank (rl-update --lora-rank) [16]
-  --micro-batch N         sequences per forward/backward in rl-update [4]
-  --eval-problems N       held-out problems (the first N of the file) [8]
-  --eval-samples N        samples per held-out problem [2]
-  --seed S                sampling seed (step s samples with seed S*100000+s) [1]
+  --micro-batch N         sequences per forward/backward in rl-update [8]
+  --eval-problems N       held-out problems (the first N of the file) [100]
+  --eval-samples N        samples per held-out problem [4]
   --update-args "ARGS"    extra rl-update flags, word-split []
   -h, --help              this text
 
 Writes under DIR:
-  eval-base.jsonl                 rl-eval of the base model on the held-out problems
-  <reward>/verdicts/S.jsonl       every verdict of step S
-  <reward>/adapter/S/             the LoRA adapter after step S (PEFT layout, optimizer state)
-  <reward>/policy/S/              base + adapter merged: what step S+1 samples from (only the
-                                  last one is kept)
-  <reward>/metrics.jsonl          one line per step: rl-update's metrics plus seconds_sample,
-                                  seconds_verify, seconds_update, seconds_merge, seconds_step
-  <reward>/eval/S.jsonl           rl-eval of the policy after the last step S on the held-out
-                                  problems (and eval/S.verdicts.jsonl, its verdicts)
-  summary.tsv                     reward, steps, mean seconds per step, held-out pass@1
-                                  before and after
+  eval-base.jsonl, eval-base.verdicts.jsonl
+                          rl-eval and verdicts of the base model on the held-out problems
+  runs/<reward>-<algo>/seed-<S>/
+    verdicts/s.jsonl      every verdict of step s
+    adapter/s/            the LoRA adapter after step s (PEFT layout, optimizer state)
+    policy/s/             base + adapter merged: what step s+1 samples from (only the last kept)
+    metrics.jsonl         one line per step: rl-update's metrics plus seconds_sample,
+                          seconds_verify, seconds_update, seconds_merge, seconds_step, and
+                          `train`: rl-eval of the step's own samples (pass@1, pass rate,
+                          density, `suspicious`: the reward-hacking watch)
+    eval/0.jsonl          the base model's held-out verdicts (step 0, the same in every run)
+    eval/S.jsonl          the held-out verdicts of the policy after the last step S
+    eval.jsonl            rl-eval of both evaluations, one line each
+  summary.tsv             reward, seed, steps, mean seconds per step, held-out pass@1 before
+                          and after
+  comparison.csv/.md      rl-eval compare: every design against binary (when trained) and
+                          against the base model (step 0): differences with 95% bootstrap CIs
+                          over seeds and problems
 EOF
 }
 
@@ -57,33 +72,38 @@ log() { echo "train-real.sh: $*" >&2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
 OUT=runs/real MODEL=$ROOT/.rlcode/models/smollm2-135m-instruct PROBLEMS="" REWARDS=binary,pass_rate
-ALGO=grpo STEPS=2 PPS=2 GROUP=4 MAX_TOKENS=256 TEMP=0.8 LR=1e-4 RANK=16 MICRO=4
-EVAL_PROBLEMS=8 EVAL_SAMPLES=2 SEED=1 UPDATE_ARGS=""
+ALGO=grpo SEEDS=1 STEPS=30 PPS=8 GROUP=8 MAX_TOKENS=192 TEMP=0.6 LR=2e-4 RANK=16 MICRO=8
+EVAL_PROBLEMS=100 EVAL_SAMPLES=4 UPDATE_ARGS=""
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
-    --out|--model|--problems|--rewards|--algo|--steps|--problems-per-step|--group-size|\
+    --out|--model|--problems|--rewards|--algo|--seeds|--steps|--problems-per-step|--group-size|\
     --max-tokens|--temperature|--lr|--lora-rank|--micro-batch|--eval-problems|--eval-samples|\
-    --seed|--update-args)
+    --update-args)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       case $1 in
         --out) OUT=$2 ;; --model) MODEL=$2 ;; --problems) PROBLEMS=$2 ;; --rewards) REWARDS=$2 ;;
-        --algo) ALGO=$2 ;; --steps) STEPS=$2 ;; --problems-per-step) PPS=$2 ;;
+        --algo) ALGO=$2 ;; --seeds) SEEDS=$2 ;; --steps) STEPS=$2 ;; --problems-per-step) PPS=$2 ;;
         --group-size) GROUP=$2 ;; --max-tokens) MAX_TOKENS=$2 ;; --temperature) TEMP=$2 ;;
         --lr) LR=$2 ;; --lora-rank) RANK=$2 ;; --micro-batch) MICRO=$2 ;;
-        --eval-problems) EVAL_PROBLEMS=$2 ;; --eval-samples) EVAL_SAMPLES=$2 ;; --seed) SEED=$2 ;;
+        --eval-problems) EVAL_PROBLEMS=$2 ;; --eval-samples) EVAL_SAMPLES=$2 ;;
         --update-args) UPDATE_ARGS=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-for v in STEPS PPS GROUP MAX_TOKENS RANK MICRO EVAL_PROBLEMS EVAL_SAMPLES SEED; do
+for v in STEPS PPS GROUP MAX_TOKENS RANK MICRO EVAL_PROBLEMS EVAL_SAMPLES; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "${v,,} must be a non-negative integer, not '${!v}'"
 done
 case $ALGO in grpo|rloo) ;; *) die "--algo: '$ALGO' is not grpo or rloo" ;; esac
 IFS=, read -r -a RW <<<"$REWARDS"
 ((${#RW[@]})) || die "--rewards needs at least one design"
+IFS=, read -r -a SEED_LIST <<<"$SEEDS"
+((${#SEED_LIST[@]})) || die "--seeds needs at least one seed"
+for s in "${SEED_LIST[@]}"; do
+  [[ $s =~ ^[0-9]+$ ]] || die "--seeds: '$s' is not a non-negative integer"
+done
 read -r -a UARGS <<<"$UPDATE_ARGS"
 
 # The model and the problems: fetched and converted once (both scripts are idempotent).
@@ -95,100 +115,126 @@ fi
 for b in rl-data rl-sample rl-verify rl-score rl-update rl-eval; do
   [[ -x $B/$b ]] || die "$B/$b is missing (run scripts/setup.sh, or set RLCODE_BIN)"
 done
-if [[ -z $PROBLEMS ]]; then
-  PROBLEMS=$ROOT/.rlcode/data/codeio-problems.jsonl
-  if [[ ! -s $PROBLEMS ]]; then
-    src=$ROOT/.rlcode/data/codeio.jsonl.gz
-    [[ -f $src ]] || bash "$ROOT/scripts/setup.sh" >&2
-    log "importing CodeI/O (every reference and input generator runs in the sandbox; minutes)"
-    "$B/rl-data" import codeio "$src" > "$PROBLEMS.tmp.$$"
-    mv "$PROBLEMS.tmp.$$" "$PROBLEMS"
-  fi
-fi
+mkdir -p "$OUT"
+case $PROBLEMS in
+  "")
+    # Held out: the test split's first EVAL_PROBLEMS; trained on: the whole train split (the
+    # splits are disjoint by construction: docs/tasks.md).
+    PROBLEMS=$OUT/problems.jsonl
+    if [[ ! -s $PROBLEMS ]]; then
+      { "$B/rl-data" synth --split test --count "$EVAL_PROBLEMS" --seed 7
+        "$B/rl-data" synth --split train --count 2976 --seed 7; } 2>/dev/null > "$PROBLEMS.tmp.$$"
+      mv "$PROBLEMS.tmp.$$" "$PROBLEMS"
+    fi ;;
+  codeio)
+    PROBLEMS=$ROOT/.rlcode/data/codeio-problems.jsonl
+    if [[ ! -s $PROBLEMS ]]; then
+      src=$ROOT/.rlcode/data/codeio.jsonl.gz
+      [[ -f $src ]] || bash "$ROOT/scripts/setup.sh" >&2
+      log "importing CodeI/O (every reference and input generator runs in the sandbox; minutes)"
+      "$B/rl-data" import codeio "$src" > "$PROBLEMS.tmp.$$"
+      mv "$PROBLEMS.tmp.$$" "$PROBLEMS"
+    fi ;;
+esac
 [[ -s $PROBLEMS ]] || die "$PROBLEMS is missing or empty"
 total=$(wc -l < "$PROBLEMS")
 need=$((EVAL_PROBLEMS + STEPS * PPS))
 ((total >= need)) || die "$PROBLEMS has $total problems; $need are needed"
 
-mkdir -p "$OUT"
 LOGF=$OUT/log.txt
 SAMPLE_ARGS=(--chat-template --temperature "$TEMP" --max-tokens "$MAX_TOKENS")
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# evaluate POLICY FILE: the first EVAL_PROBLEMS problems, EVAL_SAMPLES samples each.
+# evaluate POLICY VERDICTS: the first EVAL_PROBLEMS problems, EVAL_SAMPLES samples each, with
+# the same sampling seed for every policy (so base and trained draw paired samples).
 evaluate() {
-  local policy=$1 dest=$2 label=$3
+  local policy=$1 dest=$2
   [[ -s $dest ]] && return 0
   "$B/rl-sample" --model "$policy" --problems "$PROBLEMS" --limit "$EVAL_PROBLEMS" \
     -n "$EVAL_SAMPLES" --seed 12345 "${SAMPLE_ARGS[@]}" 2>>"$LOGF" \
-    | "$B/rl-verify" --problems "$PROBLEMS" 2>>"$LOGF" > "$dest.verdicts.tmp.$$"
-  mv "$dest.verdicts.tmp.$$" "${dest%.jsonl}.verdicts.jsonl"
-  "$B/rl-eval" --k "1,$EVAL_SAMPLES" --label "$label" "${dest%.jsonl}.verdicts.jsonl" > "$dest.tmp.$$"
+    | "$B/rl-verify" --problems "$PROBLEMS" 2>>"$LOGF" > "$dest.tmp.$$"
   mv "$dest.tmp.$$" "$dest"
-  log "eval $label: $(cat "$dest")"
 }
-
+# metrics LABEL STEP VERDICTS: rl-eval's line for an evaluation.
+metrics() { "$B/rl-eval" --k "1,$EVAL_SAMPLES" --label "$1" --step "$2" "$3"; }
 pass1() { "$B/rl-eval" jsonl get pass_at_k.1 "$1"; }
 
 log "evaluating the base model on $EVAL_PROBLEMS held-out problems"
-evaluate "$MODEL" "$OUT/eval-base.jsonl" base
+evaluate "$MODEL" "$OUT/eval-base.verdicts.jsonl"
+[[ -s $OUT/eval-base.jsonl ]] || metrics base 0 "$OUT/eval-base.verdicts.jsonl" > "$OUT/eval-base.jsonl"
+log "eval base: $(cat "$OUT/eval-base.jsonl")"
 
-printf 'reward\tsteps\tmean_seconds_per_step\tpass1_before\tpass1_after\n' > "$OUT/summary.tsv.tmp"
+printf 'reward\tseed\tsteps\tmean_seconds_per_step\tpass1_before\tpass1_after\n' \
+  > "$OUT/summary.tsv.tmp"
 for R in "${RW[@]}"; do
-  D=$OUT/${R//[:\/]/_}
-  mkdir -p "$D/verdicts" "$D/adapter" "$D/policy"
-  # Resume after the last step whose metrics line was written (the line is the commit point).
-  done_steps=$( (wc -l < "$D/metrics.jsonl") 2>/dev/null || echo 0)
-  policy=$MODEL
-  if ((done_steps > 0)); then
-    [[ -f $D/adapter/$done_steps/adapter_model.safetensors ]] \
-      || die "$D/adapter/$done_steps is missing but metrics.jsonl has $done_steps lines"
-    if [[ ! -f $D/policy/$done_steps/config.json ]]; then
-      "$B/rl-update" merge-lora --model "$MODEL" --adapter "$D/adapter/$done_steps" \
-        --out "$D/policy/$done_steps" >>"$LOGF" 2>&1
+  for SEED in "${SEED_LIST[@]}"; do
+    D=$OUT/runs/${R//[:\/]/_}-$ALGO/seed-$SEED
+    mkdir -p "$D/verdicts" "$D/adapter" "$D/policy" "$D/eval"
+    # Resume after the last step whose metrics line was written (the line is the commit point).
+    done_steps=$( (wc -l < "$D/metrics.jsonl") 2>/dev/null || echo 0)
+    policy=$MODEL
+    if ((done_steps > 0)); then
+      [[ -f $D/adapter/$done_steps/adapter_model.safetensors ]] \
+        || die "$D/adapter/$done_steps is missing but metrics.jsonl has $done_steps lines"
+      if [[ ! -f $D/policy/$done_steps/config.json ]]; then
+        "$B/rl-update" merge-lora --model "$MODEL" --adapter "$D/adapter/$done_steps" \
+          --out "$D/policy/$done_steps" >>"$LOGF" 2>&1
+      fi
+      policy=$D/policy/$done_steps
     fi
-    policy=$D/policy/$done_steps
-  fi
-  for ((s = done_steps + 1; s <= STEPS; s++)); do
-    off=$((EVAL_PROBLEMS + (s - 1) * PPS))
-    t0=$(now)
-    "$B/rl-sample" --model "$policy" --problems "$PROBLEMS" --offset "$off" --limit "$PPS" \
-      -n "$GROUP" --seed $((SEED * 100000 + s)) "${SAMPLE_ARGS[@]}" 2>>"$LOGF" \
-      > "$D/verdicts/$s.samples.tmp.$$"
-    t1=$(now)
-    "$B/rl-verify" --problems "$PROBLEMS" "$D/verdicts/$s.samples.tmp.$$" 2>>"$LOGF" \
-      > "$D/verdicts/$s.jsonl.tmp.$$"
-    mv "$D/verdicts/$s.jsonl.tmp.$$" "$D/verdicts/$s.jsonl"
-    rm -f "$D/verdicts/$s.samples.tmp.$$"
-    t2=$(now)
-    prev=()
-    ((s > 1)) && prev=(--adapter "$D/adapter/$((s - 1))")
-    rm -rf "$D/adapter/$s" "$D/policy/$s"
-    upd=$("$B/rl-score" --reward "$R" "$D/verdicts/$s.jsonl" 2>>"$LOGF" \
-      | "$B/rl-update" --model "$MODEL" "${prev[@]}" --lora-rank "$RANK" --algo "$ALGO" \
-        --lr "$LR" --micro-batch "$MICRO" --out "$D/adapter/$s" "${UARGS[@]}" 2>>"$LOGF")
-    [[ $upd == "{"*"}" ]] || die "step $s ($R): rl-update wrote no metrics line (see $LOGF)"
-    t3=$(now)
-    "$B/rl-update" merge-lora --model "$MODEL" --adapter "$D/adapter/$s" --out "$D/policy/$s" \
-      >>"$LOGF" 2>&1
-    t4=$(now)
-    "$B/rl-eval" jsonl object "train_step:=$s" "reward=$R" \
-      "seconds_sample:=$(secs "$t0" "$t1")" "seconds_verify:=$(secs "$t1" "$t2")" \
-      "seconds_update:=$(secs "$t2" "$t3")" "seconds_merge:=$(secs "$t3" "$t4")" \
-      "seconds_step:=$(secs "$t0" "$t4")" --merge "$upd" >> "$D/metrics.jsonl"
-    log "$R step $s/$STEPS: $(secs "$t0" "$t4") s (sample $(secs "$t0" "$t1"), verify $(secs "$t1" "$t2"), update $(secs "$t2" "$t3"), merge $(secs "$t3" "$t4"))"
-    policy=$D/policy/$s
-    # Keep only the last policy (each is a full 0.5 GB checkpoint); adapters are small.
-    ((s > 1)) && rm -rf "$D/policy/$((s - 1))"
+    for ((s = done_steps + 1; s <= STEPS; s++)); do
+      off=$((EVAL_PROBLEMS + (s - 1) * PPS))
+      t0=$(now)
+      "$B/rl-sample" --model "$policy" --problems "$PROBLEMS" --offset "$off" --limit "$PPS" \
+        -n "$GROUP" --seed $((SEED * 100000 + s)) "${SAMPLE_ARGS[@]}" 2>>"$LOGF" \
+        > "$D/verdicts/$s.samples.tmp.$$"
+      t1=$(now)
+      "$B/rl-verify" --problems "$PROBLEMS" "$D/verdicts/$s.samples.tmp.$$" 2>>"$LOGF" \
+        > "$D/verdicts/$s.jsonl.tmp.$$"
+      mv "$D/verdicts/$s.jsonl.tmp.$$" "$D/verdicts/$s.jsonl"
+      rm -f "$D/verdicts/$s.samples.tmp.$$"
+      t2=$(now)
+      prev=()
+      ((s > 1)) && prev=(--adapter "$D/adapter/$((s - 1))")
+      rm -rf "$D/adapter/$s" "$D/policy/$s"
+      upd=$("$B/rl-score" --reward "$R" "$D/verdicts/$s.jsonl" 2>>"$LOGF" \
+        | "$B/rl-update" --model "$MODEL" "${prev[@]}" --lora-rank "$RANK" --algo "$ALGO" \
+          --lr "$LR" --micro-batch "$MICRO" --seed "$SEED" --out "$D/adapter/$s" "${UARGS[@]}" \
+          2>>"$LOGF")
+      [[ $upd == "{"*"}" ]] || die "step $s ($R, seed $SEED): rl-update wrote no metrics line (see $LOGF)"
+      t3=$(now)
+      "$B/rl-update" merge-lora --model "$MODEL" --adapter "$D/adapter/$s" --out "$D/policy/$s" \
+        >>"$LOGF" 2>&1
+      t4=$(now)
+      # The step's own samples: pass@1, pass rate, density and the reward-hacking watch
+      # (`suspicious`: programs with exits, prints or introspection, and how many of them pass).
+      train=$("$B/rl-eval" --k 1 "$D/verdicts/$s.jsonl" 2>>"$LOGF")
+      "$B/rl-eval" jsonl object "train_step:=$s" "reward=$R" "seed:=$SEED" \
+        "seconds_sample:=$(secs "$t0" "$t1")" "seconds_verify:=$(secs "$t1" "$t2")" \
+        "seconds_update:=$(secs "$t2" "$t3")" "seconds_merge:=$(secs "$t3" "$t4")" \
+        "seconds_step:=$(secs "$t0" "$t4")" "train:=$train" --merge "$upd" >> "$D/metrics.jsonl"
+      log "$R seed $SEED step $s/$STEPS: $(secs "$t0" "$t4") s (sample $(secs "$t0" "$t1"), verify $(secs "$t1" "$t2"), update $(secs "$t2" "$t3"), merge $(secs "$t3" "$t4")); train pass@1 $("$B/rl-eval" jsonl get pass_at_k.1 <<<"$train")"
+      policy=$D/policy/$s
+      # Keep only the last policy (each is a full 0.5 GB checkpoint); adapters are small.
+      ((s > 1)) && rm -rf "$D/policy/$((s - 1))"
+    done
+    last=$(( done_steps > STEPS ? done_steps : STEPS ))
+    cp "$OUT/eval-base.verdicts.jsonl" "$D/eval/0.jsonl"
+    evaluate "$policy" "$D/eval/$last.jsonl"
+    { metrics "$R" 0 "$D/eval/0.jsonl"; metrics "$R" "$last" "$D/eval/$last.jsonl"; } > "$D/eval.jsonl"
+    log "eval $R seed $SEED step $last: $(tail -1 "$D/eval.jsonl")"
+    mean=$("$B/rl-eval" jsonl get seconds_step "$D/metrics.jsonl" \
+      | awk '{ t += $1; n++ } END { if (n) printf "%.1f", t / n }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$R" "$SEED" "$STEPS" "$mean" \
+      "$(pass1 "$OUT/eval-base.jsonl")" "$("$B/rl-eval" jsonl get pass_at_k.1 <<<"$(tail -1 "$D/eval.jsonl")")" \
+      >> "$OUT/summary.tsv.tmp"
   done
-  last=$(( done_steps > STEPS ? done_steps : STEPS ))
-  mkdir -p "$D/eval"
-  evaluate "$policy" "$D/eval/$last.jsonl" "$R"
-  mean=$("$B/rl-eval" jsonl get seconds_step "$D/metrics.jsonl" \
-    | awk '{ t += $1; n++ } END { if (n) printf "%.1f", t / n }')
-  printf '%s\t%s\t%s\t%s\t%s\n' "$R" "$STEPS" "$mean" "$(pass1 "$OUT/eval-base.jsonl")" \
-    "$(pass1 "$D/eval/$last.jsonl")" >> "$OUT/summary.tsv.tmp"
 done
 mv "$OUT/summary.tsv.tmp" "$OUT/summary.tsv"
 column -t -s $'\t' "$OUT/summary.tsv" >&2 || cat "$OUT/summary.tsv" >&2
+# Every design against binary (when it was trained) and against the base model (step 0).
+baseline=binary-$ALGO
+[[ -d $OUT/runs/$baseline ]] || baseline=$(basename "$(ls -d "$OUT"/runs/*/ | head -1)")
+"$B/rl-eval" compare --runs "$OUT/runs" --baseline "$baseline" --out "$OUT" 2>>"$LOGF"
+cat "$OUT/comparison.md" >&2

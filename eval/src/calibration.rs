@@ -695,6 +695,7 @@ mod tests {
         Sample {
             verdict: rlcode_core::testing::verdict(statuses, "r"),
             reward: None,
+            flags: None,
         }
     }
 

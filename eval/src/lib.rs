@@ -12,6 +12,7 @@ pub mod layout;
 pub mod plot;
 pub mod stats;
 pub mod summary;
+pub mod watch;
 
 use rlcode_core::advantage::all_equal;
 use rlcode_core::cli::InputArgs;
@@ -131,6 +132,8 @@ pub struct Sample {
     pub verdict: Verdict,
     /// `None`: no `reward` field; `Some(None)`: `reward: null`.
     pub reward: Option<Option<f64>>,
+    /// The patterns of [`watch::PATTERNS`] its `code` matches; `None`: no `code` field.
+    pub flags: Option<u8>,
 }
 
 impl Sample {
@@ -181,7 +184,19 @@ pub(crate) fn parse_record(line: &Line) -> Result<(String, Sample), RecordError>
         Some(Value::Number(n)) => Some(n.as_f64()),
         Some(_) => return Err(line.error("field \"reward\" must be a number or null")),
     };
-    Ok((problem_id, Sample { verdict, reward }))
+    let flags = line
+        .value
+        .get("code")
+        .and_then(Value::as_str)
+        .map(watch::flags);
+    Ok((
+        problem_id,
+        Sample {
+            verdict,
+            reward,
+            flags,
+        },
+    ))
 }
 
 /// The fraction of groups whose rewards are not all equal: those that give GRPO a non-zero
@@ -229,6 +244,10 @@ pub struct Report {
     /// Records with `reward: null`; present with `mean_reward`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub null_rewards: Option<usize>,
+    /// Programs with what reward hacking uses (exits, prints, introspection: [`watch`]);
+    /// present only when some record carries `code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspicious: Option<watch::Suspicious>,
 }
 
 /// One CSV row: the metrics of one problem. pass@k columns follow `mean_pass_rate`, one per k,
@@ -402,6 +421,13 @@ pub fn report(groups: &[Group], args: &Args) -> (Report, Vec<String>) {
         mean_reward: carries_reward.then(|| rlcode_core::metrics::mean(&rewards)),
         null_rewards: carries_reward
             .then(|| samples.iter().filter(|s| s.reward == Some(None)).count()),
+        suspicious: samples.iter().any(|s| s.flags.is_some()).then(|| {
+            watch::Suspicious::count(
+                samples
+                    .iter()
+                    .map(|s| (s.flags.unwrap_or(0), s.usable() && s.verdict.full_pass())),
+            )
+        }),
     };
     (report, warnings)
 }
@@ -537,6 +563,7 @@ mod tests {
         Sample {
             verdict: rlcode_core::testing::verdict(statuses, "r"),
             reward: None,
+            flags: None,
         }
     }
 

@@ -89,13 +89,15 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
     assert_eq!(base.len(), 1);
     assert_eq!(base[0]["label"], "base");
     assert_eq!(base[0]["samples"], 4);
+    let run_dir = |reward: &str| out.join(format!("runs/{reward}-grpo/seed-1"));
     for reward in ["binary", "pass_rate"] {
-        let d = out.join(reward);
+        let d = run_dir(reward);
         let m = read_jsonl(&d.join("metrics.jsonl"));
         assert_eq!(m.len(), 2, "{reward}: one metrics line per step");
         for (i, line) in m.iter().enumerate() {
             assert_eq!(line["train_step"], i + 1);
             assert_eq!(line["reward"], reward);
+            assert_eq!(line["seed"], 1);
             assert_eq!(line["samples"], 2, "{reward}: 1 problem x 2 samples");
             for k in [
                 "seconds_sample",
@@ -104,6 +106,16 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
                 "seconds_merge",
             ] {
                 assert!(line[k].as_f64().unwrap() >= 0.0, "{reward}: {k} in {line}");
+            }
+            // rl-eval of the step's own samples, with the reward-hacking watch.
+            assert_eq!(line["train"]["samples"], 2, "{reward}: {line}");
+            let watch = &line["train"]["suspicious"];
+            assert!(watch["samples"].as_u64().unwrap() <= 2, "{reward}: {line}");
+            for p in ["exit", "print", "introspection"] {
+                assert!(
+                    watch["by_pattern"][p]["samples"].is_u64(),
+                    "{reward}: {line}"
+                );
             }
         }
         // Every sample of the step was verified and its prompt went through the chat template.
@@ -122,25 +134,46 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
         assert!(d.join("adapter/2/adapter_model.safetensors").is_file());
         assert!(d.join("policy/2/model.safetensors").is_file());
         assert!(!d.join("policy/1").exists());
-        assert_eq!(read_jsonl(&d.join("eval/2.jsonl"))[0]["label"], reward);
+        // The study layout: the base model's verdicts as step 0, the last policy's as step 2.
+        assert_eq!(
+            std::fs::read(d.join("eval/0.jsonl")).unwrap(),
+            std::fs::read(out.join("eval-base.verdicts.jsonl")).unwrap()
+        );
+        assert_eq!(read_jsonl(&d.join("eval/2.jsonl")).len(), 4);
+        let evals = read_jsonl(&d.join("eval.jsonl"));
+        assert_eq!(evals.len(), 2);
+        assert_eq!(
+            (&evals[0]["step"], &evals[1]["step"]),
+            (&0.into(), &2.into())
+        );
+        assert_eq!(evals[1]["label"], reward);
     }
     let summary = std::fs::read_to_string(out.join("summary.tsv")).unwrap();
     let rows: Vec<&str> = summary.lines().collect();
     assert_eq!(rows.len(), 3, "{summary}");
-    assert!(rows[1].starts_with("binary\t2\t") && rows[2].starts_with("pass_rate\t2\t"));
+    assert!(rows[1].starts_with("binary\t1\t2\t") && rows[2].starts_with("pass_rate\t1\t2\t"));
+    // rl-eval compare: pass_rate against binary, each against the base model.
+    let cmp = std::fs::read_to_string(out.join("comparison.csv")).unwrap();
+    assert!(cmp.starts_with("config,baseline,metric,"), "{cmp}");
+    assert!(
+        cmp.contains("\npass_rate-grpo,binary-grpo,final_pass@1,"),
+        "{cmp}"
+    );
+    assert!(cmp.contains("\nbinary-grpo,step-0,final_pass@1,"), "{cmp}");
+    assert!(out.join("comparison.md").is_file());
 
     // Again: nothing to do. With --steps 3: one more step each, from the kept adapter.
-    let before = std::fs::read(out.join("binary/metrics.jsonl")).unwrap();
+    let before = std::fs::read(run_dir("binary").join("metrics.jsonl")).unwrap();
     train_real(&out, &model, &problems, "2", &cache);
     assert_eq!(
-        std::fs::read(out.join("binary/metrics.jsonl")).unwrap(),
+        std::fs::read(run_dir("binary").join("metrics.jsonl")).unwrap(),
         before
     );
     train_real(&out, &model, &problems, "3", &cache);
     for reward in ["binary", "pass_rate"] {
-        let m = read_jsonl(&out.join(reward).join("metrics.jsonl"));
+        let m = read_jsonl(&run_dir(reward).join("metrics.jsonl"));
         assert_eq!(m.len(), 3);
         assert_eq!(m[2]["train_step"], 3);
-        assert!(out.join(reward).join("eval/3.jsonl").is_file());
+        assert!(run_dir(reward).join("eval/3.jsonl").is_file());
     }
 }
