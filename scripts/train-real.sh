@@ -63,6 +63,9 @@ Writes under DIR:
   comparison.csv/.md      rl-eval compare: every design against binary (when trained) and
                           against the base model (step 0): differences with 95% bootstrap CIs
                           over seeds and problems
+  summary.csv/.md         rl-eval summary: one row per run, mean +- std per design, sample
+                          efficiency, calibration (with --update-args --diagnostics, the
+                          gradient diagnostics too)
 EOF
 }
 
@@ -237,4 +240,5 @@ column -t -s $'\t' "$OUT/summary.tsv" >&2 || cat "$OUT/summary.tsv" >&2
 baseline=binary-$ALGO
 [[ -d $OUT/runs/$baseline ]] || baseline=$(basename "$(ls -d "$OUT"/runs/*/ | head -1)")
 "$B/rl-eval" compare --runs "$OUT/runs" --baseline "$baseline" --out "$OUT" 2>>"$LOGF"
+"$B/rl-eval" summary --runs "$OUT/runs" --out "$OUT" 2>>"$LOGF"
 cat "$OUT/comparison.md" >&2

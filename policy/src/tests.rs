@@ -724,15 +724,7 @@ fn packed_path_equals_separate_sequences_values_and_gradients() {
             &Trainable::new(&cfg, &base).unwrap(),
             &format!("full tied {tied}"),
         );
-        let lc = lora_cfg(&[
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]);
+        let lc = lora_cfg(&lora::MODULES);
         let adapter = random_adapter(&cfg, &lc);
         check(
             &Trainable::with_lora(&cfg, &base, &lc, &adapter).unwrap(),

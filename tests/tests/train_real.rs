@@ -161,6 +161,9 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
     );
     assert!(cmp.contains("\nbinary-grpo,step-0,final_pass@1,"), "{cmp}");
     assert!(out.join("comparison.md").is_file());
+    let summary_csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert_eq!(summary_csv.lines().count(), 3, "{summary_csv}");
+    assert!(out.join("summary.md").is_file());
 
     // Again: nothing to do. With --steps 3: one more step each, from the kept adapter.
     let before = std::fs::read(run_dir("binary").join("metrics.jsonl")).unwrap();

@@ -550,7 +550,7 @@ impl CustomOp3 for Attention {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (rows, heads, hd) = q.dims3()?;
+        let (_, heads, hd) = q.dims3()?;
         let (_, kv_heads, _) = k.dims3()?;
         let d = Dims {
             heads,
@@ -718,7 +718,6 @@ impl CustomOp3 for Attention {
                 }
             }
         }
-        let _ = rows;
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), q.device())?),
             Some(Tensor::from_vec(dk, k.shape(), k.device())?),
