@@ -128,8 +128,8 @@ pub fn accumulate(
 /// Sequences per micro-batch: at most `micro_batch`, and at most half of a batch of two or more,
 /// so that a small batch still makes two micro-batches that run at once (a single one keeps
 /// about one core busy: a LoRA step on 8 sequences of 128 tokens took 6.6 s against 4.5 s on 2
-/// cores; a full step got slower, each micro-batch's gradients being a whole model). A function of the batch alone, never of the thread count, so that the
-/// step's bits do not depend on it.
+/// cores; a full step got slower, each micro-batch's gradients being a whole model). A function
+/// of the batch alone, never of the thread count, so that the step's bits do not depend on it.
 fn chunk_size(sequences: usize, micro_batch: usize) -> usize {
     micro_batch.min(sequences.div_ceil(2)).max(1)
 }
