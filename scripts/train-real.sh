@@ -26,7 +26,14 @@ Options (default in brackets; the defaults are the pilot's, docs/training.md):
                           trained on in order [the synthetic world in chat form: rl-data synth
                           --split test (held out) then --split train, --seed 7, written to
                           DIR/problems.jsonl]. `codeio`: CodeI/O, imported from
-                          .rlcode/data/codeio.jsonl.gz on first use
+                          $RLCODE_DATA/codeio.jsonl.gz on first use. `mix`: held out,
+                          the synthetic test problems (--eval-problems of them) and the
+                          held-out halves of HumanEval's and CodeI/O's easy slices; trained on,
+                          shuffled, their train halves and synthetic train problems (at least
+                          two per real one); rl-eval lines carry `by_source` (docs/training.md)
+  --he-lines N            `mix`: HumanEval problems whose canonical solution has at most N
+                          lines (rl-data select --max-solution-lines) [1]
+  --codeio-lines N        `mix`: CodeI/O problems whose reference has at most N lines [8]
   --rewards LIST          rl-score designs, comma-separated [binary,pass_rate]
   --algo ALGO             grpo or rloo [grpo]
   --seeds LIST            seeds, comma-separated: one run per design and seed; seed S samples
@@ -39,12 +46,18 @@ Options (default in brackets; the defaults are the pilot's, docs/training.md):
   --lr LR                 learning rate of the adapter [2e-4]
   --lora-rank R           LoRA rank (rl-update --lora-rank) [16]
   --micro-batch N         sequences per forward/backward in rl-update [8]
-  --eval-problems N       held-out problems (the first N of the file) [100]
+  --eval-problems N       held-out problems (the first N of the file; with `mix`, the synthetic
+                          ones) [100]
   --eval-samples N        samples per held-out problem [4]
   --update-args "ARGS"    extra rl-update flags, word-split []
   -h, --help              this text
 
+Environment: RLCODE_BIN (the binaries) [target/release], RLCODE_DATA (the fetched datasets and
+their imported problems, *-problems.jsonl, cached) [.rlcode/data].
+
 Writes under DIR:
+  problems.jsonl          the default's or `mix`'s problems (with `mix` also
+                          problems-held-out.jsonl, problems-train.jsonl, problems-real-train.jsonl)
   eval-base.jsonl, eval-base.verdicts.jsonl
                           rl-eval and verdicts of the base model on the held-out problems
   runs/<reward>-<algo>/seed-<S>/
@@ -74,15 +87,17 @@ log() { echo "train-real.sh: $*" >&2; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=${RLCODE_BIN:-$ROOT/target/release}
+# The datasets (fetched by scripts/setup.sh) and their imported problems, cached.
+DATA=${RLCODE_DATA:-$ROOT/.rlcode/data}
 OUT=runs/real MODEL=$ROOT/.rlcode/models/smollm2-135m-instruct PROBLEMS="" REWARDS=binary,pass_rate
 ALGO=grpo SEEDS=1 STEPS=30 PPS=8 GROUP=8 MAX_TOKENS=192 TEMP=0.6 LR=2e-4 RANK=16 MICRO=8
-EVAL_PROBLEMS=100 EVAL_SAMPLES=4 UPDATE_ARGS=""
+EVAL_PROBLEMS=100 EVAL_SAMPLES=4 UPDATE_ARGS="" HE_LINES=1 CODEIO_LINES=8
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
     --out|--model|--problems|--rewards|--algo|--seeds|--steps|--problems-per-step|--group-size|\
     --max-tokens|--temperature|--lr|--lora-rank|--micro-batch|--eval-problems|--eval-samples|\
-    --update-args)
+    --update-args|--he-lines|--codeio-lines)
       (($# >= 2)) || die "$1 needs a value (see --help)"
       case $1 in
         --out) OUT=$2 ;; --model) MODEL=$2 ;; --problems) PROBLEMS=$2 ;; --rewards) REWARDS=$2 ;;
@@ -90,13 +105,14 @@ while (($#)); do
         --group-size) GROUP=$2 ;; --max-tokens) MAX_TOKENS=$2 ;; --temperature) TEMP=$2 ;;
         --lr) LR=$2 ;; --lora-rank) RANK=$2 ;; --micro-batch) MICRO=$2 ;;
         --eval-problems) EVAL_PROBLEMS=$2 ;; --eval-samples) EVAL_SAMPLES=$2 ;;
-        --update-args) UPDATE_ARGS=$2 ;;
+        --update-args) UPDATE_ARGS=$2 ;; --he-lines) HE_LINES=$2 ;;
+        --codeio-lines) CODEIO_LINES=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-for v in STEPS PPS GROUP MAX_TOKENS RANK MICRO EVAL_PROBLEMS EVAL_SAMPLES; do
+for v in STEPS PPS GROUP MAX_TOKENS RANK MICRO EVAL_PROBLEMS EVAL_SAMPLES HE_LINES CODEIO_LINES; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "${v,,} must be a non-negative integer, not '${!v}'"
 done
 case $ALGO in grpo|rloo) ;; *) die "--algo: '$ALGO' is not grpo or rloo" ;; esac
@@ -119,6 +135,23 @@ for b in rl-data rl-sample rl-verify rl-score rl-update rl-eval; do
   [[ -x $B/$b ]] || die "$B/$b is missing (run scripts/setup.sh, or set RLCODE_BIN)"
 done
 mkdir -p "$OUT"
+# imported humaneval|codeio: the path of the dataset's problems, imported on first use.
+imported() {
+  local dest=$DATA/$1-problems.jsonl src
+  if [[ ! -s $dest ]]; then
+    case $1 in
+      humaneval) src=$DATA/HumanEval.jsonl.gz ;;
+      codeio) src=$DATA/codeio.jsonl.gz ;;
+    esac
+    [[ -f $src ]] || bash "$ROOT/scripts/setup.sh" >&2
+    [[ -f $src ]] || die "$src not found (scripts/setup.sh fetches it into .rlcode/data)"
+    log "importing $1 (CodeI/O runs every reference and input generator in the sandbox: minutes)"
+    "$B/rl-data" import "$1" "$src" > "$dest.tmp.$$" 2>>"$OUT/log.txt"
+    mv "$dest.tmp.$$" "$dest"
+  fi
+  echo "$dest"
+}
+BY_SOURCE=()
 case $PROBLEMS in
   "")
     # Held out: the test split's first EVAL_PROBLEMS; trained on: the whole train split (the
@@ -129,15 +162,32 @@ case $PROBLEMS in
         "$B/rl-data" synth --split train --count 2976 --seed 7; } 2>/dev/null > "$PROBLEMS.tmp.$$"
       mv "$PROBLEMS.tmp.$$" "$PROBLEMS"
     fi ;;
-  codeio)
-    PROBLEMS=$ROOT/.rlcode/data/codeio-problems.jsonl
+  codeio) PROBLEMS=$(imported codeio) ;;
+  mix)
+    # Held out: the synthetic test split's first EVAL_PROBLEMS, then the held-out halves of
+    # HumanEval's and CodeI/O's easy slices; trained on, shuffled: their train halves and
+    # enough synthetic train problems for every step, at least twice as many as the real ones.
+    # The halves come from rl-data select's hash split (seed 7): disjoint, whatever the rest.
+    PROBLEMS=$OUT/problems.jsonl
     if [[ ! -s $PROBLEMS ]]; then
-      src=$ROOT/.rlcode/data/codeio.jsonl.gz
-      [[ -f $src ]] || bash "$ROOT/scripts/setup.sh" >&2
-      log "importing CodeI/O (every reference and input generator runs in the sandbox; minutes)"
-      "$B/rl-data" import codeio "$src" > "$PROBLEMS.tmp.$$"
+      he=$(imported humaneval) cio=$(imported codeio)
+      slice() { # FILE MAX_LINES PART
+        "$B/rl-data" select --max-solution-lines "$2" --part "$3" --seed 7 "$1" 2>/dev/null
+      }
+      { "$B/rl-data" synth --split test --count "$EVAL_PROBLEMS" --seed 7 2>/dev/null
+        slice "$he" "$HE_LINES" held-out; slice "$cio" "$CODEIO_LINES" held-out
+      } > "$OUT/problems-held-out.jsonl"
+      { slice "$he" "$HE_LINES" train; slice "$cio" "$CODEIO_LINES" train; } > "$OUT/problems-real-train.jsonl"
+      real=$(wc -l < "$OUT/problems-real-train.jsonl")
+      synth=$((STEPS * PPS - real)); ((synth >= 2 * real)) || synth=$((2 * real))
+      { "$B/rl-data" synth --split train --count "$synth" --seed 7 2>/dev/null
+        cat "$OUT/problems-real-train.jsonl"; } \
+        | "$B/rl-data" select --shuffle --seed 7 2>/dev/null > "$OUT/problems-train.jsonl"
+      cat "$OUT/problems-held-out.jsonl" "$OUT/problems-train.jsonl" > "$PROBLEMS.tmp.$$"
       mv "$PROBLEMS.tmp.$$" "$PROBLEMS"
-    fi ;;
+    fi
+    EVAL_PROBLEMS=$(wc -l < "$OUT/problems-held-out.jsonl")
+    BY_SOURCE=(--by-source) ;;
 esac
 [[ -s $PROBLEMS ]] || die "$PROBLEMS is missing or empty"
 total=$(wc -l < "$PROBLEMS")
@@ -160,7 +210,7 @@ evaluate() {
   mv "$dest.tmp.$$" "$dest"
 }
 # metrics LABEL STEP VERDICTS: rl-eval's line for an evaluation.
-metrics() { "$B/rl-eval" --k "1,$EVAL_SAMPLES" --label "$1" --step "$2" "$3"; }
+metrics() { "$B/rl-eval" --k "1,$EVAL_SAMPLES" "${BY_SOURCE[@]}" --label "$1" --step "$2" "$3"; }
 pass1() { "$B/rl-eval" jsonl get pass_at_k.1 "$1"; }
 
 log "evaluating the base model on $EVAL_PROBLEMS held-out problems"

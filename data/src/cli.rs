@@ -44,6 +44,31 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// A slice of a problems file: problems whose reference solution is short (a model-free
+    /// measure of difficulty), one side of a split into disjoint train and held-out parts by a
+    /// seeded hash of the id (a problem's side does not depend on the rest of the file), in
+    /// input order or shuffled. docs/formats.md.
+    Select {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Keep problems whose reference has at most N solution lines: the lines after the
+        /// prompt when the reference starts with it, else all of it; blank and comment-only
+        /// lines do not count. A problem without a reference is then a record error.
+        #[arg(long, value_name = "N")]
+        max_solution_lines: Option<usize>,
+        /// Which part of the split to keep.
+        #[arg(long, value_enum, default_value = "all")]
+        part: crate::select::Part,
+        /// The share of problems in the held-out part.
+        #[arg(long, default_value_t = 0.5)]
+        held_out_fraction: f64,
+        /// Seeds the split (and the shuffle, with --shuffle).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write the selected problems in a seeded random order instead of input order.
+        #[arg(long)]
+        shuffle: bool,
+    },
     /// Problems of the synthetic world of small Python functions (see docs/tasks.md).
     Synth {
         /// Which problems: `train`, or the held-out `test` problems (the two never overlap).
@@ -148,6 +173,25 @@ pub fn run(cli: Cli, out: impl Write) -> Result<ExitCode> {
             input.keep_going,
             count,
             seed,
+            out,
+        ),
+        Command::Select {
+            input,
+            max_solution_lines,
+            part,
+            held_out_fraction,
+            seed,
+            shuffle,
+        } => crate::select(
+            JsonlReader::open(&input.inputs)?,
+            input.keep_going,
+            &crate::select::Criteria {
+                max_solution_lines,
+                part,
+                held_out_fraction,
+                seed,
+            },
+            shuffle.then_some(seed),
             out,
         ),
         Command::Synth {

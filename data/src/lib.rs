@@ -11,6 +11,7 @@ pub mod humaneval;
 pub mod mutants;
 pub mod pysplit;
 pub mod samples;
+pub mod select;
 pub mod synth;
 
 use rlcode_core::jsonl::Skipper;
@@ -87,6 +88,50 @@ pub fn references(reader: JsonlReader, keep_going: bool, out: impl Write) -> Res
         samples::reference_sample(l).map(std::iter::once)
     })?
     .0)
+}
+
+/// `rl-data select`: the problems `criteria` selects, in input order or shuffled by `shuffle`'s
+/// seed; the counts on stderr.
+pub fn select(
+    reader: JsonlReader,
+    keep_going: bool,
+    criteria: &select::Criteria,
+    shuffle: Option<u64>,
+    out: impl Write,
+) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&criteria.held_out_fraction) {
+        return Err(Error::Usage(format!(
+            "--held-out-fraction must be in [0, 1], not {}",
+            criteria.held_out_fraction
+        )));
+    }
+    let mut seen = 0;
+    let mut kept = Vec::new();
+    let (code, written) = if let Some(seed) = shuffle {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let (code, _) = map_records(reader, keep_going, std::io::sink(), |line| {
+            seen += 1;
+            if select::selected(line, criteria)? {
+                kept.push(line.value.clone());
+            }
+            Ok(std::iter::empty::<()>())
+        })?;
+        kept.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+        let mut writer = JsonlWriter::new(out);
+        for value in &kept {
+            writer.write(value)?;
+        }
+        writer.flush()?;
+        (code, kept.len())
+    } else {
+        map_records(reader, keep_going, out, |line| {
+            seen += 1;
+            Ok(select::selected(line, criteria)?.then(|| line.value.clone()))
+        })?
+    };
+    eprintln!("{PROGRAM}: select: kept {written} of {seen} problems");
+    Ok(code)
 }
 
 /// `rl-data stubs`: one sample per problem whose body is `pass`.

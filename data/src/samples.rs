@@ -8,19 +8,29 @@ use serde_json::{Value, json};
 /// the reference starts with it (HumanEval's canonical solution), else the whole reference.
 pub fn reference_sample(line: &Line) -> Result<Value, RecordError> {
     let id = line.str_field("id")?;
-    let reference = match line.value.get("reference") {
-        Some(Value::String(r)) => r,
-        Some(_) => return Err(line.error("field \"reference\" must be a string")),
-        None => {
-            return Err(line.error(format!("problem \"{id}\" has no \"reference\" program")));
-        }
-    };
+    let reference = reference(line)?;
+    let completion = reference_completion(line)?;
+    Ok(sample(id, completion, reference, "reference"))
+}
+
+/// The part of a problem's reference program a model writes: what follows the prompt when the
+/// reference starts with it, else the whole reference.
+pub fn reference_completion(line: &Line) -> Result<&str, RecordError> {
+    let reference = reference(line)?;
     let prompt = optional_prompt(line)?;
-    let completion = prompt
+    Ok(prompt
         .filter(|p| !p.is_empty())
         .and_then(|p| reference.strip_prefix(p))
-        .unwrap_or(reference);
-    Ok(sample(id, completion, reference, "reference"))
+        .unwrap_or(reference))
+}
+
+fn reference(line: &Line) -> Result<&str, RecordError> {
+    let id = line.str_field("id")?;
+    match line.value.get("reference") {
+        Some(Value::String(r)) => Ok(r),
+        Some(_) => Err(line.error("field \"reference\" must be a string")),
+        None => Err(line.error(format!("problem \"{id}\" has no \"reference\" program"))),
+    }
 }
 
 /// The sample of a problem whose body is `pass`: the prompt, then `pass` indented as a body.

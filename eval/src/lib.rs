@@ -55,6 +55,10 @@ pub struct Args {
     /// Free-form label to record in the output (`label`): a checkpoint, a reward, a split.
     #[arg(long)]
     pub label: Option<String>,
+    /// Also the report of each source (`by_source`): problems grouped by their id up to its
+    /// first `/` (`synth`, `HumanEval`, `codeio`), for a problem file that mixes datasets.
+    #[arg(long)]
+    pub by_source: bool,
     /// Instead of metrics: how well a problem's mean pass rate at one step predicts that it is
     /// solved at a later step, from verdicts of several steps (one file per step, named S.jsonl
     /// as scripts/train.sh writes DIR/eval/S.jsonl, or see --steps). The same as
@@ -248,6 +252,15 @@ pub struct Report {
     /// present only when some record carries `code`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suspicious: Option<watch::Suspicious>,
+    /// With `--by-source`: the report of each source's problems (the id up to its first `/`),
+    /// keyed by source, without `step` and `label`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_source: Option<std::collections::BTreeMap<String, Report>>,
+}
+
+/// The source of a problem: its id up to the first `/` (the whole id without one).
+pub fn source_of(problem_id: &str) -> &str {
+    problem_id.split('/').next().unwrap_or(problem_id)
 }
 
 /// One CSV row: the metrics of one problem. pass@k columns follow `mean_pass_rate`, one per k,
@@ -427,6 +440,25 @@ pub fn report(groups: &[Group], args: &Args) -> (Report, Vec<String>) {
                     .iter()
                     .map(|s| (s.flags.unwrap_or(0), s.usable() && s.verdict.full_pass())),
             )
+        }),
+        by_source: args.by_source.then(|| {
+            let mut sources: std::collections::BTreeMap<String, Vec<Group>> = Default::default();
+            for g in groups {
+                sources
+                    .entry(source_of(&g.problem_id).to_string())
+                    .or_default()
+                    .push(g.clone());
+            }
+            let inner = Args {
+                by_source: false,
+                step: None,
+                label: None,
+                ..args.clone()
+            };
+            sources
+                .into_iter()
+                .map(|(source, gs)| (source, report(&gs, &inner).0))
+                .collect()
         }),
     };
     (report, warnings)
@@ -625,6 +657,33 @@ mod tests {
         close(r.reward_density.binary, 1.0 / 5.0);
         close(r.reward_density.pass_rate, 2.0 / 5.0);
         assert_eq!(r.problems, 6);
+    }
+
+    #[test]
+    fn by_source_reports_each_dataset_of_a_mixed_file() {
+        let g = groups(&[
+            ("synth/a/1", &["pp", "pf"]),
+            ("HumanEval/7", &["f", "f"]),
+            ("synth/b/2", &["ff", "ff"]),
+            ("lone", &["p", "p"]),
+        ]);
+        let (r, _) = report(&g, &args(&["--k", "1", "--by-source", "--label", "x"]));
+        let by = r.by_source.as_ref().expect("by_source");
+        let keys: Vec<&String> = by.keys().collect();
+        assert_eq!(keys, ["HumanEval", "lone", "synth"]);
+        assert_eq!(by["synth"].problems, 2);
+        close(by["synth"].pass_at_k["1"].as_f64(), 0.25);
+        close(by["HumanEval"].pass_at_k["1"].as_f64(), 0.0);
+        close(by["lone"].pass_at_k["1"].as_f64(), 1.0);
+        assert!(by["synth"].label.is_none() && by["synth"].by_source.is_none());
+        // Without the flag there is no key at all.
+        let (plain, _) = report(&g, &args(&["--k", "1"]));
+        assert!(
+            serde_json::to_value(&plain)
+                .unwrap()
+                .get("by_source")
+                .is_none()
+        );
     }
 
     #[test]

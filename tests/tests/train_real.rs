@@ -14,34 +14,45 @@ const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['r
     {{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 fn train_real(out: &Path, model: &Path, problems: &Path, steps: &str, cache: &Path) -> String {
+    train_real_with(
+        out,
+        model,
+        problems.to_str().unwrap(),
+        steps,
+        cache,
+        &["--problems-per-step", "1", "--eval-problems", "2"],
+        None,
+    )
+}
+
+/// scripts/train-real.sh on the tiny model: 2 samples per problem, 24 tokens, LoRA rank 4, and
+/// `extra` flags; with `data`, RLCODE_DATA.
+fn train_real_with(
+    out: &Path,
+    model: &Path,
+    problems: &str,
+    steps: &str,
+    cache: &Path,
+    extra: &[&str],
+    data: Option<&Path>,
+) -> String {
     let bin_dir = bin("rl-verify").parent().expect("bin dir").to_path_buf();
-    let o = Command::new("bash")
-        .arg(rlcode_tests::root().join("scripts/train-real.sh"))
+    let mut cmd = Command::new("bash");
+    cmd.arg(rlcode_tests::root().join("scripts/train-real.sh"))
         .args(["--out", out.to_str().unwrap()])
         .args(["--model", model.to_str().unwrap()])
-        .args(["--problems", problems.to_str().unwrap()])
-        .args([
-            "--steps",
-            steps,
-            "--problems-per-step",
-            "1",
-            "--group-size",
-            "2",
-        ])
-        .args([
-            "--max-tokens",
-            "24",
-            "--eval-problems",
-            "2",
-            "--eval-samples",
-            "2",
-        ])
+        .args(["--problems", problems])
+        .args(["--steps", steps, "--group-size", "2"])
+        .args(["--max-tokens", "24", "--eval-samples", "2"])
         .args(["--lora-rank", "4", "--micro-batch", "2"])
+        .args(extra)
         .env("RLCODE_BIN", bin_dir)
         .env("RLCODE_VERDICT_CACHE", cache)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run train-real.sh");
+        .stdin(Stdio::null());
+    if let Some(data) = data {
+        cmd.env("RLCODE_DATA", data);
+    }
+    let o = cmd.output().expect("run train-real.sh");
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(
         o.status.success(),
@@ -51,11 +62,9 @@ fn train_real(out: &Path, model: &Path, problems: &Path, steps: &str, cache: &Pa
     stderr
 }
 
-#[test]
-#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
-fn lora_chat_loop_runs_both_rewards_and_resumes() {
-    let t = tempfile::tempdir().unwrap();
-    let model = t.path().join("tiny");
+/// A tiny random checkpoint with a ChatML template, in `dir/tiny`.
+fn tiny_model(dir: &Path) -> std::path::PathBuf {
+    let model = dir.join("tiny");
     run(
         "rl-update",
         &[
@@ -72,6 +81,20 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
     .expect_code(0);
     let cfg = serde_json::json!({"chat_template": CHATML, "eos_token": "<|im_end|>"});
     std::fs::write(model.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    model
+}
+
+fn ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
+fn lora_chat_loop_runs_both_rewards_and_resumes() {
+    let t = tempfile::tempdir().unwrap();
+    let model = tiny_model(t.path());
     let he = home().join("data/HumanEval.jsonl.gz");
     let imported = run(
         "rl-data",
@@ -179,4 +202,112 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
         assert_eq!(m[2]["train_step"], 3);
         assert!(run_dir(reward).join("eval/3.jsonl").is_file());
     }
+}
+
+#[test]
+#[ignore = "study tier: scripts/test.sh runs it (cargo test --release -- --ignored)"]
+fn mix_holds_out_halves_of_the_easy_real_slices_and_reports_each_source() {
+    let t = tempfile::tempdir().unwrap();
+    let model = tiny_model(t.path());
+    // RLCODE_DATA: HumanEval as fetched (imported by the script), and CodeI/O already imported
+    // (the script's cache) from its first 100 records, to keep the test short.
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::copy(
+        home().join("data/HumanEval.jsonl.gz"),
+        data.join("HumanEval.jsonl.gz"),
+    )
+    .unwrap();
+    let head = Command::new("bash")
+        .arg("-c")
+        .arg("zcat \"$1\" | head -100")
+        .arg("-")
+        .arg(home().join("data/codeio.jsonl.gz"))
+        .output()
+        .unwrap();
+    assert!(head.status.success());
+    let codeio = run("rl-data", &["import", "codeio"], &head.stdout);
+    codeio.expect_code(0);
+    let codeio_file = data.join("codeio-problems.jsonl");
+    std::fs::write(&codeio_file, &codeio.stdout).unwrap();
+    let out = t.path().join("run");
+    let cache = t.path().join("verdicts.sqlite");
+    train_real_with(
+        &out,
+        &model,
+        "mix",
+        "1",
+        &cache,
+        &[
+            "--rewards",
+            "binary",
+            "--problems-per-step",
+            "2",
+            "--eval-problems",
+            "2",
+        ],
+        Some(&data),
+    );
+    assert!(data.join("humaneval-problems.jsonl").is_file());
+
+    // What rl-data select gives on its own: the parts of each slice (1 and 8 lines, seed 7).
+    let part = |file: &Path, lines: &str, part: &str| {
+        let o = run(
+            "rl-data",
+            &[
+                "select",
+                "--max-solution-lines",
+                lines,
+                "--part",
+                part,
+                "--seed",
+                "7",
+                file.to_str().unwrap(),
+            ],
+            "",
+        );
+        o.expect_code(0);
+        let rows: Vec<Value> = o
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a problem"))
+            .collect();
+        ids(&rows)
+    };
+    let he_file = data.join("humaneval-problems.jsonl");
+    let held = ids(&read_jsonl(&out.join("problems-held-out.jsonl")));
+    let train = ids(&read_jsonl(&out.join("problems-train.jsonl")));
+    let mut want_held: Vec<String> = vec![];
+    want_held.extend(held[..2].iter().cloned());
+    want_held.extend(part(&he_file, "1", "held-out"));
+    want_held.extend(part(&codeio_file, "8", "held-out"));
+    assert_eq!(held, want_held);
+    assert!(held[..2].iter().all(|id| id.starts_with("synth/")));
+    let he_train = part(&he_file, "1", "train");
+    let codeio_train = part(&codeio_file, "8", "train");
+    assert!(he_train.len() >= 10 && !codeio_train.is_empty());
+    for id in he_train.iter().chain(&codeio_train) {
+        assert!(train.contains(id), "{id} is not trained on");
+    }
+    // Disjoint, and at least two synthetic train problems per real one.
+    assert!(held.iter().all(|id| !train.contains(id)));
+    let real = he_train.len() + codeio_train.len();
+    assert!(
+        train.len() >= 3 * real,
+        "{} train, {real} real",
+        train.len()
+    );
+    // problems.jsonl: held out first; the run's evaluations cover exactly the held-out part.
+    let all = ids(&read_jsonl(&out.join("problems.jsonl")));
+    assert_eq!(all.len(), held.len() + train.len());
+    assert_eq!(all[..held.len()], held[..]);
+    let base = &read_jsonl(&out.join("eval-base.jsonl"))[0];
+    assert_eq!(base["problems"], held.len());
+    let by = base["by_source"].as_object().expect("by_source");
+    let keys: Vec<&String> = by.keys().collect();
+    assert_eq!(keys, ["HumanEval", "codeio", "synth"]);
+    assert_eq!(by["synth"]["problems"], 2);
+    let d = out.join("runs/binary-grpo/seed-1");
+    assert_eq!(read_jsonl(&d.join("eval/1.jsonl")).len(), 2 * held.len());
+    assert!(read_jsonl(&d.join("eval.jsonl"))[1]["by_source"]["codeio"].is_object());
 }
