@@ -18,18 +18,24 @@
 # (pinned by sha256; built once into .rlcode/build/llama.cpp-0.3.36, several minutes), on an
 # F32 GGUF that llama-quantize makes from the same Q4_1 GGUF the rlcode checkpoint was
 # converted from (so both run the same dequantized weights).
-# Not measured here: PyTorch (docs/benchmarks.md), the update step.
-# Usage: scripts/bench-sample.sh [--baseline DIR] [--llama] [--out DIR] [--model DIR]
+#
+# With --torch, PyTorch in the same run: transformers' `generate` (f32, pure sampling at the
+# same temperature, one batch of every sequence of the workload, from the very prompt tokens
+# rl-sample used; scripts/bench_sample_torch.py), from the venv scripts/bench-update.sh makes
+# (.rlcode/bench/torch-venv: torch==2.15.0, transformers==5.25.0 from PyPI; made here if absent).
+# The update step: scripts/bench-update.sh.
+# Usage: scripts/bench-sample.sh [--baseline DIR] [--llama] [--torch] [--out DIR] [--model DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=runs/bench-sample BASE="" LLAMA=0 MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
+OUT=runs/bench-sample BASE="" LLAMA=0 TORCH=0 MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
 while [[ $# -gt 0 ]]; do
   case $1 in
     --baseline) BASE=$2; shift 2 ;;
     --llama) LLAMA=1; shift ;;
+    --torch) TORCH=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --model) MODEL=$2; shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "bench-sample: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -94,11 +100,24 @@ if ((LLAMA)); then
     > "$OUT/llama-quantize.log" 2>&1
 fi
 
+VENV=${RLCODE_HOME:-.rlcode}/bench/torch-venv
+if ((TORCH)) && [[ ! -x $VENV/bin/python ]]; then
+  echo "bench-sample: making $VENV (torch==2.15.0, transformers==5.25.0)" >&2
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV.part"
+  "$VENV.part/bin/pip" install -q torch==2.15.0 transformers==5.25.0
+  mv "$VENV.part" "$VENV"
+fi
+
 WORK=("b1 1 1 128" "b8 1 8 128" "b32 4 8 128" "chat64 8 8 256")
 for w in "${WORK[@]}"; do
   read -r name np n mt <<<"$w"
   run "$name" "$B/rl-sample" "$np" "$n" "$mt"
   [[ -n $BASE ]] && run "$name.base" "$BASE/rl-sample" "$np" "$n" "$mt"
+  if ((TORCH)); then
+    "$VENV/bin/python" scripts/bench_sample_torch.py "$MODEL" "$OUT/$name.jsonl" \
+      --max-tokens "$mt" --temperature 1.0 2> "$OUT/$name.torch.log" | tail -1 > "$OUT/$name.torch.json"
+  fi
 done
 
 if ((LLAMA)); then
@@ -151,6 +170,17 @@ if os.path.exists(f"{out}/llama-bench.json"):
         r = json.load(open(f"{out}/b1.json"))
         lines += ["", f"llama-bench tg128 (batch 1, empty context): {tg[0]:.1f} tok/s; rl-sample b1 / "
                   f"that: {r['sampling_tok_s'] / tg[0]:.2f}."]
+if os.path.exists(f"{out}/b1.torch.json"):
+    lines += ["", "PyTorch, same run (transformers `generate`, f32, one batch of the workload's "
+              "sequences from the same prompt tokens, pure sampling at temperature 1):", "",
+              "| workload | PyTorch tokens | PyTorch tok/s | rl-sample tok/s | rl-sample / PyTorch |",
+              "|---|---|---|---|---|"]
+    for w in work:
+        name = w.split()[0]
+        t = json.load(open(f"{out}/{name}.torch.json"))
+        r = json.load(open(f"{out}/{name}.json"))
+        lines.append(f"| {name} | {t['tokens']} | {t['tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
+                     f"{r['sampling_tok_s'] / t['tok_s']:.2f} |")
 open(f"{out}/bench-sample.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
