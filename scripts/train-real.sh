@@ -28,12 +28,14 @@ Options (default in brackets; the defaults are the pilot's, docs/training.md):
                           DIR/problems.jsonl]. `codeio`: CodeI/O, imported from
                           $RLCODE_DATA/codeio.jsonl.gz on first use. `mix`: held out,
                           the synthetic test problems (--eval-problems of them) and the
-                          held-out halves of HumanEval's and CodeI/O's easy slices; trained on,
+                          held-out halves of HumanEval's (and CodeI/O's) easy slices; trained on,
                           shuffled, their train halves and synthetic train problems (at least
                           two per real one); rl-eval lines carry `by_source` (docs/training.md)
   --he-lines N            `mix`: HumanEval problems whose canonical solution has at most N
                           lines (rl-data select --max-solution-lines) [1]
-  --codeio-lines N        `mix`: CodeI/O problems whose reference has at most N lines [8]
+  --codeio-lines N        `mix`: CodeI/O problems whose reference has at most N lines; 0
+                          leaves CodeI/O out (SmolLM2-135M passes no test of its easy slice:
+                          docs/training.md) [0]
   --rewards LIST          rl-score designs, comma-separated [binary,pass_rate]
   --algo ALGO             grpo or rloo [grpo]
   --seeds LIST            seeds, comma-separated: one run per design and seed; seed S samples
@@ -91,7 +93,7 @@ B=${RLCODE_BIN:-$ROOT/target/release}
 DATA=${RLCODE_DATA:-$ROOT/.rlcode/data}
 OUT=runs/real MODEL=$ROOT/.rlcode/models/smollm2-135m-instruct PROBLEMS="" REWARDS=binary,pass_rate
 ALGO=grpo SEEDS=1 STEPS=30 PPS=8 GROUP=8 MAX_TOKENS=192 TEMP=0.6 LR=2e-4 RANK=16 MICRO=8
-EVAL_PROBLEMS=100 EVAL_SAMPLES=4 UPDATE_ARGS="" HE_LINES=1 CODEIO_LINES=8
+EVAL_PROBLEMS=100 EVAL_SAMPLES=4 UPDATE_ARGS="" HE_LINES=1 CODEIO_LINES=0
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
@@ -165,13 +167,16 @@ case $PROBLEMS in
   codeio) PROBLEMS=$(imported codeio) ;;
   mix)
     # Held out: the synthetic test split's first EVAL_PROBLEMS, then the held-out halves of
-    # HumanEval's and CodeI/O's easy slices; trained on, shuffled: their train halves and
-    # enough synthetic train problems for every step, at least twice as many as the real ones.
-    # The halves come from rl-data select's hash split (seed 7): disjoint, whatever the rest.
+    # HumanEval's (and with --codeio-lines, CodeI/O's) easy slices; trained on, shuffled: their
+    # train halves and enough synthetic train problems for every step, at least twice as many
+    # as the real ones (the split's 2,976 at most). The halves come from rl-data select's hash
+    # split (seed 7): disjoint, whatever the rest of the file.
     PROBLEMS=$OUT/problems.jsonl
     if [[ ! -s $PROBLEMS ]]; then
-      he=$(imported humaneval) cio=$(imported codeio)
+      he=$(imported humaneval) cio=/dev/null
+      ((CODEIO_LINES > 0)) && cio=$(imported codeio)
       slice() { # FILE MAX_LINES PART
+        [[ $1 == /dev/null ]] && return 0
         "$B/rl-data" select --max-solution-lines "$2" --part "$3" --seed 7 "$1" 2>/dev/null
       }
       { "$B/rl-data" synth --split test --count "$EVAL_PROBLEMS" --seed 7 2>/dev/null
@@ -180,6 +185,7 @@ case $PROBLEMS in
       { slice "$he" "$HE_LINES" train; slice "$cio" "$CODEIO_LINES" train; } > "$OUT/problems-real-train.jsonl"
       real=$(wc -l < "$OUT/problems-real-train.jsonl")
       synth=$((STEPS * PPS - real)); ((synth >= 2 * real)) || synth=$((2 * real))
+      ((synth <= 2976)) || synth=2976
       { "$B/rl-data" synth --split train --count "$synth" --seed 7 2>/dev/null
         cat "$OUT/problems-real-train.jsonl"; } \
         | "$B/rl-data" select --shuffle --seed 7 2>/dev/null > "$OUT/problems-train.jsonl"
@@ -277,7 +283,8 @@ for R in "${RW[@]}"; do
     evaluate "$policy" "$D/eval/$last.jsonl"
     { metrics "$R" 0 "$D/eval/0.jsonl"; metrics "$R" "$last" "$D/eval/$last.jsonl"; } > "$D/eval.jsonl"
     log "eval $R seed $SEED step $last: $(tail -1 "$D/eval.jsonl")"
-    mean=$("$B/rl-eval" jsonl get seconds_step "$D/metrics.jsonl" \
+    mean=""  # no steps (--steps 0: the base model's evaluation alone), no metrics file
+    [[ -s $D/metrics.jsonl ]] && mean=$("$B/rl-eval" jsonl get seconds_step "$D/metrics.jsonl" \
       | awk '{ t += $1; n++ } END { if (n) printf "%.1f", t / n }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$R" "$SEED" "$STEPS" "$mean" \
       "$(pass1 "$OUT/eval-base.jsonl")" "$("$B/rl-eval" jsonl get pass_at_k.1 <<<"$(tail -1 "$D/eval.jsonl")")" \

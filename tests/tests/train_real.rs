@@ -245,6 +245,8 @@ fn mix_holds_out_halves_of_the_easy_real_slices_and_reports_each_source() {
             "2",
             "--eval-problems",
             "2",
+            "--codeio-lines",
+            "8",
         ],
         Some(&data),
     );
@@ -310,4 +312,30 @@ fn mix_holds_out_halves_of_the_easy_real_slices_and_reports_each_source() {
     let d = out.join("runs/binary-grpo/seed-1");
     assert_eq!(read_jsonl(&d.join("eval/1.jsonl")).len(), 2 * held.len());
     assert!(read_jsonl(&d.join("eval.jsonl"))[1]["by_source"]["codeio"].is_object());
+
+    // By default the mix leaves CodeI/O out; --steps 0 is the base model's evaluation alone.
+    let out0 = t.path().join("run0");
+    let data0 = t.path().join("data0");
+    std::fs::create_dir(&data0).unwrap();
+    std::fs::copy(he_file, data0.join("humaneval-problems.jsonl")).unwrap();
+    train_real_with(
+        &out0,
+        &model,
+        "mix",
+        "0",
+        &cache,
+        &["--rewards", "binary", "--eval-problems", "2"],
+        Some(&data0),
+    );
+    let all0 = ids(&read_jsonl(&out0.join("problems.jsonl")));
+    assert!(all0.iter().all(|id| !id.starts_with("codeio/")));
+    assert!(!data0.join("codeio-problems.jsonl").exists());
+    let base0 = &read_jsonl(&out0.join("eval-base.jsonl"))[0];
+    let keys0: Vec<&String> = base0["by_source"].as_object().unwrap().keys().collect();
+    assert_eq!(keys0, ["HumanEval", "synth"]);
+    let tsv = std::fs::read_to_string(out0.join("summary.tsv")).unwrap();
+    assert!(
+        tsv.lines().nth(1).unwrap().starts_with("binary\t1\t0\t"),
+        "{tsv}"
+    );
 }
