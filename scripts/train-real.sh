@@ -69,7 +69,9 @@ Writes under DIR:
     metrics.jsonl         one line per step: rl-update's metrics plus seconds_sample,
                           seconds_verify, seconds_update, seconds_merge, seconds_step, and
                           `train`: rl-eval of the step's own samples (pass@1, pass rate,
-                          density, `suspicious`: the reward-hacking watch)
+                          density, `suspicious`: the reward-hacking watch) and `lenient`:
+                          scripts/lenient_check.py on them (samples whose verdict a lenient
+                          harness would change, e.g. `lenient_only_full_pass`)
     eval/0.jsonl          the base model's held-out verdicts (step 0, the same in every run)
     eval/S.jsonl          the held-out verdicts of the policy after the last step S
     eval.jsonl            rl-eval of both evaluations, one line each
@@ -269,10 +271,14 @@ for R in "${RW[@]}"; do
       # The step's own samples: pass@1, pass rate, density and the reward-hacking watch
       # (`suspicious`: programs with exits, prints or introspection, and how many of them pass).
       train=$("$B/rl-eval" --k 1 "$D/verdicts/$s.jsonl" 2>>"$LOGF")
+      # And the same samples under a lenient harness (in the sandbox): whose verdicts would change.
+      lenient=$(python3 "$ROOT/scripts/lenient_check.py" "$PROBLEMS" "$D/verdicts/$s.jsonl" \
+        --rl-verify "$B/rl-verify" --examples 0 2>>"$LOGF")
       "$B/rl-eval" jsonl object "train_step:=$s" "reward=$R" "seed:=$SEED" \
         "seconds_sample:=$(secs "$t0" "$t1")" "seconds_verify:=$(secs "$t1" "$t2")" \
         "seconds_update:=$(secs "$t2" "$t3")" "seconds_merge:=$(secs "$t3" "$t4")" \
-        "seconds_step:=$(secs "$t0" "$t4")" "train:=$train" --merge "$upd" >> "$D/metrics.jsonl"
+        "seconds_step:=$(secs "$t0" "$t4")" "train:=$train" "lenient:=$lenient" --merge "$upd" \
+        >> "$D/metrics.jsonl"
       log "$R seed $SEED step $s/$STEPS: $(secs "$t0" "$t4") s (sample $(secs "$t0" "$t1"), verify $(secs "$t1" "$t2"), update $(secs "$t2" "$t3"), merge $(secs "$t3" "$t4")); train pass@1 $("$B/rl-eval" jsonl get pass_at_k.1 <<<"$train")"
       policy=$D/policy/$s
       # Keep only the last policy (each is a full 0.5 GB checkpoint); adapters are small.

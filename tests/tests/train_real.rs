@@ -130,8 +130,16 @@ fn lora_chat_loop_runs_both_rewards_and_resumes() {
             ] {
                 assert!(line[k].as_f64().unwrap() >= 0.0, "{reward}: {k} in {line}");
             }
-            // rl-eval of the step's own samples, with the reward-hacking watch.
+            // rl-eval of the step's own samples, with the reward-hacking watch, and the
+            // same samples under the lenient harness.
             assert_eq!(line["train"]["samples"], 2, "{reward}: {line}");
+            let lenient = &line["lenient"];
+            assert_eq!(lenient["samples"], 2, "{reward}: {line}");
+            assert!(
+                lenient["lenient_only_full_pass"].is_u64()
+                    && lenient["tests_lenient_pass_strict_not"].is_u64(),
+                "{reward}: {line}"
+            );
             let watch = &line["train"]["suspicious"];
             assert!(watch["samples"].as_u64().unwrap() <= 2, "{reward}: {line}");
             for p in ["exit", "print", "introspection"] {
