@@ -1,7 +1,16 @@
-//! Small helpers for the stages' unit tests: verdicts written as a string of statuses, and a
-//! stdout whose reader has gone away.
+//! Small helpers for the stages' unit tests: verdicts written as a string of statuses, one
+//! record as a stage reads it, and a stdout whose reader has gone away.
 
 use crate::records::{Status, TestResult, Verdict};
+use crate::{JsonlReader, Line};
+
+/// One JSON object as a stage reads it: line 1 of a file named `p.jsonl`.
+pub fn line(json: &str) -> Line {
+    JsonlReader::from_reader("p.jsonl", std::io::Cursor::new(json.to_string() + "\n"))
+        .next_record()
+        .expect("a record")
+        .expect("valid JSON")
+}
 
 /// A verdict from a string of statuses, one letter a test: `p`ass, `f`ail, `e`rror,
 /// `t`imeout, `m`emory, `o`utput limit, `i`nfra.

@@ -82,15 +82,7 @@ fn sample(problem_id: &str, completion: &str, code: &str, model: &str) -> Value 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rlcode_core::JsonlReader;
-    use std::io::Cursor;
-
-    fn line(json: &str) -> Line {
-        JsonlReader::from_reader("p.jsonl", Cursor::new(json.to_string() + "\n"))
-            .next_record()
-            .unwrap()
-            .unwrap()
-    }
+    use rlcode_core::testing::line;
 
     #[test]
     fn reference_completion_is_what_follows_the_prompt() {

@@ -75,15 +75,7 @@ pub fn selected(line: &Line, criteria: &Criteria) -> Result<bool, RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rlcode_core::JsonlReader;
-    use std::io::Cursor;
-
-    fn line(json: &str) -> Line {
-        JsonlReader::from_reader("p.jsonl", Cursor::new(json.to_string() + "\n"))
-            .next_record()
-            .unwrap()
-            .unwrap()
-    }
+    use rlcode_core::testing::line;
 
     #[test]
     fn solution_lines_count_what_follows_the_prompt_without_blanks_or_comments() {
