@@ -221,7 +221,43 @@ fn router(server: Arc<Server>, max_body: usize) -> Router {
         .route("/run_code", post(run_code))
         .route("/verify", post(verify))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            refuse_declared_oversize(req, next, max_body)
+        }))
         .with_state(server)
+}
+
+/// 413 from the headers alone when a request declares a body over the limit: the answer goes
+/// out before any of the body is read, so a client that waits (`Expect: 100-continue`) never
+/// sends it, and one that does not reads the 413 instead of a connection reset mid-upload.
+/// Bodies without a declared length are still cut off at the limit while they stream in.
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    max_body: usize,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max_body as u64 => {
+            let msg = format!(
+                "the request body ({n} bytes) is over the server's --max-body-mb {} MiB",
+                max_body >> 20
+            );
+            let mut r = error_response(
+                Fail(StatusCode::PAYLOAD_TOO_LARGE, msg),
+                req.uri().path() == "/run_code",
+            );
+            // The unread body makes the connection unusable for another request.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+        _ => next.run(req).await,
+    }
 }
 
 async fn health(State(s): State<Arc<Server>>) -> Response {
