@@ -23,19 +23,25 @@
 # same temperature, one batch of every sequence of the workload, from the very prompt tokens
 # rl-sample used; scripts/bench_sample_torch.py), from the venv scripts/bench-update.sh makes
 # (.rlcode/bench/torch-venv: torch==2.15.0, transformers==5.25.0 from PyPI; made here if absent).
+#
+# With --bf16, each workload runs a second time with `rl-sample --weights bf16` (the linear
+# layers' weights read as bf16, f32 arithmetic), and where the torch venv is there, the log-probs
+# of chat64's f32 and bf16 samples are compared with PyTorch's f32 model's on the same tokens
+# (scripts/logprob_drift.py).
 # The update step: scripts/bench-update.sh.
-# Usage: scripts/bench-sample.sh [--baseline DIR] [--llama] [--torch] [--out DIR] [--model DIR]
+# Usage: scripts/bench-sample.sh [--baseline DIR] [--llama] [--torch] [--bf16] [--out DIR] [--model DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=runs/bench-sample BASE="" LLAMA=0 TORCH=0 MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
+OUT=runs/bench-sample BASE="" LLAMA=0 TORCH=0 BF16=0 MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
 while [[ $# -gt 0 ]]; do
   case $1 in
     --baseline) BASE=$2; shift 2 ;;
     --llama) LLAMA=1; shift ;;
     --torch) TORCH=1; shift ;;
+    --bf16) BF16=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --model) MODEL=$2; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "bench-sample: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -46,13 +52,14 @@ mkdir -p "$OUT"
 $B/rl-data import humaneval "${RLCODE_HOME:-.rlcode}/data/HumanEval.jsonl.gz" > "$OUT/problems.jsonl"
 head -n 8 "$OUT/problems.jsonl" > "$OUT/p8.jsonl"
 
-# run LABEL BIN PROBLEMS N MAX_TOKENS
+# run LABEL BIN PROBLEMS N MAX_TOKENS [rl-sample ARGS...]
 run() {
   local label=$1 bin=$2 np=$3 n=$4 mt=$5
+  shift 5
   head -n "$np" "$OUT/p8.jsonl" > "$OUT/$label.problems.jsonl"
   /usr/bin/time -f "%e %U %S %M" -o "$OUT/$label.time" \
     "$bin" --model "$MODEL" --chat-template --problems "$OUT/$label.problems.jsonl" -n "$n" \
-    --max-tokens "$mt" --temperature 1.0 --seed 1 > "$OUT/$label.jsonl" 2> "$OUT/$label.log"
+    --max-tokens "$mt" --temperature 1.0 --seed 1 "$@" > "$OUT/$label.jsonl" 2> "$OUT/$label.log"
   python3 - "$OUT" "$label" <<'EOF'
 import json, sys
 out, label = sys.argv[1:]
@@ -114,6 +121,7 @@ for w in "${WORK[@]}"; do
   read -r name np n mt <<<"$w"
   run "$name" "$B/rl-sample" "$np" "$n" "$mt"
   [[ -n $BASE ]] && run "$name.base" "$BASE/rl-sample" "$np" "$n" "$mt"
+  ((BF16)) && run "$name.bf16" "$B/rl-sample" "$np" "$n" "$mt" --weights bf16
   if ((TORCH)); then
     "$VENV/bin/python" scripts/bench_sample_torch.py "$MODEL" "$OUT/$name.jsonl" \
       --max-tokens "$mt" --temperature 1.0 2> "$OUT/$name.torch.log" | tail -1 > "$OUT/$name.torch.json"
@@ -125,7 +133,10 @@ if ((LLAMA)); then
   "$LDIR/bin/llama-batched-bench" -m "$F32" -t "$(nproc)" -c 32768 -b 2048 -ub 512 -pps \
     -npp 200 -ntg 128 -npl 1,8,32,64 --output-format jsonl > "$OUT/llama-batched.jsonl" 2> "$OUT/llama-batched.log"
 fi
-
+if ((BF16)) && [[ -x $VENV/bin/python ]]; then
+  "$VENV/bin/python" scripts/logprob_drift.py "$MODEL" "$OUT/chat64.jsonl" "$OUT/chat64.bf16.jsonl" \
+    > "$OUT/drift.jsonl" 2> "$OUT/drift.log"
+fi
 
 python3 - "$OUT" "$BASE" "${WORK[@]}" <<'EOF'
 import json, os, platform, sys
@@ -181,6 +192,32 @@ if os.path.exists(f"{out}/b1.torch.json"):
         r = json.load(open(f"{out}/{name}.json"))
         lines.append(f"| {name} | {t['tokens']} | {t['tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
                      f"{r['sampling_tok_s'] / t['tok_s']:.2f} |")
+if os.path.exists(f"{out}/b1.bf16.json"):
+    llama = {}
+    if os.path.exists(f"{out}/llama-batched.jsonl"):
+        for l in open(f"{out}/llama-batched.jsonl"):
+            if l.strip().startswith("{"):
+                b = json.loads(l)
+                llama[{1: "b1", 8: "b8", 32: "b32", 64: "chat64"}.get(b.get("pl"))] = b["speed_tg"]
+    lines += ["", "`--weights bf16`, same run (same workloads; bf16 weights, f32 arithmetic):", "",
+              "| workload | bf16 tokens | bf16 tok/s | f32 tok/s | bf16 / f32 | bf16 / llama.cpp F32 |",
+              "|---|---|---|---|---|---|"]
+    for w in work:
+        name = w.split()[0]
+        r = json.load(open(f"{out}/{name}.json"))
+        b = json.load(open(f"{out}/{name}.bf16.json"))
+        ref = f"{b['sampling_tok_s'] / llama[name]:.2f}" if name in llama else "–"
+        lines.append(f"| {name} | {b['tokens']} | {b['sampling_tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
+                     f"{b['sampling_tok_s'] / r['sampling_tok_s']:.2f} | {ref} |")
+    if os.path.exists(f"{out}/drift.jsonl"):
+        lines += ["", "Recorded log-probs against PyTorch's f32 model on the same tokens (chat64; "
+                  "scripts/logprob_drift.py):", "",
+                  "| samples | tokens | mean abs | p99 abs | max abs | KL(sampler, f32) per token |",
+                  "|---|---|---|---|---|---|"]
+        for l in open(f"{out}/drift.jsonl"):
+            d = json.loads(l)
+            lines.append(f"| {'/'.join(d['weights'])} | {d['tokens']} | {d['mean_abs']:.2e} | "
+                         f"{d['p99_abs']:.2e} | {d['max_abs']:.2e} | {d['kl_estimate']:.2e} |")
 open(f"{out}/bench-sample.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

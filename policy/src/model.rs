@@ -31,6 +31,8 @@ pub use packed::{Packed, Segment};
 struct Proj {
     w: Tensor,
     lora: Option<(Tensor, Tensor, f64)>,
+    /// `w` in bf16, read by the decode kernel instead of `w` ([`Llama::use_bf16_weights`]).
+    wb: Option<Vec<kernel::Bf16>>,
 }
 
 impl Proj {
@@ -127,6 +129,8 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Tensor,
+    /// `lm_head` in bf16 for the decode kernel ([`Llama::use_bf16_weights`]).
+    lm_head_bf16: Option<Vec<kernel::Bf16>>,
     /// `[max_position_embeddings, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
@@ -279,7 +283,7 @@ impl Llama {
                 }
                 _ => None,
             };
-            Ok(Proj { w, lora })
+            Ok(Proj { w, lora, wb: None })
         };
         let embed = get("model.embed_tokens.weight".into())?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -313,6 +317,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            lm_head_bf16: None,
             cos,
             sin,
             rope_cos,

@@ -46,6 +46,16 @@ pub enum Backend {
     Openai,
 }
 
+/// The precision of the local model's linear-layer weights while sampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weights {
+    /// As trained: the log-probs are the training path's (within 1e-4).
+    F32,
+    /// Rounded to bf16 and read as bf16 by the decode kernel (half the bytes per token; f32
+    /// arithmetic): another model, whose log-probs differ from f32's (docs/formats.md).
+    Bf16,
+}
+
 /// Which endpoint of an OpenAI-compatible server to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Api {
@@ -112,6 +122,11 @@ pub struct Args {
     /// Where completions come from.
     #[arg(long, value_enum, default_value_t = Backend::Local)]
     pub backend: Backend,
+    /// --backend local: the precision of the linear layers' weights. `bf16` samples faster
+    /// from a slightly different model; its records say `"weights": "bf16"`, and rl-update's
+    /// `--old-logprobs auto` then takes the learner's log-probs, not theirs.
+    #[arg(long, value_enum, default_value_t = Weights::F32)]
+    pub weights: Weights,
     /// --backend openai: the API's base URL, e.g. http://127.0.0.1:8000/v1.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
@@ -211,6 +226,9 @@ pub struct SampleRecord<'a> {
     pub top_p: f64,
     pub model: String,
     pub seed: u64,
+    /// `"bf16"` when sampled with --weights bf16; absent for f32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<&'static str>,
 }
 
 /// `\n`, `\t`, `\r`, `\\` in a command-line stop string.
@@ -359,6 +377,10 @@ pub fn settings(args: &Args) -> Result<Settings> {
                 return Err(Error::Usage(format!("{flag} needs --backend openai")));
             }
         }
+    } else if args.weights != Weights::F32 {
+        return Err(Error::Usage(
+            "--weights needs --backend local (a server's precision is its own)".into(),
+        ));
     }
     let stops = if args.no_stop {
         Vec::new()
@@ -431,7 +453,12 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     }
     let dir = Path::new(&args.model);
     let ck = Checkpoint::load(dir).map_err(Error::Other)?;
-    let model = ck.model().map_err(Error::Other)?;
+    let mut model = ck.model().map_err(Error::Other)?;
+    if args.weights == Weights::Bf16 {
+        model
+            .use_bf16_weights()
+            .map_err(|e| Error::Other(e.into()))?;
+    }
     let template = if args.chat_template {
         let t = chat::ChatTemplate::load(dir).map_err(Error::Other)?;
         settings.extra_eos.extend(end_of_turn_id(&t, &ck.tokenizer));
@@ -530,6 +557,7 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
                 top_p: settings.top_p,
                 model: model_name.clone(),
                 seed: args.seed,
+                weights: (args.weights == Weights::Bf16).then_some("bf16"),
             })?;
         }
         writer.flush()?;

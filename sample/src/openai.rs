@@ -574,6 +574,7 @@ fn write_records(
             top_p: settings.top_p,
             model: args.model.clone(),
             seed: args.seed,
+            weights: None,
         })?;
     }
     writer.flush()?;

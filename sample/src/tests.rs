@@ -132,6 +132,77 @@ fn samples_have_every_field_and_match_the_training_path() {
     assert_ne!(run_to_string(&b).1, out);
 }
 
+/// --weights bf16: the records' log-probs are the training path's of the model with its linear
+/// weights rounded to bf16 (not of the f32 model), whatever the batch; the records say so.
+#[test]
+fn bf16_weights_sample_the_rounded_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_ckpt(dir.path());
+    let problems = dir.path().join("p.jsonl");
+    std::fs::write(
+        &problems,
+        "{\"id\":\"a\",\"prompt\":\"def add(a, b):\\n\",\"tests\":[]}\n\
+         {\"id\":\"b\",\"prompt\":\"x = \",\"tests\":[]}\n",
+    )
+    .unwrap();
+    let base = [
+        "--model",
+        ck.to_str().unwrap(),
+        "--problems",
+        problems.to_str().unwrap(),
+        "-n",
+        "3",
+        "--seed",
+        "4",
+        "--max-tokens",
+        "10",
+        "--no-stop",
+    ];
+    let with = |extra: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend_from_slice(extra);
+        let (r, out) = run_to_string(&args(&v));
+        assert_eq!(r.unwrap(), ExitCode::Success);
+        out
+    };
+    let bf = with(&["--weights", "bf16"]);
+    assert_eq!(with(&["--weights", "bf16", "--max-batch", "1"]), bf);
+    let f32_out = with(&[]);
+    assert_ne!(bf, f32_out, "rounding the weights changes the log-probs");
+    let mut m = Checkpoint::load(&ck).unwrap().model().unwrap();
+    m.use_bf16_weights().unwrap();
+    assert!(m.bf16_weights());
+    for (l, lf) in bf.lines().zip(f32_out.lines()) {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        let rf: serde_json::Value = serde_json::from_str(lf).unwrap();
+        assert_eq!(r["weights"], "bf16");
+        assert!(rf.get("weights").is_none(), "f32 records are unchanged");
+        let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
+        let toks: Vec<u32> = serde_json::from_value(r["tokens"].clone()).unwrap();
+        let lps: Vec<f32> = serde_json::from_value(r["logprobs"].clone()).unwrap();
+        let all: Vec<u32> = prompt.iter().chain(&toks).copied().collect();
+        let n = all.len();
+        let ids = Tensor::from_vec(all[..n - 1].to_vec(), (1, n - 1), &Device::Cpu).unwrap();
+        let logits = m.forward_train(&ids).unwrap().squeeze(0).unwrap();
+        let tgt = Tensor::from_vec(all[1..].to_vec(), n - 1, &Device::Cpu).unwrap();
+        let want: Vec<f32> = rlcode_policy::token_logprobs(&logits, &tgt)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (i, lp) in lps.iter().enumerate() {
+            let w = want[prompt.len() - 1 + i];
+            assert!(
+                (lp - w).abs() < 1e-4,
+                "token {i}: sampled {lp} vs rounded model {w}"
+            );
+        }
+    }
+    let mut o = base.to_vec();
+    o.extend_from_slice(&["--weights", "bf16", "--backend", "openai"]);
+    let e = run_to_string(&args(&o)).0.unwrap_err().to_string();
+    assert!(e.contains("--weights needs --backend local"), "{e}");
+}
+
 #[test]
 fn stops_and_bad_problems() {
     let dir = tempfile::tempdir().unwrap();

@@ -173,9 +173,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub ppo_epochs: u64,
     /// Old log-probs of the ratio: `auto` takes the records' `logprobs` only where the sampler
-    /// drew from the learner's distribution (softmax(logits / temperature), i.e. `top_p` 1);
-    /// a nucleus-renormalised log-prob is larger than the learner's, so the ratio would start
-    /// below 1 and the clip would stop negative-advantage tokens before any step. `learner`:
+    /// drew from the learner's distribution (softmax(logits / temperature), i.e. `top_p` 1, and
+    /// no `weights` other than f32); a nucleus-renormalised log-prob is larger than the
+    /// learner's, so the ratio would start below 1 and the clip would stop negative-advantage
+    /// tokens before any step. `learner`:
     /// always the model's before the first step; `sampler`: always the records'.
     #[arg(long, value_enum, default_value_t = OldLogprobs::Auto)]
     pub old_logprobs: OldLogprobs,

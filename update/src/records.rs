@@ -88,8 +88,16 @@ pub fn parse_scored(
             .filter(|p| *p > 0.0 && *p <= 1.0)
             .ok_or_else(|| line.error("field \"top_p\" must be a number in (0, 1]"))?,
     };
+    // A sampler with rounded weights (rl-sample --weights bf16) draws from another model.
+    let other_weights = match line.value.get("weights") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(w)) => w != "f32",
+        Some(_) => return Err(line.error("field \"weights\" must be a string")),
+    };
     // The learner's old log-probs are computed later (or the ratio is 1 in a single pass).
-    if source == OldLogprobs::Learner || (source == OldLogprobs::Auto && top_p < 1.0) {
+    if source == OldLogprobs::Learner
+        || (source == OldLogprobs::Auto && (top_p < 1.0 || other_weights))
+    {
         old = None;
     }
     let baseline_floor = match line.value.get("baseline_floor") {

@@ -861,8 +861,8 @@ fn ppo_epochs_take_several_steps_and_the_clip_acts() {
     );
 }
 
-/// Old log-probs: the sampler's only where it drew from the learner's distribution (top_p 1),
-/// unless --old-logprobs says otherwise.
+/// Old log-probs: the sampler's only where it drew from the learner's distribution (top_p 1, f32
+/// weights), unless --old-logprobs says otherwise.
 #[test]
 fn old_logprobs_follow_the_samplers_distribution() {
     let line = |top_p: Option<f64>| {
@@ -893,6 +893,19 @@ fn old_logprobs_follow_the_samplers_distribution() {
     assert_eq!(old(&line(Some(0.9)), OldLogprobs::Sampler), sampler);
     let err = parse_scored(&line(Some(1.5)), 10, OldLogprobs::Auto).unwrap_err();
     assert!(err.to_string().contains("top_p"), "{err}");
+    // Sampled from bf16 weights: another model, so auto takes the learner's.
+    let mut bf16 = line(None);
+    bf16.value.insert("weights".into(), json!("bf16"));
+    assert_eq!(old(&bf16, OldLogprobs::Auto), None);
+    assert_eq!(old(&bf16, OldLogprobs::Sampler), sampler);
+    bf16.value.insert("weights".into(), json!("f32"));
+    assert_eq!(old(&bf16, OldLogprobs::Auto), sampler);
+    bf16.value.insert("weights".into(), json!(16));
+    let err = parse_scored(&bf16, 10, OldLogprobs::Auto).unwrap_err();
+    assert!(
+        err.to_string().contains("t.jsonl:1") && err.to_string().contains("weights"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -189,14 +189,16 @@ impl Llama {
         }
         for (li, l) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &l.input_norm, hidden, eps)?;
-            let mut q = l.q.decode(&h, rows)?;
-            let mut k = l.k.decode(&h, rows)?;
-            let v = l.v.decode(&h, rows)?;
-            seqs.par_iter_mut()
-                .zip(q.par_chunks_mut(nh * hd))
-                .zip(k.par_chunks_mut(nkv * hd))
-                .zip(v.par_chunks(nkv * hd))
-                .zip(positions.par_iter())
+            let [mut q, mut k, v]: [Vec<f32>; 3] =
+                super::Proj::decode_many(&[&l.q, &l.k, &l.v], &h, rows)?
+                    .try_into()
+                    .expect("three products");
+            // A few thousand operations a row: not worth a hand-off between threads.
+            seqs.iter_mut()
+                .zip(q.chunks_mut(nh * hd))
+                .zip(k.chunks_mut(nkv * hd))
+                .zip(v.chunks(nkv * hd))
+                .zip(positions.iter())
                 .for_each(|((((seq, q), k), v), &pos)| {
                     let cos = &self.rope_cos[pos * half..(pos + 1) * half];
                     let sin = &self.rope_sin[pos * half..(pos + 1) * half];
@@ -243,8 +245,9 @@ impl Llama {
             }
             add_into(&mut x, &l.o.decode(&y, rows)?);
             let h = rms_norm(&x, &l.post_norm, hidden, eps)?;
-            let mut g = l.gate.decode(&h, rows)?;
-            let u = l.up.decode(&h, rows)?;
+            let [mut g, u]: [Vec<f32>; 2] = super::Proj::decode_many(&[&l.gate, &l.up], &h, rows)?
+                .try_into()
+                .expect("two products");
             for (g, u) in g.iter_mut().zip(&u) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
@@ -254,21 +257,115 @@ impl Llama {
             s.len += 1;
         }
         let h = rms_norm(&x, &self.norm, hidden, eps)?;
+        if let Some(w) = &self.lm_head_bf16 {
+            return Ok(kernel::matmul_nt(&h, rows, w, w.len() / hidden, hidden));
+        }
         with_f32(&self.lm_head, |w| {
             kernel::matmul_nt(&h, rows, w, w.len() / hidden, hidden)
         })
     }
+
+    /// Round the weights of every linear layer and of the LM head to bf16 (nearest, ties to
+    /// even), for sampling: the decode kernel then reads them as bf16, half the bytes per
+    /// token, and the prefill computes with the same rounded values in f32, so the two paths
+    /// are one model. Embeddings, norms and a LoRA adapter's matrices stay f32; arithmetic
+    /// stays f32. The result is a different model from the f32 one: its log-probs differ
+    /// from the f32 model's by a documented tolerance (docs/formats.md), not by rounding
+    /// alone. Irreversible for this value; training never calls it.
+    pub fn use_bf16_weights(&mut self) -> CResult<()> {
+        fn round(w: &Tensor) -> CResult<(Tensor, Vec<kernel::Bf16>)> {
+            let wb: Vec<kernel::Bf16> = with_f32(w, |d| {
+                d.iter().map(|&v| kernel::Bf16::from_f32(v)).collect()
+            })?;
+            let r: Vec<f32> = wb.iter().map(|b| kernel::Weight::get(*b)).collect();
+            Ok((Tensor::from_vec(r, w.dims(), &Device::Cpu)?, wb))
+        }
+        for l in &mut self.layers {
+            for p in [
+                &mut l.q,
+                &mut l.k,
+                &mut l.v,
+                &mut l.o,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ] {
+                let (w, wb) = round(&p.w)?;
+                p.w = w;
+                p.wb = Some(wb);
+            }
+        }
+        // A tied head gets its own rounded copy; the embeddings it was tied to stay f32.
+        let (w, wb) = round(&self.lm_head)?;
+        self.lm_head = w;
+        self.lm_head_bf16 = Some(wb);
+        Ok(())
+    }
+
+    /// Whether [`Llama::use_bf16_weights`] was called.
+    pub fn bf16_weights(&self) -> bool {
+        self.lm_head_bf16.is_some()
+    }
 }
 
 impl super::Proj {
+    /// [`Self::decode`] of several layers that read the same `x`: their base products in one
+    /// parallel region ([`kernel::matmul_nt_many`]), the same values.
+    fn decode_many(projs: &[&Self], x: &[f32], rows: usize) -> CResult<Vec<Vec<f32>>> {
+        let k = x.len() / rows.max(1);
+        let mut ys = if projs.iter().all(|p| p.wb.is_some()) {
+            let ws = projs
+                .iter()
+                .map(|p| Ok((p.wb.as_deref().unwrap_or_default(), p.w.dim(0)?)))
+                .collect::<CResult<Vec<(&[kernel::Bf16], usize)>>>()?;
+            kernel::matmul_nt_many(x, rows, &ws, k)
+        } else if projs.iter().all(|p| p.wb.is_none()) {
+            let storages: Vec<_> = projs.iter().map(|p| p.w.storage_and_layout()).collect();
+            let mut ws: Vec<(&[f32], usize)> = Vec::with_capacity(projs.len());
+            for (p, (storage, layout)) in projs.iter().zip(&storages) {
+                let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &**storage
+                else {
+                    candle_core::bail!("decoding needs f32 weights on the CPU");
+                };
+                let Some((a, b)) = layout.contiguous_offsets() else {
+                    candle_core::bail!("decoding needs contiguous weights");
+                };
+                ws.push((&data[a..b], p.w.dim(0)?));
+            }
+            kernel::matmul_nt_many(x, rows, &ws, k)
+        } else {
+            return projs.iter().map(|p| p.decode(x, rows)).collect();
+        };
+        for (p, y) in projs.iter().zip(&mut ys) {
+            p.add_lora(x, rows, y)?;
+        }
+        Ok(ys)
+    }
+
     /// `x W^T (+ s (x A^T) B^T)` for `rows` rows through [`kernel::matmul_nt`].
     fn decode(&self, x: &[f32], rows: usize) -> CResult<Vec<f32>> {
         let mm = |x: &[f32], w: &Tensor| -> CResult<Vec<f32>> {
             let (n, k) = w.dims2()?;
             with_f32(w, |w| kernel::matmul_nt(x, rows, w, n, k))
         };
-        let mut y = mm(x, &self.w)?;
+        let mut y = match &self.wb {
+            Some(wb) => {
+                let (n, k) = self.w.dims2()?;
+                kernel::matmul_nt(x, rows, wb, n, k)
+            }
+            None => mm(x, &self.w)?,
+        };
+        self.add_lora(x, rows, &mut y)?;
+        Ok(y)
+    }
+
+    /// `y += s (x A^T) B^T` where there is an adapter.
+    fn add_lora(&self, x: &[f32], rows: usize, y: &mut [f32]) -> CResult<()> {
         if let Some((a, b, s)) = &self.lora {
+            let mm = |x: &[f32], w: &Tensor| -> CResult<Vec<f32>> {
+                let (n, k) = w.dims2()?;
+                with_f32(w, |w| kernel::matmul_nt(x, rows, w, n, k))
+            };
             let xa = mm(x, a)?;
             let d = mm(&xa, b)?;
             let s = *s as f32;
@@ -276,7 +373,7 @@ impl super::Proj {
                 *y += s * d;
             }
         }
-        Ok(y)
+        Ok(())
     }
 }
 

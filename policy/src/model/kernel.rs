@@ -24,11 +24,72 @@ const TM: usize = 4;
 const TN: usize = 6;
 
 struct Out(*mut f32);
-// SAFETY: tasks write disjoint elements of the output (distinct weight rows).
+// SAFETY: tasks write disjoint elements of the outputs (distinct weight rows).
 unsafe impl Sync for Out {}
 
+/// An element of a weight matrix: f32, or bf16 ([`Bf16`], widened to f32 exactly as it is
+/// read, so a product with bf16 weights equals the f32 product with the same weights rounded
+/// to bf16, bit for bit).
+pub trait Weight: Copy + Send + Sync + 'static {
+    /// The value as f32 (exact).
+    fn get(self) -> f32;
+    /// 16 consecutive weights at `p` as one register.
+    ///
+    /// # Safety
+    /// AVX-512F must be available and `p..p + 16` readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl Weight for f32 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+}
+
+/// A bfloat16 value: the upper 16 bits of an f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(transparent)]
+pub struct Bf16(pub u16);
+
+impl Bf16 {
+    /// The nearest bf16 (ties to even); NaN stays NaN.
+    pub fn from_f32(v: f32) -> Bf16 {
+        let b = v.to_bits();
+        if v.is_nan() {
+            return Bf16(((b >> 16) as u16) | 0x40);
+        }
+        let round = 0x7fff + ((b >> 16) & 1);
+        Bf16((b.wrapping_add(round) >> 16) as u16)
+    }
+}
+
+impl Weight for Bf16 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        f32::from_bits((self.0 as u32) << 16)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Bf16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract (16 × 2 bytes readable, AVX-512F).
+        unsafe {
+            let h = _mm256_loadu_si256(p as *const __m256i);
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+        }
+    }
+}
+
 /// `x W^T`: `x` `[rows, k]`, `w` `[n, k]`, both row-major; returns `[rows, n]`.
-pub fn matmul_nt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+pub fn matmul_nt<W: Weight>(x: &[f32], rows: usize, w: &[W], n: usize, k: usize) -> Vec<f32> {
     matmul_nt_with(x, rows, w, n, k, simd_available())
 }
 
@@ -46,21 +107,54 @@ pub fn simd_available() -> bool {
 
 /// [`matmul_nt`] with the AVX-512 path chosen by the caller (`simd` must only be true where
 /// [`simd_available`] is).
-pub fn matmul_nt_with(
+pub fn matmul_nt_with<W: Weight>(
     x: &[f32],
     rows: usize,
-    w: &[f32],
+    w: &[W],
     n: usize,
     k: usize,
     simd: bool,
 ) -> Vec<f32> {
+    matmul_nt_many_with(x, rows, &[(w, n)], k, simd)
+        .pop()
+        .expect("one product")
+}
+
+/// `x W_m^T` for several weight matrices `W_m` `[n_m, k]` that read the same `x`, in one
+/// parallel region (their row blocks are the tasks): one hand-off between threads instead of
+/// one per matrix. Each product is the one [`matmul_nt`] computes, bit for bit.
+pub fn matmul_nt_many<W: Weight>(
+    x: &[f32],
+    rows: usize,
+    ws: &[(&[W], usize)],
+    k: usize,
+) -> Vec<Vec<f32>> {
+    matmul_nt_many_with(x, rows, ws, k, simd_available())
+}
+
+fn matmul_nt_many_with<W: Weight>(
+    x: &[f32],
+    rows: usize,
+    ws: &[(&[W], usize)],
+    k: usize,
+    simd: bool,
+) -> Vec<Vec<f32>> {
     assert_eq!(x.len(), rows * k, "x is [rows, k]");
-    assert_eq!(w.len(), n * k, "w is [n, k]");
+    for &(w, n) in ws {
+        assert_eq!(w.len(), n * k, "w is [n, k]");
+    }
     let simd = simd && simd_available();
-    let mut y = vec![0f32; rows * n];
-    let out = Out(y.as_mut_ptr());
-    let out = &out;
-    (0..n.div_ceil(BLOCK)).into_par_iter().for_each(|blk| {
+    let mut ys: Vec<Vec<f32>> = ws.iter().map(|&(_, n)| vec![0f32; rows * n]).collect();
+    let outs: Vec<Out> = ys.iter_mut().map(|y| Out(y.as_mut_ptr())).collect();
+    let tasks: Vec<(usize, usize)> = ws
+        .iter()
+        .enumerate()
+        .flat_map(|(m, &(_, n))| (0..n.div_ceil(BLOCK)).map(move |b| (m, b)))
+        .collect();
+    let outs = &outs;
+    tasks.into_par_iter().for_each(|(m, blk)| {
+        let (w, n) = ws[m];
+        let out = &outs[m];
         let i1 = ((blk + 1) * BLOCK).min(n);
         let mut i = blk * BLOCK;
         while i < i1 {
@@ -80,8 +174,8 @@ pub fn matmul_nt_with(
                 );
                 for (a, ta) in t.iter().enumerate().take(tm) {
                     for (b, &v) in ta.iter().enumerate().take(tn) {
-                        // SAFETY: (j + b, i + a) is in bounds, and only this task writes
-                        // column i + a (weight row blocks are disjoint).
+                        // SAFETY: (j + b, i + a) is in bounds of product m, and only this
+                        // task writes its column i + a (weight row blocks are disjoint).
                         unsafe { *out.0.add((j + b) * n + i + a) = v };
                     }
                 }
@@ -90,11 +184,19 @@ pub fn matmul_nt_with(
             i += tm;
         }
     });
-    y
+    ys
 }
 
 /// One tile: `t[a][b]` = dot(w row a, x row b) for a < tm, b < tn.
-fn tile(w: &[f32], x: &[f32], k: usize, tm: usize, tn: usize, simd: bool, t: &mut [[f32; TN]; TM]) {
+fn tile<W: Weight>(
+    w: &[W],
+    x: &[f32],
+    k: usize,
+    tm: usize,
+    tn: usize,
+    simd: bool,
+    t: &mut [[f32; TN]; TM],
+) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         macro_rules! go {
@@ -102,7 +204,7 @@ fn tile(w: &[f32], x: &[f32], k: usize, tm: usize, tn: usize, simd: bool, t: &mu
                 match (tm, tn) {
                     // SAFETY: simd implies avx512f (checked by the caller); the slices hold
                     // tm and tn rows of k.
-                    $(($m, $n) => unsafe { avx512::tile::<$m, $n>(w, x, k, t) },)*
+                    $(($m, $n) => unsafe { avx512::tile::<W, $m, $n>(w, x, k, t) },)*
                     _ => unreachable!("tile shape"),
                 }
             };
@@ -246,17 +348,17 @@ fn attend_shared_with(
 
 /// The scalar dot product with the AVX-512 path's structure (16 lanes, a fixed tree, the
 /// tail in order); products and sums are rounded separately (no fused multiply-add).
-fn dot_scalar(w: &[f32], x: &[f32]) -> f32 {
+fn dot_scalar<W: Weight>(w: &[W], x: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let k16 = w.len() / 16 * 16;
     for (cw, cx) in w[..k16].chunks_exact(16).zip(x[..k16].chunks_exact(16)) {
         for l in 0..16 {
-            acc[l] += cw[l] * cx[l];
+            acc[l] += cw[l].get() * cx[l];
         }
     }
     let mut s = tree16(&acc);
     for (a, b) in w[k16..].iter().zip(&x[k16..]) {
-        s += a * b;
+        s += a.get() * b;
     }
     s
 }
@@ -349,8 +451,8 @@ mod avx512 {
     /// See [`super::tile`]. The tail products use fused multiply-adds too.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop)] // register tiles read best indexed
-    pub(super) unsafe fn tile<const M: usize, const N: usize>(
-        w: &[f32],
+    pub(super) unsafe fn tile<W: super::Weight, const M: usize, const N: usize>(
+        w: &[W],
         x: &[f32],
         k: usize,
         t: &mut [[f32; super::TN]; super::TM],
@@ -364,7 +466,7 @@ mod avx512 {
             let mut wv = [_mm512_setzero_ps(); M];
             for (a, v) in wv.iter_mut().enumerate() {
                 // SAFETY: a < M rows of k, kk + 16 <= k.
-                *v = unsafe { _mm512_loadu_ps(wp.add(a * k + kk)) };
+                *v = unsafe { W::load16(wp.add(a * k + kk)) };
             }
             for b in 0..N {
                 // SAFETY: b < N rows of k, kk + 16 <= k.
@@ -379,7 +481,7 @@ mod avx512 {
             for b in 0..N {
                 let mut s = tree(acc[a][b]);
                 for kk in k16..k {
-                    s = w[a * k + kk].mul_add(x[b * k + kk], s);
+                    s = w[a * k + kk].get().mul_add(x[b * k + kk], s);
                 }
                 t[a][b] = s;
             }
@@ -431,6 +533,61 @@ mod tests {
                     assert!(yr[(12 - j) * n..(13 - j) * n] == y[j * n..(j + 1) * n]);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn many_products_at_once_equal_each_alone() {
+        let k = 72;
+        let (w1, w2, w3) = (data(70 * k, 5), data(33 * k, 6), data(5 * k, 7));
+        let x = data(9 * k, 8);
+        let ys = matmul_nt_many(&x, 9, &[(&w1[..], 70), (&w2[..], 33), (&w3[..], 5)], k);
+        assert_eq!(ys.len(), 3);
+        assert!(ys[0] == matmul_nt(&x, 9, &w1, 70, k));
+        assert!(ys[1] == matmul_nt(&x, 9, &w2, 33, k));
+        assert!(ys[2] == matmul_nt(&x, 9, &w3, 5, k));
+    }
+
+    #[test]
+    fn bf16_weights_equal_f32_weights_rounded_to_bf16() {
+        for (n, k) in [(70, 37), (33, 64), (129, 200)] {
+            let w: Vec<f32> = data(n * k, 3).iter().map(|v| v * 1.2345).collect();
+            let x = data(7 * k, 4);
+            let wb: Vec<Bf16> = w.iter().map(|&v| Bf16::from_f32(v)).collect();
+            let rounded: Vec<f32> = wb.iter().map(|b| b.get()).collect();
+            assert!(rounded != w, "the data has values that bf16 rounds");
+            for simd in [false, true] {
+                let want = matmul_nt_with(&x, 7, &rounded, n, k, simd);
+                assert!(
+                    matmul_nt_with(&x, 7, &wb, n, k, simd) == want,
+                    "simd {simd}"
+                );
+                // Row-invariant like the f32 path.
+                let one = matmul_nt_with(&x[2 * k..3 * k], 1, &wb, n, k, simd);
+                assert!(one == want[2 * n..3 * n]);
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        let r = |v: f32| Bf16::from_f32(v).get();
+        assert_eq!(r(1.0), 1.0);
+        assert_eq!(r(-2.5), -2.5);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1).
+        assert_eq!(r(1.0 + 1.0 / 256.0), 1.0);
+        // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6.
+        assert_eq!(r(1.0 + 3.0 / 256.0), 1.0 + 1.0 / 64.0);
+        assert_eq!(r(1.0 + 1.0 / 256.0 + 1e-6), 1.0 + 1.0 / 128.0);
+        assert!(r(f32::NAN).is_nan());
+        assert_eq!(r(f32::INFINITY), f32::INFINITY);
+        assert_eq!(
+            r(f32::MAX),
+            f32::INFINITY,
+            "overflows like any rounding to bf16"
+        );
+        for v in [0.1f32, -3.7e-5, 123.456, 1e30] {
+            assert!((r(v) - v).abs() <= v.abs() / 256.0, "{v}");
         }
     }
 }
