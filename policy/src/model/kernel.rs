@@ -6,7 +6,8 @@
 //!   over `k` in order (one fused multiply-add per element and lane), reduced by a fixed
 //!   shuffle tree, then the `k % 16` remaining products added in order;
 //! * rows and weight rows are grouped into register tiles of up to 6 × 4 (tiles at the edges
-//!   are smaller) and threads take blocks of weight rows, but a tile's shape only decides which
+//!   are smaller; with at most 4 rows, tiles of one weight row, which streams the weights in
+//!   order) and threads take blocks of weight rows, but a tile's shape only decides which
 //!   elements are computed together, never how one is computed.
 //!
 //! With AVX-512 (checked at run time) the lanes are one `zmm` register; without it the same
@@ -19,6 +20,8 @@ use rayon::prelude::*;
 
 /// Weight rows per parallel task.
 const BLOCK: usize = 32;
+/// Up to this many input rows, tiles take one weight row ([`matmul_nt`]).
+const SINGLE_STREAM_ROWS: usize = 4;
 /// Register tile: weight rows × input rows.
 const TM: usize = 4;
 const TN: usize = 6;
@@ -146,6 +149,10 @@ fn matmul_nt_many_with<W: Weight>(
     let simd = simd && simd_available();
     let mut ys: Vec<Vec<f32>> = ws.iter().map(|&(_, n)| vec![0f32; rows * n]).collect();
     let outs: Vec<Out> = ys.iter_mut().map(|y| Out(y.as_mut_ptr())).collect();
+    // A few rows: one weight row per tile, so that a task reads its block of weights as one
+    // sequential stream (measured here: 1.5x at one row; four interleaved rows per tile only
+    // pay once the tile reuses them for 5 or more input rows).
+    let tm_max = if rows <= SINGLE_STREAM_ROWS { 1 } else { TM };
     let tasks: Vec<(usize, usize)> = ws
         .iter()
         .enumerate()
@@ -158,7 +165,7 @@ fn matmul_nt_many_with<W: Weight>(
         let i1 = ((blk + 1) * BLOCK).min(n);
         let mut i = blk * BLOCK;
         while i < i1 {
-            let tm = (i1 - i).min(TM);
+            let tm = (i1 - i).min(tm_max);
             let mut j = 0;
             while j < rows {
                 let tn = (rows - j).min(TN);
