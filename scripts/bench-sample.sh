@@ -68,9 +68,14 @@ wall, user, sys_, rss = open(f"{out}/{label}.time").read().split()
 tokens = sum(len(r["tokens"]) for r in recs)
 # rl-sample's closing line: sampling alone (after the model is loaded).
 import re
-m = re.search(r"([\d.]+) tok/s \(([\d.]+) s\)", open(f"{out}/{label}.log").read())
+log = open(f"{out}/{label}.log").read()
+m = re.search(r"([\d.]+) tok/s \(([\d.]+) s", log)
+pf = re.search(r"prefill ([\d.]+) s", log)  # absent in builds before 2026-12-07
+prefill = float(pf.group(1)) if pf else None
 json.dump({"label": label, "samples": len(recs), "tokens": tokens, "wall": float(wall),
            "sampling_s": float(m.group(2)), "sampling_tok_s": float(m.group(1)),
+           "prefill_s": prefill,
+           "decode_tok_s": tokens / (float(m.group(2)) - prefill) if prefill is not None else None,
            "user": float(user), "sys": float(sys_), "rss_mb": int(rss) / 1024,
            "tok_s": tokens / float(wall)}, open(f"{out}/{label}.json", "w"))
 EOF
@@ -146,14 +151,16 @@ lines = ["# rl-sample benchmark", "",
          f"temperature 1, seed 1; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}).",
          "tok/s: generated tokens / seconds of sampling (rl-sample's closing line: after the model "
          "is loaded); wall s, user s, sys s, RSS: the whole process.", ""]
-head = "| workload | samples | tokens | tok/s | wall s | user s | sys s | RSS MB |"
+head = "| workload | samples | tokens | tok/s | prefill s | decode-only tok/s | wall s | user s | sys s | RSS MB |"
 if base:
     head += " baseline tokens | baseline tok/s | speedup |"
 lines += [head, "|" + "---|" * (head.count("|") - 1)]
 for w in work:
     name = w.split()[0]
     r = json.load(open(f"{out}/{name}.json"))
-    row = (f"| {name} | {r['samples']} | {r['tokens']} | {r['sampling_tok_s']:.1f} | {r['wall']:.1f} | "
+    dec = f"{r['decode_tok_s']:.1f}" if r.get("decode_tok_s") else "–"
+    pre = f"{r['prefill_s']:.2f}" if r.get("prefill_s") is not None else "–"
+    row = (f"| {name} | {r['samples']} | {r['tokens']} | {r['sampling_tok_s']:.1f} | {pre} | {dec} | {r['wall']:.1f} | "
            f"{r['user']:.1f} | {r['sys']:.1f} | {r['rss_mb']:.0f} |")
     if base:
         b = json.load(open(f"{out}/{name}.base.json"))
@@ -165,9 +172,10 @@ if os.path.exists(f"{out}/llama-bench.json"):
     tg = [r["avg_ts"] for r in lb if r.get("n_gen") == 128]
     batched = [json.loads(l) for l in open(f"{out}/llama-batched.jsonl") if l.strip().startswith("{")]
     lines += ["", "llama.cpp F32, same run (llama-bench tg128; llama-batched-bench, shared prompt "
-              "of 200 tokens, 128 generated per sequence):", "",
-              "| sequences | llama.cpp generated tok/s | rl-sample tok/s (workload) | rl-sample / llama.cpp |",
-              "|---|---|---|---|"]
+              "of 200 tokens, 128 generated per sequence; its generation speed S_TG leaves the "
+              "prompt's processing out, as rl-sample's decode-only tok/s does):", "",
+              "| sequences | llama.cpp S_TG tok/s | rl-sample decode-only tok/s (workload) | decode-only / llama.cpp | rl-sample tok/s with prefill | with prefill / llama.cpp S_TG |",
+              "|---|---|---|---|---|---|"]
     ours = {1: "b1", 8: "b8", 32: "b32", 64: "chat64"}
     for npl in (1, 8, 32, 64):
         row = [b for b in batched if b.get("pl") == npl]
@@ -175,12 +183,13 @@ if os.path.exists(f"{out}/llama-bench.json"):
             continue
         ref = row[0]["speed_tg"]
         r = json.load(open(f"{out}/{ours[npl]}.json"))
-        lines.append(f"| {npl} | {ref:.1f} | {r['sampling_tok_s']:.1f} ({ours[npl]}) | "
-                     f"{r['sampling_tok_s'] / ref:.2f} |")
+        dec = r.get("decode_tok_s")
+        lines.append(f"| {npl} | {ref:.1f} | " + (f"{dec:.1f} ({ours[npl]}) | {dec / ref:.2f} | " if dec else "– | – | ")
+                     + f"{r['sampling_tok_s']:.1f} | {r['sampling_tok_s'] / ref:.2f} |")
     if tg:
         r = json.load(open(f"{out}/b1.json"))
-        lines += ["", f"llama-bench tg128 (batch 1, empty context): {tg[0]:.1f} tok/s; rl-sample b1 / "
-                  f"that: {r['sampling_tok_s'] / tg[0]:.2f}."]
+        lines += ["", f"llama-bench tg128 (batch 1, empty context): {tg[0]:.1f} tok/s; rl-sample b1 "
+                  f"decode-only / that: {(r.get('decode_tok_s') or float('nan')) / tg[0]:.2f}."]
 if os.path.exists(f"{out}/b1.torch.json"):
     lines += ["", "PyTorch, same run (transformers `generate`, f32, one batch of the workload's "
               "sequences from the same prompt tokens, pure sampling at temperature 1):", "",
@@ -200,15 +209,17 @@ if os.path.exists(f"{out}/b1.bf16.json"):
                 b = json.loads(l)
                 llama[{1: "b1", 8: "b8", 32: "b32", 64: "chat64"}.get(b.get("pl"))] = b["speed_tg"]
     lines += ["", "`--weights bf16`, same run (same workloads; bf16 weights, f32 arithmetic):", "",
-              "| workload | bf16 tokens | bf16 tok/s | f32 tok/s | bf16 / f32 | bf16 / llama.cpp F32 |",
-              "|---|---|---|---|---|---|"]
+              "| workload | bf16 tokens | bf16 tok/s | f32 tok/s | bf16 / f32 | bf16 decode-only tok/s | bf16 decode-only / llama.cpp F32 S_TG |",
+              "|---|---|---|---|---|---|---|"]
     for w in work:
         name = w.split()[0]
         r = json.load(open(f"{out}/{name}.json"))
         b = json.load(open(f"{out}/{name}.bf16.json"))
-        ref = f"{b['sampling_tok_s'] / llama[name]:.2f}" if name in llama else "–"
+        dec = b.get("decode_tok_s")
+        ref = f"{dec / llama[name]:.2f}" if name in llama and dec else "–"
         lines.append(f"| {name} | {b['tokens']} | {b['sampling_tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
-                     f"{b['sampling_tok_s'] / r['sampling_tok_s']:.2f} | {ref} |")
+                     f"{b['sampling_tok_s'] / r['sampling_tok_s']:.2f} | "
+                     + (f"{dec:.1f}" if dec else "–") + f" | {ref} |")
     if os.path.exists(f"{out}/drift.jsonl"):
         lines += ["", "Recorded log-probs against PyTorch's f32 model on the same tokens (chat64; "
                   "scripts/logprob_drift.py):", "",

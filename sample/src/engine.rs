@@ -185,6 +185,10 @@ pub struct Batcher<'a, T> {
     pub kv_peak_bytes: usize,
     /// The most rows decoded in one step.
     pub peak_rows: usize,
+    /// Prompts prefilled, their tokens, and the seconds spent prefilling them.
+    pub prefills: usize,
+    pub prefill_tokens: usize,
+    pub prefill_secs: f64,
 }
 
 impl<'a, T> Batcher<'a, T> {
@@ -197,6 +201,9 @@ impl<'a, T> Batcher<'a, T> {
             live: Vec::new(),
             kv_peak_bytes: 0,
             peak_rows: 0,
+            prefills: 0,
+            prefill_tokens: 0,
+            prefill_secs: 0.0,
         }
     }
 
@@ -280,11 +287,15 @@ impl<'a, T> Batcher<'a, T> {
             let seq = self.first_seq + j;
             let f = &mut self.jobs[j];
             if f.prefix.is_none() {
+                let start = std::time::Instant::now();
                 let p = self
                     .g
                     .model
                     .prefill(&f.job.prompt)
                     .with_context(|| format!("{}: prefilling", describe(&f.job.tag)))?;
+                self.prefill_secs += start.elapsed().as_secs_f64();
+                self.prefills += 1;
+                self.prefill_tokens += f.job.prompt.len();
                 f.prefix = Some(p);
             }
             let (prefix, first) = f.prefix.as_ref().expect("prefilled");

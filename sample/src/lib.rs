@@ -592,9 +592,13 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     progress.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "{PROGRAM}: {n_samples} samples, {n_tokens} tokens, {:.1} tok/s ({secs:.2} s); \
-         batch of up to {} rows, key/value cache peak {:.1} MiB",
+        "{PROGRAM}: {n_samples} samples, {n_tokens} tokens, {:.1} tok/s ({secs:.2} s, of which \
+         prefill {:.2} s: {} prompts, {} tokens); batch of up to {} rows, key/value cache peak \
+         {:.1} MiB",
         n_tokens as f64 / secs.max(1e-9),
+        batcher.prefill_secs,
+        batcher.prefills,
+        batcher.prefill_tokens,
         batcher.peak_rows,
         batcher.kv_peak_bytes as f64 / (1 << 20) as f64
     );
