@@ -18,6 +18,9 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
+/// The most sequences of one prompt in one attention task (see [`Llama::decode_step`]).
+const ATTN_ROWS: usize = 4;
+
 /// The keys and values of a prompt, shared by the sequences that continue it: per layer, the
 /// keys in blocks of [`kernel::KB`] positions ([`kernel::push_key`]'s layout) and the values
 /// `[len, kv_heads * head_dim]` (position-major).
@@ -187,6 +190,12 @@ impl Llama {
                 None => groups.push(vec![r]),
             }
         }
+        // At most ATTN_ROWS sequences per attention task: a prompt's 8 samples make 2 tasks
+        // per key/value head, not 1, so that the tasks spread evenly over the threads.
+        let groups: Vec<Vec<usize>> = groups
+            .iter()
+            .flat_map(|g| g.chunks(ATTN_ROWS).map(<[usize]>::to_vec))
+            .collect();
         for (li, l) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &l.input_norm, hidden, eps)?;
             let [mut q, mut k, v]: [Vec<f32>; 3] =
@@ -207,8 +216,9 @@ impl Llama {
                     kernel::push_key(&mut seq.k[li], seq.len, k);
                     seq.v[li].extend_from_slice(v);
                 });
-            // Attention, one task per (prompt, key/value head): the sequences that continue
-            // one prompt read its keys and values once between them.
+            // Attention, one task per (prompt, key/value head, up to ATTN_ROWS of the prompt's
+            // sequences): the sequences of a task read the prompt's keys and values once
+            // between them.
             let tasks: Vec<(usize, usize)> = (0..groups.len())
                 .flat_map(|gi| (0..nkv).map(move |g| (gi, g)))
                 .collect();
