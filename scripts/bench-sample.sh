@@ -167,22 +167,28 @@ for w in work:
         row += (f" {b['tokens']} | {b['sampling_tok_s']:.1f} | "
                 f"{r['sampling_tok_s'] / b['sampling_tok_s']:.2f} |")
     lines.append(row)
+# llama.cpp's generation speed (S_TG) by the workload with as many sequences.
+ours = {1: "b1", 8: "b8", 32: "b32", 64: "chat64"}
+llama = {}
+if os.path.exists(f"{out}/llama-batched.jsonl"):
+    for l in open(f"{out}/llama-batched.jsonl"):
+        if l.strip().startswith("{"):
+            b = json.loads(l)
+            if b.get("pl") in ours:
+                llama[ours[b["pl"]]] = b["speed_tg"]
 if os.path.exists(f"{out}/llama-bench.json"):
     lb = json.load(open(f"{out}/llama-bench.json"))
     tg = [r["avg_ts"] for r in lb if r.get("n_gen") == 128]
-    batched = [json.loads(l) for l in open(f"{out}/llama-batched.jsonl") if l.strip().startswith("{")]
     lines += ["", "llama.cpp F32, same run (llama-bench tg128; llama-batched-bench, shared prompt "
               "of 200 tokens, 128 generated per sequence; its generation speed S_TG leaves the "
               "prompt's processing out, as rl-sample's decode-only tok/s does):", "",
               "| sequences | llama.cpp S_TG tok/s | rl-sample decode-only tok/s (workload) | decode-only / llama.cpp | rl-sample tok/s with prefill | with prefill / llama.cpp S_TG |",
               "|---|---|---|---|---|---|"]
-    ours = {1: "b1", 8: "b8", 32: "b32", 64: "chat64"}
-    for npl in (1, 8, 32, 64):
-        row = [b for b in batched if b.get("pl") == npl]
-        if not row:
+    for npl, name in ours.items():
+        if name not in llama:
             continue
-        ref = row[0]["speed_tg"]
-        r = json.load(open(f"{out}/{ours[npl]}.json"))
+        ref = llama[name]
+        r = json.load(open(f"{out}/{name}.json"))
         dec = r.get("decode_tok_s")
         lines.append(f"| {npl} | {ref:.1f} | " + (f"{dec:.1f} ({ours[npl]}) | {dec / ref:.2f} | " if dec else "– | – | ")
                      + f"{r['sampling_tok_s']:.1f} | {r['sampling_tok_s'] / ref:.2f} |")
@@ -202,12 +208,6 @@ if os.path.exists(f"{out}/b1.torch.json"):
         lines.append(f"| {name} | {t['tokens']} | {t['tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
                      f"{r['sampling_tok_s'] / t['tok_s']:.2f} |")
 if os.path.exists(f"{out}/b1.bf16.json"):
-    llama = {}
-    if os.path.exists(f"{out}/llama-batched.jsonl"):
-        for l in open(f"{out}/llama-batched.jsonl"):
-            if l.strip().startswith("{"):
-                b = json.loads(l)
-                llama[{1: "b1", 8: "b8", 32: "b32", 64: "chat64"}.get(b.get("pl"))] = b["speed_tg"]
     lines += ["", "`--weights bf16`, same run (same workloads; bf16 weights, f32 arithmetic):", "",
               "| workload | bf16 tokens | bf16 tok/s | f32 tok/s | bf16 / f32 | bf16 decode-only tok/s | bf16 decode-only / llama.cpp F32 S_TG |",
               "|---|---|---|---|---|---|---|"]

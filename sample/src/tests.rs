@@ -52,6 +52,32 @@ fn code_is_the_fenced_block_or_prompt_plus_completion() {
     assert_eq!(unescape("\\ndef \\\\x\\q"), "\ndef \\x\\q");
 }
 
+/// A record's `logprobs` (one per token, not none) are `m`'s training-path log-probs of its
+/// tokens after its prompt, at temperature 1, within 1e-4.
+fn assert_training_logprobs(m: &rlcode_policy::Llama, r: &serde_json::Value, what: &str) {
+    let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
+    let toks: Vec<u32> = serde_json::from_value(r["tokens"].clone()).unwrap();
+    let lps: Vec<f32> = serde_json::from_value(r["logprobs"].clone()).unwrap();
+    assert_eq!(toks.len(), lps.len());
+    assert!(!toks.is_empty());
+    let all: Vec<u32> = prompt.iter().chain(&toks).copied().collect();
+    let n = all.len();
+    let ids = Tensor::from_vec(all[..n - 1].to_vec(), (1, n - 1), &Device::Cpu).unwrap();
+    let logits = m.forward_train(&ids).unwrap().squeeze(0).unwrap();
+    let tgt = Tensor::from_vec(all[1..].to_vec(), n - 1, &Device::Cpu).unwrap();
+    let want: Vec<f32> = rlcode_policy::token_logprobs(&logits, &tgt)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (i, lp) in lps.iter().enumerate() {
+        let w = want[prompt.len() - 1 + i];
+        assert!(
+            (lp - w).abs() < 1e-4,
+            "token {i}: sampled {lp} vs {what} {w}"
+        );
+    }
+}
+
 #[test]
 fn samples_have_every_field_and_match_the_training_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,28 +128,9 @@ fn samples_have_every_field_and_match_the_training_path() {
             assert!(r.get(k).is_some(), "missing {k} in {r}");
         }
         let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
-        let toks: Vec<u32> = serde_json::from_value(r["tokens"].clone()).unwrap();
-        let lps: Vec<f32> = serde_json::from_value(r["logprobs"].clone()).unwrap();
         assert_eq!(prompt[0], rlcode_policy::tokenizer::BOS_ID);
-        assert_eq!(toks.len(), lps.len());
-        assert!(!toks.is_empty());
         // The recorded log-probs are those of the training path at temperature 1.
-        let all: Vec<u32> = prompt.iter().chain(&toks).copied().collect();
-        let n = all.len();
-        let ids = Tensor::from_vec(all[..n - 1].to_vec(), (1, n - 1), &Device::Cpu).unwrap();
-        let logits = m.forward_train(&ids).unwrap().squeeze(0).unwrap();
-        let tgt = Tensor::from_vec(all[1..].to_vec(), n - 1, &Device::Cpu).unwrap();
-        let want: Vec<f32> = rlcode_policy::token_logprobs(&logits, &tgt)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        for (i, lp) in lps.iter().enumerate() {
-            let w = want[prompt.len() - 1 + i];
-            assert!(
-                (lp - w).abs() < 1e-4,
-                "token {i}: sampled {lp} vs training {w}"
-            );
-        }
+        assert_training_logprobs(&m, r, "training");
     }
     // Same seed: same bytes; another seed: other samples.
     assert_eq!(run_to_string(&a).1, out);
@@ -177,25 +184,7 @@ fn bf16_weights_sample_the_rounded_model() {
         let rf: serde_json::Value = serde_json::from_str(lf).unwrap();
         assert_eq!(r["weights"], "bf16");
         assert!(rf.get("weights").is_none(), "f32 records are unchanged");
-        let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
-        let toks: Vec<u32> = serde_json::from_value(r["tokens"].clone()).unwrap();
-        let lps: Vec<f32> = serde_json::from_value(r["logprobs"].clone()).unwrap();
-        let all: Vec<u32> = prompt.iter().chain(&toks).copied().collect();
-        let n = all.len();
-        let ids = Tensor::from_vec(all[..n - 1].to_vec(), (1, n - 1), &Device::Cpu).unwrap();
-        let logits = m.forward_train(&ids).unwrap().squeeze(0).unwrap();
-        let tgt = Tensor::from_vec(all[1..].to_vec(), n - 1, &Device::Cpu).unwrap();
-        let want: Vec<f32> = rlcode_policy::token_logprobs(&logits, &tgt)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        for (i, lp) in lps.iter().enumerate() {
-            let w = want[prompt.len() - 1 + i];
-            assert!(
-                (lp - w).abs() < 1e-4,
-                "token {i}: sampled {lp} vs rounded model {w}"
-            );
-        }
+        assert_training_logprobs(&m, &r, "rounded model");
     }
     let mut o = base.to_vec();
     o.extend_from_slice(&["--weights", "bf16", "--backend", "openai"]);
