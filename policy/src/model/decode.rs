@@ -319,8 +319,9 @@ impl Llama {
 }
 
 impl super::Proj {
-    /// [`Self::decode`] of several layers that read the same `x`: their base products in one
-    /// parallel region ([`kernel::matmul_nt_many`]), the same values.
+    /// `x W^T (+ s (x A^T) B^T)` of several layers that read the same `x` (`W` in bf16 where
+    /// [`Llama::use_bf16_weights`] put it): their base products in one parallel region
+    /// ([`kernel::matmul_nt_many`]), each the value [`kernel::matmul_nt`] gives.
     fn decode_many(projs: &[&Self], x: &[f32], rows: usize) -> CResult<Vec<Vec<f32>>> {
         let k = x.len() / rows.max(1);
         let mut ys = if projs.iter().all(|p| p.wb.is_some()) {
@@ -331,17 +332,11 @@ impl super::Proj {
             kernel::matmul_nt_many(x, rows, &ws, k)
         } else if projs.iter().all(|p| p.wb.is_none()) {
             let storages: Vec<_> = projs.iter().map(|p| p.w.storage_and_layout()).collect();
-            let mut ws: Vec<(&[f32], usize)> = Vec::with_capacity(projs.len());
-            for (p, (storage, layout)) in projs.iter().zip(&storages) {
-                let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &**storage
-                else {
-                    candle_core::bail!("decoding needs f32 weights on the CPU");
-                };
-                let Some((a, b)) = layout.contiguous_offsets() else {
-                    candle_core::bail!("decoding needs contiguous weights");
-                };
-                ws.push((&data[a..b], p.w.dim(0)?));
-            }
+            let ws = projs
+                .iter()
+                .zip(&storages)
+                .map(|(p, (storage, layout))| Ok((f32_data(storage, layout)?, p.w.dim(0)?)))
+                .collect::<CResult<Vec<(&[f32], usize)>>>()?;
             kernel::matmul_nt_many(x, rows, &ws, k)
         } else {
             return projs.iter().map(|p| p.decode(x, rows)).collect();
@@ -352,21 +347,12 @@ impl super::Proj {
         Ok(ys)
     }
 
-    /// `x W^T (+ s (x A^T) B^T)` for `rows` rows through [`kernel::matmul_nt`].
+    /// `x W^T (+ s (x A^T) B^T)` for `rows` rows through [`kernel::matmul_nt`] (`W` in bf16
+    /// where [`Llama::use_bf16_weights`] put it).
     fn decode(&self, x: &[f32], rows: usize) -> CResult<Vec<f32>> {
-        let mm = |x: &[f32], w: &Tensor| -> CResult<Vec<f32>> {
-            let (n, k) = w.dims2()?;
-            with_f32(w, |w| kernel::matmul_nt(x, rows, w, n, k))
-        };
-        let mut y = match &self.wb {
-            Some(wb) => {
-                let (n, k) = self.w.dims2()?;
-                kernel::matmul_nt(x, rows, wb, n, k)
-            }
-            None => mm(x, &self.w)?,
-        };
-        self.add_lora(x, rows, &mut y)?;
-        Ok(y)
+        Ok(Self::decode_many(&[self], x, rows)?
+            .pop()
+            .expect("one product"))
     }
 
     /// `y += s (x A^T) B^T` where there is an adapter.
@@ -390,13 +376,21 @@ impl super::Proj {
 /// Run `f` on the data of a contiguous f32 CPU tensor.
 fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
     let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &*storage else {
+    Ok(f(f32_data(&storage, layout)?))
+}
+
+/// The data of a contiguous f32 CPU storage.
+fn f32_data<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> CResult<&'a [f32]> {
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = storage else {
         candle_core::bail!("decoding needs f32 weights on the CPU");
     };
     let Some((a, b)) = layout.contiguous_offsets() else {
         candle_core::bail!("decoding needs contiguous weights");
     };
-    Ok(f(&data[a..b]))
+    Ok(&data[a..b])
 }
 
 /// RMSNorm of each row of `x` (`[rows, dim]`) with weight `alpha`, as candle's fused kernel:
