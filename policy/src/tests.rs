@@ -507,34 +507,49 @@ fn lora_linear_gradients_equal_the_composed_ops() {
 #[test]
 fn decode_step_matches_training_path() {
     let cfg = micro(false);
-    let m = Llama::from_tensors(&cfg, &model::init_tensors(&cfg, 2).unwrap()).unwrap();
-    let toks = seq();
-    let want = train_logprobs(&m, &toks);
-    let prompt = 7;
-    let (prefix, first) = m.prefill(&toks[..prompt]).unwrap();
-    let lp = |logits: &[f32], tgt: u32| -> f32 {
-        let l = Tensor::from_slice(logits, (1, logits.len()), &Device::Cpu).unwrap();
-        let t = Tensor::from_vec(vec![tgt], 1, &Device::Cpu).unwrap();
-        token_logprobs(&l, &t).unwrap().to_vec1::<f32>().unwrap()[0]
-    };
-    let mut got = vec![lp(&first, toks[prompt])];
-    // Row 1 follows the training sequence; rows 0 and 2 decode other tokens beside it.
-    let mut seqs: Vec<SeqCache> = (0..3).map(|_| SeqCache::new(prefix.clone(), 8)).collect();
-    let v = cfg.vocab_size;
-    for i in prompt..toks.len() - 1 {
-        let mut refs: Vec<&mut SeqCache> = seqs.iter_mut().collect();
-        let logits = m
-            .decode_step(&mut refs, &[b'x' as u32, toks[i], b'(' as u32])
-            .unwrap();
-        got.push(lp(&logits[v..2 * v], toks[i + 1]));
-    }
-    assert_eq!(got.len(), want.len() - prompt + 1);
-    for (i, (a, b)) in got.iter().zip(&want[prompt - 1..]).enumerate() {
-        assert!(
-            (a - b).abs() < 1e-4,
-            "position {}: decode {a} vs training {b}",
-            prompt + i
-        );
+    let base = model::init_tensors(&cfg, 2).unwrap();
+    let lc = lora_cfg(&lora::MODULES);
+    let adapter = random_adapter(&cfg, &lc);
+    let mut rounded = Llama::from_tensors(&cfg, &base).unwrap();
+    rounded.use_bf16_weights().unwrap();
+    // The base model, one with a LoRA adapter (unmerged), and one with bf16 weights: the
+    // decode path computes each one's own training-path log-probs.
+    for (what, m) in [
+        ("base", Llama::from_tensors(&cfg, &base).unwrap()),
+        (
+            "adapter",
+            Llama::with_adapter(&cfg, &base, Some((&lc, &adapter))).unwrap(),
+        ),
+        ("bf16", rounded),
+    ] {
+        let toks = seq();
+        let want = train_logprobs(&m, &toks);
+        let prompt = 7;
+        let (prefix, first) = m.prefill(&toks[..prompt]).unwrap();
+        let lp = |logits: &[f32], tgt: u32| -> f32 {
+            let l = Tensor::from_slice(logits, (1, logits.len()), &Device::Cpu).unwrap();
+            let t = Tensor::from_vec(vec![tgt], 1, &Device::Cpu).unwrap();
+            token_logprobs(&l, &t).unwrap().to_vec1::<f32>().unwrap()[0]
+        };
+        let mut got = vec![lp(&first, toks[prompt])];
+        // Row 1 follows the training sequence; rows 0 and 2 decode other tokens beside it.
+        let mut seqs: Vec<SeqCache> = (0..3).map(|_| SeqCache::new(prefix.clone(), 8)).collect();
+        let v = cfg.vocab_size;
+        for i in prompt..toks.len() - 1 {
+            let mut refs: Vec<&mut SeqCache> = seqs.iter_mut().collect();
+            let logits = m
+                .decode_step(&mut refs, &[b'x' as u32, toks[i], b'(' as u32])
+                .unwrap();
+            got.push(lp(&logits[v..2 * v], toks[i + 1]));
+        }
+        assert_eq!(got.len(), want.len() - prompt + 1);
+        for (i, (a, b)) in got.iter().zip(&want[prompt - 1..]).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{what}: position {}: decode {a} vs training {b}",
+                prompt + i
+            );
+        }
     }
 }
 
