@@ -40,11 +40,17 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        Self::load_as(dir, Weights::Constants)
+    }
+
+    /// Like [`Checkpoint::load`]; with [`Weights::Variables`] the weights are candle variables
+    /// from the start, so that training them in full needs no second copy of the model.
+    pub fn load_as(dir: &Path, kind: Weights) -> anyhow::Result<Self> {
         if !dir.is_dir() {
             bail!("{}: not a checkpoint directory", dir.display());
         }
         let cfg = LlamaConfig::load(&dir.join(CONFIG))?;
-        let tensors = load_weights(dir)?;
+        let tensors = load_weights_as(dir, kind)?;
         let tokenizer = tokenizer::load_dir(dir)?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
@@ -55,8 +61,24 @@ impl Checkpoint {
     }
 }
 
+/// What the loaded weights are to candle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// Plain tensors: no gradient is computed for them.
+    Constants,
+    /// Variables (`candle_core::Var`): what full fine-tuning trains.
+    Variables,
+}
+
 /// `model.safetensors`, or the shards named by `model.safetensors.index.json`; converted to f32.
 pub fn load_weights(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
+    load_weights_as(dir, Weights::Constants)
+}
+
+/// [`load_weights`], as constants or variables. Each file is memory-mapped and each tensor
+/// copied once, straight into its own storage (reading the file into a buffer first, then
+/// converting, then copying into a variable made three copies of the model in fresh pages).
+pub fn load_weights_as(dir: &Path, kind: Weights) -> anyhow::Result<HashMap<String, Tensor>> {
     let single = dir.join(WEIGHTS);
     let files: Vec<PathBuf> = if single.exists() {
         vec![single]
@@ -78,25 +100,110 @@ pub fn load_weights(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
     };
     let mut out = HashMap::new();
     for f in files {
-        let ts = candle_core::safetensors::load(&f, &Device::Cpu)
-            .with_context(|| format!("{}", f.display()))?;
-        for (k, t) in ts {
-            out.insert(k, t.to_dtype(DType::F32)?);
-        }
+        read_safetensors_into(&f, kind, &mut out).with_context(|| format!("{}", f.display()))?;
     }
     Ok(out)
 }
 
+/// Every tensor of one safetensors file, as f32 (see [`load_weights_as`]).
+pub fn read_safetensors(path: &Path, kind: Weights) -> anyhow::Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    read_safetensors_into(path, kind, &mut out).with_context(|| format!("{}", path.display()))?;
+    Ok(out)
+}
+
+fn read_safetensors_into(
+    path: &Path,
+    kind: Weights,
+    out: &mut HashMap<String, Tensor>,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the map is only read while this function runs. Checkpoints are written whole
+    // into new files and renamed into place (`write_dir_atomic`), never modified in place; a
+    // file truncated by another program meanwhile would fault the process, not corrupt it.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let st = safetensors::SafeTensors::deserialize(&map)?;
+    for (name, view) in st.tensors() {
+        let t = match (view.dtype(), kind) {
+            (safetensors::Dtype::F32, Weights::Variables) => {
+                let bytes = view.data();
+                let data: Vec<f32> = match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                    Ok(aligned) => aligned.to_vec(),
+                    Err(_) => {
+                        let mut v = vec![0f32; bytes.len() / 4];
+                        bytemuck::cast_slice_mut::<f32, u8>(&mut v).copy_from_slice(bytes);
+                        v
+                    }
+                };
+                candle_core::Var::from_vec(data, view.shape(), &Device::Cpu)?.into_inner()
+            }
+            _ => {
+                let dtype = candle_dtype(view.dtype())
+                    .with_context(|| format!("{name}: unsupported dtype {:?}", view.dtype()))?;
+                let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?
+                    .to_dtype(DType::F32)?;
+                match kind {
+                    Weights::Constants => t,
+                    Weights::Variables => candle_core::Var::from_tensor(&t)?.into_inner(),
+                }
+            }
+        };
+        out.insert(name, t);
+    }
+    Ok(())
+}
+
+fn candle_dtype(d: safetensors::Dtype) -> Option<DType> {
+    use safetensors::Dtype as S;
+    Some(match d {
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::F64 => DType::F64,
+        S::U8 => DType::U8,
+        S::U32 => DType::U32,
+        S::I64 => DType::I64,
+        _ => return None,
+    })
+}
+
 /// Write f32 tensors as a safetensors file, names sorted, with `{"format": "pt"}` metadata
-/// (the `safetensors` crate; each tensor's bytes are made only while it is written).
+/// (the `safetensors` crate). Each tensor's bytes are written straight from its storage: no copy
+/// of the weights is made (a copy of 1.6 GB of weights and optimizer state, in freshly faulted
+/// pages, used to take longer than writing them).
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
     let mut f32s: Vec<(&str, Tensor)> = tensors
         .iter()
-        .map(|(name, t)| Ok((name.as_str(), t.to_dtype(DType::F32)?)))
+        .map(|(name, t)| Ok((name.as_str(), t.to_dtype(DType::F32)?.contiguous()?)))
         .collect::<candle_core::Result<_>>()?;
     f32s.sort_by(|a, b| a.0.cmp(b.0));
+    let held: Vec<_> = f32s
+        .iter()
+        .map(|(name, t)| {
+            let (storage, layout) = t.storage_and_layout();
+            (*name, storage, layout.clone(), t.dims().to_vec())
+        })
+        .collect();
+    let views = held
+        .iter()
+        .map(|(name, storage, layout, shape)| {
+            let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &**storage else {
+                bail!("{name}: not an f32 tensor on the CPU");
+            };
+            let (a, b) = layout
+                .contiguous_offsets()
+                .with_context(|| format!("{name}: not contiguous"))?;
+            Ok((
+                *name,
+                F32View {
+                    data: &data[a..b],
+                    shape,
+                },
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(f32s.iter().map(|(n, t)| (*n, t)), Some(metadata), path)
+    safetensors::serialize_to_file(views, Some(metadata), path)
         .with_context(|| format!("{}", path.display()))?;
     // (the crate writes through a temporary file, created 0600)
     std::fs::File::open(path)
@@ -104,6 +211,30 @@ pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyh
         .and_then(|()| rlcode_core::paths::publish_mode(path))
         .with_context(|| format!("{}", path.display()))?;
     Ok(())
+}
+
+/// An f32 tensor's data, borrowed, as the `safetensors` crate writes it (little-endian bytes).
+struct F32View<'a> {
+    data: &'a [f32],
+    shape: &'a [usize],
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("checkpoints are written as the machine's f32 bytes: little-endian only");
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(self.data))
+    }
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.data)
+    }
 }
 
 /// Write a checkpoint directory at `target` atomically: `fill` writes the files into a fresh
@@ -179,14 +310,25 @@ pub fn save(target: &Path, contents: Contents<'_>) -> anyhow::Result<()> {
             &dir.join(GENERATION_CONFIG),
             generation_config(cfg).as_bytes(),
         )?;
-        write_safetensors(&dir.join(WEIGHTS), &weights)?;
         for (name, bytes) in &contents.files {
             write_file(&dir.join(name), bytes)?;
         }
-        for (name, ts) in &contents.extra_tensors {
-            write_safetensors(&dir.join(name), ts)?;
-        }
-        Ok(())
+        // The weights and each extra file (the optimizer state: twice the weights) are written
+        // and synced side by side: one file's data goes to disk while another's is copied into
+        // the page cache (a full step's save, 1.6 GB, took 1.1-1.2 s one after the other and
+        // 0.8-0.9 s side by side on this machine).
+        std::thread::scope(|s| {
+            let extra: Vec<_> = contents
+                .extra_tensors
+                .iter()
+                .map(|(name, ts)| s.spawn(move || write_safetensors(&dir.join(name), ts)))
+                .collect();
+            let main = write_safetensors(&dir.join(WEIGHTS), &weights);
+            extra
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .fold(main, |acc, r| acc.and(r))
+        })
     })
 }
 

@@ -177,6 +177,70 @@ fn checkpoint_round_trips_with_hf_names() {
     }
 }
 
+fn f32_vec(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+#[test]
+fn safetensors_are_written_from_storage_and_read_through_a_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Device::Cpu;
+    let big = Tensor::randn(0f32, 1.0, (4, 6), &dev).unwrap();
+    let tensors = HashMap::from([
+        ("plain".to_string(), big.clone()),
+        // not contiguous, and contiguous from an offset into a larger storage
+        ("transposed".to_string(), big.t().unwrap()),
+        ("rows".to_string(), big.narrow(0, 1, 2).unwrap()),
+    ]);
+    let path = dir.path().join("t.safetensors");
+    checkpoint::write_safetensors(&path, &tensors).unwrap();
+    // What another reader sees.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (name, t) in &tensors {
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.shape(), t.dims(), "{name}");
+        let back: Vec<f32> = view
+            .data()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, f32_vec(t), "{name}");
+    }
+    for kind in [
+        checkpoint::Weights::Constants,
+        checkpoint::Weights::Variables,
+    ] {
+        let read = checkpoint::read_safetensors(&path, kind).unwrap();
+        assert_eq!(read.len(), tensors.len());
+        for (name, t) in &tensors {
+            assert_eq!(read[name].dims(), t.dims(), "{name}");
+            assert_eq!(f32_vec(&read[name]), f32_vec(t), "{name}");
+            assert_eq!(
+                read[name].is_variable(),
+                kind == checkpoint::Weights::Variables,
+                "{name}"
+            );
+        }
+    }
+    // Other dtypes are converted to f32.
+    let half = big.to_dtype(DType::BF16).unwrap();
+    let hpath = dir.path().join("h.safetensors");
+    candle_core::safetensors::save(&HashMap::from([("h".to_string(), half.clone())]), &hpath)
+        .unwrap();
+    for kind in [
+        checkpoint::Weights::Constants,
+        checkpoint::Weights::Variables,
+    ] {
+        let read = checkpoint::read_safetensors(&hpath, kind).unwrap();
+        assert_eq!(read["h"].dtype(), DType::F32);
+        assert_eq!(
+            f32_vec(&read["h"]),
+            f32_vec(&half.to_dtype(DType::F32).unwrap())
+        );
+    }
+}
+
 #[test]
 fn atomic_write_leaves_old_checkpoint_or_new_one_never_half() {
     let dir = tempfile::tempdir().unwrap();

@@ -304,7 +304,16 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
     if a.diagnostics_dim == Some(0) {
         return Err(usage("--diagnostics-dim must be at least 1"));
     }
-    let mut ck = Checkpoint::load(model_dir)?;
+    // Trained in full, the weights are loaded as variables (no copy to make them so).
+    let full = a.adapter.is_none() && a.lora_rank.is_none();
+    let mut ck = Checkpoint::load_as(
+        model_dir,
+        if full {
+            checkpoint::Weights::Variables
+        } else {
+            checkpoint::Weights::Constants
+        },
+    )?;
     let lora = lora_setup(a, &ck.cfg, model_dir)?;
     // The model holds what it needs; the loaded copy would double the weights' memory.
     let base = std::mem::take(&mut ck.tensors);
