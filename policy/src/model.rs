@@ -17,6 +17,7 @@ use crate::config::LlamaConfig;
 use anyhow::{Context, bail};
 use candle_core::{D, DType, Device, Tensor, Var};
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -31,8 +32,18 @@ pub use packed::{Packed, Segment};
 struct Proj {
     w: Tensor,
     lora: Option<(Tensor, Tensor, f64)>,
-    /// `w` in bf16, read by the decode kernel instead of `w` ([`Llama::use_bf16_weights`]).
-    wb: Option<Vec<kernel::Bf16>>,
+    /// `w` as the decode kernel reads it: packed from `w` in f32 on the first decoding step,
+    /// or in bf16 by [`Llama::use_bf16_weights`]. Packed once: decoding assumes the weights no
+    /// longer change (sampling never changes them; a model being trained is not decoded).
+    dec: OnceLock<DecodeWeights>,
+    /// The adapter's `A` and `B`, packed on the first decoding step.
+    lora_dec: OnceLock<(kernel::Panels<f32>, kernel::Panels<f32>)>,
+}
+
+/// A weight matrix packed for the decode kernel ([`kernel::Panels`]).
+enum DecodeWeights {
+    F32(kernel::Panels<f32>),
+    Bf16(kernel::Panels<kernel::Bf16>),
 }
 
 impl Proj {
@@ -129,8 +140,8 @@ pub struct Llama {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Tensor,
-    /// `lm_head` in bf16 for the decode kernel ([`Llama::use_bf16_weights`]).
-    lm_head_bf16: Option<Vec<kernel::Bf16>>,
+    /// `lm_head` packed for the decode kernel (as [`Proj`]'s `dec`).
+    lm_head_dec: OnceLock<DecodeWeights>,
     /// `[max_position_embeddings, head_dim / 2]`.
     cos: Tensor,
     sin: Tensor,
@@ -283,7 +294,12 @@ impl Llama {
                 }
                 _ => None,
             };
-            Ok(Proj { w, lora, wb: None })
+            Ok(Proj {
+                w,
+                lora,
+                dec: OnceLock::new(),
+                lora_dec: OnceLock::new(),
+            })
         };
         let embed = get("model.embed_tokens.weight".into())?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -317,7 +333,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
-            lm_head_bf16: None,
+            lm_head_dec: OnceLock::new(),
             cos,
             sin,
             rope_cos,

@@ -459,6 +459,10 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
             .use_bf16_weights()
             .map_err(|e| Error::Other(e.into()))?;
     }
+    // The decode kernel's copy of the weights, made while loading (not in sampling's time).
+    model
+        .prepare_decoding()
+        .map_err(|e| Error::Other(e.into()))?;
     let template = if args.chat_template {
         let t = chat::ChatTemplate::load(dir).map_err(Error::Other)?;
         settings.extra_eos.extend(end_of_turn_id(&t, &ck.tokenizer));

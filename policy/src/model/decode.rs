@@ -16,7 +16,7 @@
 use super::{CResult, Llama, kernel};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The most sequences of one prompt in one attention task (see [`Llama::decode_step`]).
 const ATTN_ROWS: usize = 4;
@@ -267,12 +267,12 @@ impl Llama {
             s.len += 1;
         }
         let h = rms_norm(&x, &self.norm, hidden, eps)?;
-        if let Some(w) = &self.lm_head_bf16 {
-            return Ok(kernel::matmul_nt(&h, rows, w, w.len() / hidden, hidden));
-        }
-        with_f32(&self.lm_head, |w| {
-            kernel::matmul_nt(&h, rows, w, w.len() / hidden, hidden)
-        })
+        Ok(
+            match super::DecodeWeights::of(&self.lm_head_dec, &self.lm_head)? {
+                super::DecodeWeights::F32(w) => kernel::matmul_nt(&h, rows, w),
+                super::DecodeWeights::Bf16(w) => kernel::matmul_nt(&h, rows, w),
+            },
+        )
     }
 
     /// Round the weights of every linear layer and of the LM head to bf16 (nearest, ties to
@@ -283,12 +283,17 @@ impl Llama {
     /// from the f32 model's by a documented tolerance (docs/formats.md), not by rounding
     /// alone. Irreversible for this value; training never calls it.
     pub fn use_bf16_weights(&mut self) -> CResult<()> {
-        fn round(w: &Tensor) -> CResult<(Tensor, Vec<kernel::Bf16>)> {
+        fn round(w: &Tensor) -> CResult<(Tensor, OnceLock<super::DecodeWeights>)> {
+            let (n, k) = w.dims2()?;
             let wb: Vec<kernel::Bf16> = with_f32(w, |d| {
                 d.iter().map(|&v| kernel::Bf16::from_f32(v)).collect()
             })?;
             let r: Vec<f32> = wb.iter().map(|b| kernel::Weight::get(*b)).collect();
-            Ok((Tensor::from_vec(r, w.dims(), &Device::Cpu)?, wb))
+            let packed = super::DecodeWeights::Bf16(kernel::Panels::pack(&wb, n, k));
+            Ok((
+                Tensor::from_vec(r, w.dims(), &Device::Cpu)?,
+                OnceLock::from(packed),
+            ))
         }
         for l in &mut self.layers {
             for p in [
@@ -300,21 +305,42 @@ impl Llama {
                 &mut l.up,
                 &mut l.down,
             ] {
-                let (w, wb) = round(&p.w)?;
-                p.w = w;
-                p.wb = Some(wb);
+                (p.w, p.dec) = round(&p.w)?;
             }
         }
         // A tied head gets its own rounded copy; the embeddings it was tied to stay f32.
-        let (w, wb) = round(&self.lm_head)?;
-        self.lm_head = w;
-        self.lm_head_bf16 = Some(wb);
+        (self.lm_head, self.lm_head_dec) = round(&self.lm_head)?;
+        Ok(())
+    }
+
+    /// Pack every weight matrix for the decode kernel now ([`kernel::Panels`]; otherwise the
+    /// first decoding step does it): a second copy of the weights, in the kernel's layout.
+    pub fn prepare_decoding(&self) -> CResult<()> {
+        for l in &self.layers {
+            for p in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+                super::DecodeWeights::of(&p.dec, &p.w)?;
+            }
+        }
+        super::DecodeWeights::of(&self.lm_head_dec, &self.lm_head)?;
         Ok(())
     }
 
     /// Whether [`Llama::use_bf16_weights`] was called.
     pub fn bf16_weights(&self) -> bool {
-        self.lm_head_bf16.is_some()
+        matches!(self.lm_head_dec.get(), Some(super::DecodeWeights::Bf16(_)))
+    }
+}
+
+impl super::DecodeWeights {
+    /// What `cell` holds, or `w` packed in f32 into it.
+    fn of<'a>(cell: &'a OnceLock<Self>, w: &Tensor) -> CResult<&'a Self> {
+        if let Some(d) = cell.get() {
+            return Ok(d);
+        }
+        let (n, k) = w.dims2()?;
+        let packed = with_f32(w, |d| Self::F32(kernel::Panels::pack(d, n, k)))?;
+        // (another thread may have packed it meanwhile: the same values)
+        Ok(cell.get_or_init(|| packed))
     }
 }
 
@@ -323,23 +349,36 @@ impl super::Proj {
     /// [`Llama::use_bf16_weights`] put it): their base products in one parallel region
     /// ([`kernel::matmul_nt_many`]), each the value [`kernel::matmul_nt`] gives.
     fn decode_many(projs: &[&Self], x: &[f32], rows: usize) -> CResult<Vec<Vec<f32>>> {
-        let k = x.len() / rows.max(1);
-        let mut ys = if projs.iter().all(|p| p.wb.is_some()) {
-            let ws = projs
-                .iter()
-                .map(|p| Ok((p.wb.as_deref().unwrap_or_default(), p.w.dim(0)?)))
-                .collect::<CResult<Vec<(&[kernel::Bf16], usize)>>>()?;
-            kernel::matmul_nt_many(x, rows, &ws, k)
-        } else if projs.iter().all(|p| p.wb.is_none()) {
-            let storages: Vec<_> = projs.iter().map(|p| p.w.storage_and_layout()).collect();
-            let ws = projs
-                .iter()
-                .zip(&storages)
-                .map(|(p, (storage, layout))| Ok((f32_data(storage, layout)?, p.w.dim(0)?)))
-                .collect::<CResult<Vec<(&[f32], usize)>>>()?;
-            kernel::matmul_nt_many(x, rows, &ws, k)
+        use super::DecodeWeights as D;
+        let ws = projs
+            .iter()
+            .map(|p| D::of(&p.dec, &p.w))
+            .collect::<CResult<Vec<_>>>()?;
+        let f32s: Vec<_> = ws
+            .iter()
+            .filter_map(|w| match w {
+                D::F32(p) => Some(p),
+                D::Bf16(_) => None,
+            })
+            .collect();
+        let bf16s: Vec<_> = ws
+            .iter()
+            .filter_map(|w| match w {
+                D::Bf16(p) => Some(p),
+                D::F32(_) => None,
+            })
+            .collect();
+        let mut ys = if f32s.len() == ws.len() {
+            kernel::matmul_nt_many(x, rows, &f32s)
+        } else if bf16s.len() == ws.len() {
+            kernel::matmul_nt_many(x, rows, &bf16s)
         } else {
-            return projs.iter().map(|p| p.decode(x, rows)).collect();
+            ws.iter()
+                .map(|w| match w {
+                    D::F32(p) => kernel::matmul_nt(x, rows, p),
+                    D::Bf16(p) => kernel::matmul_nt(x, rows, p),
+                })
+                .collect()
         };
         for (p, y) in projs.iter().zip(&mut ys) {
             p.add_lora(x, rows, y)?;
@@ -357,17 +396,25 @@ impl super::Proj {
 
     /// `y += s (x A^T) B^T` where there is an adapter.
     fn add_lora(&self, x: &[f32], rows: usize, y: &mut [f32]) -> CResult<()> {
-        if let Some((a, b, s)) = &self.lora {
-            let mm = |x: &[f32], w: &Tensor| -> CResult<Vec<f32>> {
-                let (n, k) = w.dims2()?;
-                with_f32(w, |w| kernel::matmul_nt(x, rows, w, n, k))
-            };
-            let xa = mm(x, a)?;
-            let d = mm(&xa, b)?;
-            let s = *s as f32;
-            for (y, d) in y.iter_mut().zip(&d) {
-                *y += s * d;
+        let Some((a, b, s)) = &self.lora else {
+            return Ok(());
+        };
+        let (pa, pb) = match self.lora_dec.get() {
+            Some(p) => p,
+            None => {
+                let pack = |w: &Tensor| -> CResult<kernel::Panels<f32>> {
+                    let (n, k) = w.dims2()?;
+                    with_f32(w, |d| kernel::Panels::pack(d, n, k))
+                };
+                let packed = (pack(a)?, pack(b)?);
+                self.lora_dec.get_or_init(|| packed)
             }
+        };
+        let xa = kernel::matmul_nt(x, rows, pa);
+        let d = kernel::matmul_nt(&xa, rows, pb);
+        let s = *s as f32;
+        for (y, d) in y.iter_mut().zip(&d) {
+            *y += s * d;
         }
         Ok(())
     }

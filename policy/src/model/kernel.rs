@@ -1,39 +1,39 @@
 //! The matrix product of decoding, `y = x W^T` for a few rows `x` `[rows, k]` and a weight
 //! matrix `W` `[n, k]` in PyTorch's layout, written so that every output element is computed
-//! by the same arithmetic whatever the number of rows, their order or the thread count:
+//! by the same arithmetic whatever the number of rows, their order, the thread count or the CPU:
 //!
-//! * element `(j, i)` is the dot product of row `j` of `x` and row `i` of `W`: 16 lane sums
-//!   over `k` in order (one fused multiply-add per element and lane), reduced by a fixed
-//!   shuffle tree, then the `k % 16` remaining products added in order;
-//! * rows and weight rows are grouped into register tiles of up to 6 × 4 (tiles at the edges
-//!   are smaller; with at most 4 rows, tiles of one weight row, which streams the weights in
-//!   order) and threads take blocks of weight rows, but a tile's shape only decides which
-//!   elements are computed together, never how one is computed.
+//! * `W` is repacked once ([`Panels`]) into panels of [`P`] output columns, each panel stored
+//!   `k`-major (`[k, P]`), so a panel is one contiguous stream;
+//! * element `(j, i)` is `sum_k x[j, k] * W[i, k]` accumulated in order of `k` from zero, one
+//!   fused multiply-add per term (`f32::mul_add`: the same rounding whether done by an AVX-512
+//!   lane or in scalar code, so CPUs without AVX-512 get the same bits, only slower);
+//! * a register tile holds up to [`R`] input rows × one panel (`x[j, k]` broadcast, two
+//!   16-lane weight vectors per `k`, no horizontal sums); threads take panels. A tile's shape
+//!   only decides which elements are computed together, never how one is computed.
 //!
-//! With AVX-512 (checked at run time) the lanes are one `zmm` register; without it the same
-//! sums are done in scalar code, which rounds differently (results are reproducible on one
-//! kind of CPU, not across kinds). `gemm`, which candle uses, repacks `W` on every call with a
-//! handful of rows and changes its summation order with the number of rows (its matrix-vector
-//! and dot-product paths): this kernel reads `W` as it is stored, once per call.
+//! Reading the weights `k`-major makes every loaded weight vector feed up to [`R`] rows at
+//! once: at 8 rows this ran 1.7-1.9x faster than the previous dot-product tiles (16 lanes
+//! along `k`, then a shuffle tree per element), at the memory bandwidth of one row
+//! (docs/sampling.md). `gemm`, which candle uses, repacks `W` on every call with a handful of
+//! rows and changes its summation order with the number of rows.
 
 use rayon::prelude::*;
 
-/// Weight rows per parallel task.
-const BLOCK: usize = 32;
-/// Up to this many input rows, tiles take one weight row ([`matmul_nt`]).
-const SINGLE_STREAM_ROWS: usize = 4;
-/// Register tile: weight rows × input rows.
-const TM: usize = 4;
-const TN: usize = 6;
+/// Output columns per panel (two 16-lane vectors).
+pub const P: usize = 32;
+/// Input rows per register tile.
+pub const R: usize = 8;
 
 struct Out(*mut f32);
-// SAFETY: tasks write disjoint elements of the outputs (distinct weight rows).
+// SAFETY: tasks write disjoint elements of the outputs (distinct panels' columns).
 unsafe impl Sync for Out {}
 
 /// An element of a weight matrix: f32, or bf16 ([`Bf16`], widened to f32 exactly as it is
 /// read, so a product with bf16 weights equals the f32 product with the same weights rounded
 /// to bf16, bit for bit).
 pub trait Weight: Copy + Send + Sync + 'static {
+    /// Zero (the padding of a last, partial panel).
+    const ZERO: Self;
     /// The value as f32 (exact).
     fn get(self) -> f32;
     /// 16 consecutive weights at `p` as one register.
@@ -45,6 +45,7 @@ pub trait Weight: Copy + Send + Sync + 'static {
 }
 
 impl Weight for f32 {
+    const ZERO: f32 = 0.0;
     #[inline(always)]
     fn get(self) -> f32 {
         self
@@ -75,6 +76,7 @@ impl Bf16 {
 }
 
 impl Weight for Bf16 {
+    const ZERO: Bf16 = Bf16(0);
     #[inline(always)]
     fn get(self) -> f32 {
         f32::from_bits((self.0 as u32) << 16)
@@ -91,9 +93,53 @@ impl Weight for Bf16 {
     }
 }
 
-/// `x W^T`: `x` `[rows, k]`, `w` `[n, k]`, both row-major; returns `[rows, n]`.
-pub fn matmul_nt<W: Weight>(x: &[f32], rows: usize, w: &[W], n: usize, k: usize) -> Vec<f32> {
-    matmul_nt_with(x, rows, w, n, k, simd_available())
+/// A weight matrix `W` `[n, k]` repacked for [`matmul_nt`]: panel `p` holds columns
+/// `p * P .. p * P + P` of `W^T`, `k`-major (`[k, P]`); a last partial panel is padded with
+/// zeros (their outputs are never written).
+#[derive(Clone, Debug)]
+pub struct Panels<W> {
+    data: Vec<W>,
+    n: usize,
+    k: usize,
+}
+
+impl<W: Weight> Panels<W> {
+    /// Repack a row-major `w` `[n, k]`.
+    pub fn pack(w: &[W], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "w is [n, k]");
+        let panels = n.div_ceil(P);
+        let mut data = vec![W::ZERO; panels * k * P];
+        data.par_chunks_mut(k * P)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for c in 0..P.min(n - p * P) {
+                    let row = &w[(p * P + c) * k..(p * P + c + 1) * k];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * P + c] = v;
+                    }
+                }
+            });
+        Panels { data, n, k }
+    }
+
+    /// Output columns (`n`).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width (`k`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    fn panel(&self, p: usize) -> &[W] {
+        &self.data[p * self.k * P..(p + 1) * self.k * P]
+    }
+}
+
+/// `x W^T`: `x` `[rows, k]` row-major; returns `[rows, n]`.
+pub fn matmul_nt<W: Weight>(x: &[f32], rows: usize, w: &Panels<W>) -> Vec<f32> {
+    matmul_nt_with(x, rows, w, simd_available())
 }
 
 /// Whether the AVX-512 path runs on this CPU.
@@ -108,122 +154,112 @@ pub fn simd_available() -> bool {
     }
 }
 
-/// [`matmul_nt`] with the AVX-512 path chosen by the caller (`simd` must only be true where
-/// [`simd_available`] is).
-pub fn matmul_nt_with<W: Weight>(
-    x: &[f32],
-    rows: usize,
-    w: &[W],
-    n: usize,
-    k: usize,
-    simd: bool,
-) -> Vec<f32> {
-    matmul_nt_many_with(x, rows, &[(w, n)], k, simd)
+/// [`matmul_nt`] with the AVX-512 path chosen by the caller (`simd` is ignored where
+/// [`simd_available`] is false). Both paths give the same bits.
+pub fn matmul_nt_with<W: Weight>(x: &[f32], rows: usize, w: &Panels<W>, simd: bool) -> Vec<f32> {
+    matmul_nt_many_with(x, rows, &[w], simd)
         .pop()
         .expect("one product")
 }
 
-/// `x W_m^T` for several weight matrices `W_m` `[n_m, k]` that read the same `x`, in one
-/// parallel region (their row blocks are the tasks): one hand-off between threads instead of
-/// one per matrix. Each product is the one [`matmul_nt`] computes, bit for bit.
-pub fn matmul_nt_many<W: Weight>(
-    x: &[f32],
-    rows: usize,
-    ws: &[(&[W], usize)],
-    k: usize,
-) -> Vec<Vec<f32>> {
-    matmul_nt_many_with(x, rows, ws, k, simd_available())
+/// `x W_m^T` for several weight matrices `W_m` that read the same `x`, in one parallel region
+/// (their panels are the tasks): one hand-off between threads instead of one per matrix. Each
+/// product is the one [`matmul_nt`] computes, bit for bit.
+pub fn matmul_nt_many<W: Weight>(x: &[f32], rows: usize, ws: &[&Panels<W>]) -> Vec<Vec<f32>> {
+    matmul_nt_many_with(x, rows, ws, simd_available())
 }
 
 fn matmul_nt_many_with<W: Weight>(
     x: &[f32],
     rows: usize,
-    ws: &[(&[W], usize)],
-    k: usize,
+    ws: &[&Panels<W>],
     simd: bool,
 ) -> Vec<Vec<f32>> {
+    let Some(k) = ws.first().map(|w| w.k) else {
+        return Vec::new();
+    };
+    assert!(ws.iter().all(|w| w.k == k), "the products share x: one k");
     assert_eq!(x.len(), rows * k, "x is [rows, k]");
-    for &(w, n) in ws {
-        assert_eq!(w.len(), n * k, "w is [n, k]");
-    }
     let simd = simd && simd_available();
-    let mut ys: Vec<Vec<f32>> = ws.iter().map(|&(_, n)| vec![0f32; rows * n]).collect();
+    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; rows * w.n]).collect();
     let outs: Vec<Out> = ys.iter_mut().map(|y| Out(y.as_mut_ptr())).collect();
-    // A few rows: one weight row per tile, so that a task reads its block of weights as one
-    // sequential stream (measured here: 1.5x at one row; four interleaved rows per tile only
-    // pay once the tile reuses them for 5 or more input rows).
-    let tm_max = if rows <= SINGLE_STREAM_ROWS { 1 } else { TM };
     let tasks: Vec<(usize, usize)> = ws
         .iter()
         .enumerate()
-        .flat_map(|(m, &(_, n))| (0..n.div_ceil(BLOCK)).map(move |b| (m, b)))
+        .flat_map(|(m, w)| (0..w.n.div_ceil(P)).map(move |p| (m, p)))
         .collect();
     let outs = &outs;
-    tasks.into_par_iter().for_each(|(m, blk)| {
-        let (w, n) = ws[m];
-        let out = &outs[m];
-        let i1 = ((blk + 1) * BLOCK).min(n);
-        let mut i = blk * BLOCK;
-        while i < i1 {
-            let tm = (i1 - i).min(tm_max);
-            let mut j = 0;
-            while j < rows {
-                let tn = (rows - j).min(TN);
-                let mut t = [[0f32; TN]; TM];
-                tile(
-                    &w[i * k..(i + tm) * k],
-                    &x[j * k..(j + tn) * k],
-                    k,
-                    tm,
-                    tn,
-                    simd,
-                    &mut t,
-                );
-                for (a, ta) in t.iter().enumerate().take(tm) {
-                    for (b, &v) in ta.iter().enumerate().take(tn) {
-                        // SAFETY: (j + b, i + a) is in bounds of product m, and only this
-                        // task writes its column i + a (weight row blocks are disjoint).
-                        unsafe { *out.0.add((j + b) * n + i + a) = v };
-                    }
-                }
-                j += tn;
+    tasks.into_par_iter().for_each(|(m, p)| {
+        let w = ws[m];
+        let cols = P.min(w.n - p * P);
+        let panel = w.panel(p);
+        let mut j = 0;
+        while j < rows {
+            let tr = (rows - j).min(R);
+            let mut t = [[0f32; P]; R];
+            tile(panel, &x[j * k..(j + tr) * k], k, tr, simd, &mut t);
+            for (b, tb) in t.iter().enumerate().take(tr) {
+                // SAFETY: row j + b, columns p * P .. p * P + cols are in bounds of product
+                // m, and only this task writes them (panels are disjoint).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(outs[m].0.add((j + b) * w.n + p * P), cols)
+                };
+                dst.copy_from_slice(&tb[..cols]);
             }
-            i += tm;
+            j += tr;
         }
     });
     ys
 }
 
-/// One tile: `t[a][b]` = dot(w row a, x row b) for a < tm, b < tn.
-fn tile<W: Weight>(
-    w: &[W],
-    x: &[f32],
-    k: usize,
-    tm: usize,
-    tn: usize,
-    simd: bool,
-    t: &mut [[f32; TN]; TM],
-) {
+/// One tile: `t[b][c]` = sum over `kk` of `x[b, kk] * panel[kk, c]`, in order of `kk`, for
+/// `b < tr` rows.
+fn tile<W: Weight>(panel: &[W], x: &[f32], k: usize, tr: usize, simd: bool, t: &mut [[f32; P]; R]) {
+    debug_assert!(panel.len() >= k * P && x.len() >= tr * k && tr <= R);
     #[cfg(target_arch = "x86_64")]
     if simd {
         macro_rules! go {
-            ($($m:literal, $n:literal);*) => {
-                match (tm, tn) {
+            ($($r:literal)*) => {
+                match tr {
                     // SAFETY: simd implies avx512f (checked by the caller); the slices hold
-                    // tm and tn rows of k.
-                    $(($m, $n) => unsafe { avx512::tile::<W, $m, $n>(w, x, k, t) },)*
-                    _ => unreachable!("tile shape"),
+                    // the panel and tr rows of k.
+                    $($r => unsafe { avx512::tile::<W, $r>(panel, x, k, t) },)*
+                    _ => unreachable!("tile rows"),
                 }
             };
         }
-        go!(1,1;1,2;1,3;1,4;1,5;1,6;2,1;2,2;2,3;2,4;2,5;2,6;
-            3,1;3,2;3,3;3,4;3,5;3,6;4,1;4,2;4,3;4,4;4,5;4,6);
+        go!(1 2 3 4 5 6 7 8);
         return;
     }
     let _ = simd;
-    for a in 0..tm {
-        for b in 0..tn {
-            t[a][b] = dot_scalar(&w[a * k..(a + 1) * k], &x[b * k..(b + 1) * k]);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked above).
+        unsafe { tile_fma(panel, x, k, tr, t) };
+        return;
+    }
+    tile_scalar(panel, x, k, tr, t);
+}
+
+/// [`tile_scalar`] compiled with FMA instructions (without them `mul_add` is a library call:
+/// the same result, much slower).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_fma<W: Weight>(panel: &[W], x: &[f32], k: usize, tr: usize, t: &mut [[f32; P]; R]) {
+    tile_scalar(panel, x, k, tr, t);
+}
+
+/// The tile in scalar code: the same fused multiply-adds in the same order as the AVX-512
+/// path, so the same bits.
+#[inline(always)]
+fn tile_scalar<W: Weight>(panel: &[W], x: &[f32], k: usize, tr: usize, t: &mut [[f32; P]; R]) {
+    for (b, tb) in t.iter_mut().enumerate().take(tr) {
+        let xb = &x[b * k..(b + 1) * k];
+        for (kk, &xv) in xb.iter().enumerate() {
+            let wk = &panel[kk * P..(kk + 1) * P];
+            for (acc, w) in tb.iter_mut().zip(wk) {
+                *acc = xv.mul_add(w.get(), *acc);
+            }
         }
     }
 }
@@ -353,50 +389,9 @@ fn attend_shared_with(
     y
 }
 
-/// The scalar dot product with the AVX-512 path's structure (16 lanes, a fixed tree, the
-/// tail in order); products and sums are rounded separately (no fused multiply-add).
-fn dot_scalar<W: Weight>(w: &[W], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let k16 = w.len() / 16 * 16;
-    for (cw, cx) in w[..k16].chunks_exact(16).zip(x[..k16].chunks_exact(16)) {
-        for l in 0..16 {
-            acc[l] += cw[l].get() * cx[l];
-        }
-    }
-    let mut s = tree16(&acc);
-    for (a, b) in w[k16..].iter().zip(&x[k16..]) {
-        s += a.get() * b;
-    }
-    s
-}
-
-fn tree16(a: &[f32; 16]) -> f32 {
-    let mut v = *a;
-    let mut width = 16;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            v[l] += v[l + width];
-        }
-    }
-    v[0]
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
-
-    /// The 16 lanes summed by a fixed tree: halves added, 16 -> 8 -> 4 -> 2 -> 1.
-    #[target_feature(enable = "avx512f")]
-    fn tree(v: __m512) -> f32 {
-        let lo = _mm512_castps512_ps256(v);
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-        let v8 = _mm256_add_ps(lo, hi);
-        let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps(v8, 1));
-        let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
-        let v1 = _mm_add_ss(v2, _mm_shuffle_ps(v2, v2, 1));
-        _mm_cvtss_f32(v1)
-    }
 
     #[target_feature(enable = "avx512f")]
     pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
@@ -455,42 +450,36 @@ mod avx512 {
         s
     }
 
-    /// See [`super::tile`]. The tail products use fused multiply-adds too.
+    /// See [`super::tile`]: per `kk`, the panel's two weight vectors and one broadcast of
+    /// each row's `x[b, kk]`, `2 * N` fused multiply-adds.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::needless_range_loop)] // register tiles read best indexed
-    pub(super) unsafe fn tile<W: super::Weight, const M: usize, const N: usize>(
-        w: &[W],
+    pub(super) unsafe fn tile<W: super::Weight, const N: usize>(
+        panel: &[W],
         x: &[f32],
         k: usize,
-        t: &mut [[f32; super::TN]; super::TM],
+        t: &mut [[f32; super::P]; super::R],
     ) {
-        debug_assert!(w.len() >= M * k && x.len() >= N * k);
-        let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let mut acc = [[_mm512_setzero_ps(); N]; M];
-        let k16 = k / 16 * 16;
-        let mut kk = 0;
-        while kk < k16 {
-            let mut wv = [_mm512_setzero_ps(); M];
-            for (a, v) in wv.iter_mut().enumerate() {
-                // SAFETY: a < M rows of k, kk + 16 <= k.
-                *v = unsafe { W::load16(wp.add(a * k + kk)) };
-            }
-            for b in 0..N {
-                // SAFETY: b < N rows of k, kk + 16 <= k.
-                let xv = unsafe { _mm512_loadu_ps(xp.add(b * k + kk)) };
-                for a in 0..M {
-                    acc[a][b] = _mm512_fmadd_ps(wv[a], xv, acc[a][b]);
+        debug_assert!(panel.len() >= k * super::P && x.len() >= N * k);
+        let (wp, xp) = (panel.as_ptr(), x.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; N];
+        for kk in 0..k {
+            // SAFETY: kk < k rows of P weights in the panel; b < N rows of k in x.
+            unsafe {
+                let w0 = W::load16(wp.add(kk * super::P));
+                let w1 = W::load16(wp.add(kk * super::P + 16));
+                for b in 0..N {
+                    let xv = _mm512_set1_ps(*xp.add(b * k + kk));
+                    acc[b][0] = _mm512_fmadd_ps(xv, w0, acc[b][0]);
+                    acc[b][1] = _mm512_fmadd_ps(xv, w1, acc[b][1]);
                 }
             }
-            kk += 16;
         }
-        for a in 0..M {
-            for b in 0..N {
-                let mut s = tree(acc[a][b]);
-                for kk in k16..k {
-                    s = w[a * k + kk].get().mul_add(x[b * k + kk], s);
-                }
-                t[a][b] = s;
+        for b in 0..N {
+            // SAFETY: t[b] holds P = 32 floats.
+            unsafe {
+                _mm512_storeu_ps(t[b].as_mut_ptr(), acc[b][0]);
+                _mm512_storeu_ps(t[b].as_mut_ptr().add(16), acc[b][1]);
             }
         }
     }
@@ -512,33 +501,39 @@ mod tests {
     }
 
     #[test]
-    fn matches_a_plain_product_and_is_row_invariant() {
-        for (n, k) in [(70, 37), (33, 64), (5, 16), (129, 200)] {
-            let w = data(n * k, 1);
+    fn matches_a_plain_product_is_row_invariant_and_the_same_with_or_without_simd() {
+        for (n, k) in [(70, 37), (33, 64), (5, 16), (129, 200), (32, 1)] {
+            let w = Panels::pack(&data(n * k, 1), n, k);
+            let wr = data(n * k, 1);
             let x = data(13 * k, 2);
-            for simd in [false, true] {
-                let y = matmul_nt_with(&x, 13, &w, n, k, simd);
-                for j in 0..13 {
-                    for i in 0..n {
-                        let want: f64 = (0..k)
-                            .map(|kk| w[i * k + kk] as f64 * x[j * k + kk] as f64)
-                            .sum();
-                        assert!((y[j * n + i] as f64 - want).abs() < 1e-4, "({j}, {i})");
-                    }
+            let y = matmul_nt_with(&x, 13, &w, true);
+            for j in 0..13 {
+                for i in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|kk| wr[i * k + kk] as f64 * x[j * k + kk] as f64)
+                        .sum();
+                    assert!((y[j * n + i] as f64 - want).abs() < 1e-4, "({j}, {i})");
+                    // In order of k, one fused multiply-add per term.
+                    let seq = (0..k).fold(0f32, |s, kk| x[j * k + kk].mul_add(wr[i * k + kk], s));
+                    assert_eq!(y[j * n + i].to_bits(), seq.to_bits(), "({j}, {i})");
                 }
-                // Each row alone, and the rows reversed: the same bits.
-                for j in 0..13 {
-                    let one = matmul_nt_with(&x[j * k..(j + 1) * k], 1, &w, n, k, simd);
-                    assert!(one == y[j * n..(j + 1) * n], "row {j} alone (simd {simd})");
-                }
-                let rev: Vec<f32> = (0..13)
-                    .rev()
-                    .flat_map(|j| x[j * k..(j + 1) * k].to_vec())
-                    .collect();
-                let yr = matmul_nt_with(&rev, 13, &w, n, k, simd);
-                for j in 0..13 {
-                    assert!(yr[(12 - j) * n..(13 - j) * n] == y[j * n..(j + 1) * n]);
-                }
+            }
+            assert!(
+                matmul_nt_with(&x, 13, &w, false) == y,
+                "scalar and simd differ"
+            );
+            // Each row alone, and the rows reversed: the same bits.
+            for j in 0..13 {
+                let one = matmul_nt_with(&x[j * k..(j + 1) * k], 1, &w, true);
+                assert!(one == y[j * n..(j + 1) * n], "row {j} alone");
+            }
+            let rev: Vec<f32> = (0..13)
+                .rev()
+                .flat_map(|j| x[j * k..(j + 1) * k].to_vec())
+                .collect();
+            let yr = matmul_nt_with(&rev, 13, &w, true);
+            for j in 0..13 {
+                assert!(yr[(12 - j) * n..(13 - j) * n] == y[j * n..(j + 1) * n]);
             }
         }
     }
@@ -546,13 +541,17 @@ mod tests {
     #[test]
     fn many_products_at_once_equal_each_alone() {
         let k = 72;
-        let (w1, w2, w3) = (data(70 * k, 5), data(33 * k, 6), data(5 * k, 7));
+        let (w1, w2, w3) = (
+            Panels::pack(&data(70 * k, 5), 70, k),
+            Panels::pack(&data(33 * k, 6), 33, k),
+            Panels::pack(&data(5 * k, 7), 5, k),
+        );
         let x = data(9 * k, 8);
-        let ys = matmul_nt_many(&x, 9, &[(&w1[..], 70), (&w2[..], 33), (&w3[..], 5)], k);
+        let ys = matmul_nt_many(&x, 9, &[&w1, &w2, &w3]);
         assert_eq!(ys.len(), 3);
-        assert!(ys[0] == matmul_nt(&x, 9, &w1, 70, k));
-        assert!(ys[1] == matmul_nt(&x, 9, &w2, 33, k));
-        assert!(ys[2] == matmul_nt(&x, 9, &w3, 5, k));
+        assert!(ys[0] == matmul_nt(&x, 9, &w1));
+        assert!(ys[1] == matmul_nt(&x, 9, &w2));
+        assert!(ys[2] == matmul_nt(&x, 9, &w3));
     }
 
     #[test]
@@ -563,14 +562,12 @@ mod tests {
             let wb: Vec<Bf16> = w.iter().map(|&v| Bf16::from_f32(v)).collect();
             let rounded: Vec<f32> = wb.iter().map(|b| b.get()).collect();
             assert!(rounded != w, "the data has values that bf16 rounds");
+            let (pb, pr) = (Panels::pack(&wb, n, k), Panels::pack(&rounded, n, k));
             for simd in [false, true] {
-                let want = matmul_nt_with(&x, 7, &rounded, n, k, simd);
-                assert!(
-                    matmul_nt_with(&x, 7, &wb, n, k, simd) == want,
-                    "simd {simd}"
-                );
+                let want = matmul_nt_with(&x, 7, &pr, simd);
+                assert!(matmul_nt_with(&x, 7, &pb, simd) == want, "simd {simd}");
                 // Row-invariant like the f32 path.
-                let one = matmul_nt_with(&x[2 * k..3 * k], 1, &wb, n, k, simd);
+                let one = matmul_nt_with(&x[2 * k..3 * k], 1, &pb, simd);
                 assert!(one == want[2 * n..3 * n]);
             }
         }
