@@ -47,6 +47,23 @@ enum DecodeWeights {
 }
 
 impl Proj {
+    /// [`Proj::forward`] for inference: through the decode kernel where the weights are packed
+    /// for it ([`Llama::prepare_decoding`], as rl-sample does), so that a prompt's prefill
+    /// and its decoding steps compute products alike; through candle otherwise.
+    fn infer(&self, x: &Tensor) -> CResult<Tensor> {
+        if self.dec.get().is_none() {
+            return self.forward(x);
+        }
+        let mut dims = x.dims().to_vec();
+        let k = dims.pop().unwrap_or(1);
+        let rows = dims.iter().product::<usize>();
+        let x = x.contiguous()?;
+        let y = decode::with_f32(&x, |x| self.decode(x, rows))??;
+        dims.push(y.len() / rows.max(1));
+        debug_assert_eq!(k * rows, x.elem_count());
+        Tensor::from_vec(y, dims, &Device::Cpu)
+    }
+
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {
         let Some((a, b, s)) = &self.lora else {
             return linear(x, &self.w);
@@ -453,7 +470,7 @@ impl Llama {
         for (li, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.input_norm, self.eps())?;
             let heads = |w: &Proj, n: usize| -> CResult<Tensor> {
-                w.forward(&h)?
+                w.infer(&h)?
                     .reshape((b, t, n, hd))?
                     .transpose(1, 2)?
                     .contiguous()
@@ -476,9 +493,10 @@ impl Llama {
                 .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
-            x = (x + l.o.forward(&y)?)?;
+            x = (x + l.o.infer(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &l.post_norm, self.eps())?;
-            x = (&x + Self::mlp(l, &h)?)?;
+            let g = l.gate.infer(&h)?.silu()?;
+            x = (&x + l.down.infer(&(g * l.up.infer(&h)?)?)?)?;
         }
         cache.len += t;
         let x = if last_only && t > 1 {
@@ -487,7 +505,7 @@ impl Llama {
             x
         };
         let x = candle_nn::ops::rms_norm(&x, &self.norm, self.eps())?;
-        linear(&x, &self.lm_head)
+        self.head_infer(&x)
     }
 }
 

@@ -68,8 +68,18 @@ fn train_logprobs_tensor(m: &Llama, tokens: &[u32]) -> Tensor {
 
 #[test]
 fn inference_path_matches_training_path() {
+    // Through candle, and through the decode kernel once the weights are packed for it.
+    for packed in [false, true] {
+        inference_path_matches_training_path_with(packed);
+    }
+}
+
+fn inference_path_matches_training_path_with(packed: bool) {
     let cfg = micro(false);
     let m = Llama::from_tensors(&cfg, &model::init_tensors(&cfg, 2).unwrap()).unwrap();
+    if packed {
+        m.prepare_decoding().unwrap();
+    }
     let toks = seq();
     let want = train_logprobs(&m, &toks);
     // A prompt prefilled in one call, shared by three rows, then one token at a time; row 1
@@ -106,7 +116,7 @@ fn inference_path_matches_training_path() {
     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
         assert!(
             (a - b).abs() < 1e-4,
-            "position {i}: inference {a} vs training {b}"
+            "position {i}: inference {a} vs training {b} (packed {packed})"
         );
     }
     // Not trivially uniform.

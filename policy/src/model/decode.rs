@@ -313,6 +313,24 @@ impl Llama {
         Ok(())
     }
 
+    /// The LM head for inference: through the decode kernel where it is packed for it (as
+    /// [`super::Proj`]'s `infer`), through candle otherwise. `x` `[.., hidden]`.
+    pub(super) fn head_infer(&self, x: &Tensor) -> CResult<Tensor> {
+        let Some(w) = self.lm_head_dec.get() else {
+            return super::linear(x, &self.lm_head);
+        };
+        let mut dims = x.dims().to_vec();
+        dims.pop();
+        let rows = dims.iter().product::<usize>();
+        let x = x.contiguous()?;
+        let y = with_f32(&x, |x| match w {
+            super::DecodeWeights::F32(w) => kernel::matmul_nt(x, rows, w),
+            super::DecodeWeights::Bf16(w) => kernel::matmul_nt(x, rows, w),
+        })?;
+        dims.push(y.len() / rows.max(1));
+        Tensor::from_vec(y, dims, &Device::Cpu)
+    }
+
     /// Pack every weight matrix for the decode kernel now ([`kernel::Panels`]; otherwise the
     /// first decoding step does it): a second copy of the weights, in the kernel's layout.
     pub fn prepare_decoding(&self) -> CResult<()> {
@@ -388,7 +406,7 @@ impl super::Proj {
 
     /// `x W^T (+ s (x A^T) B^T)` for `rows` rows through [`kernel::matmul_nt`] (`W` in bf16
     /// where [`Llama::use_bf16_weights`] put it).
-    fn decode(&self, x: &[f32], rows: usize) -> CResult<Vec<f32>> {
+    pub(super) fn decode(&self, x: &[f32], rows: usize) -> CResult<Vec<f32>> {
         Ok(Self::decode_many(&[self], x, rows)?
             .pop()
             .expect("one product"))
@@ -421,7 +439,7 @@ impl super::Proj {
 }
 
 /// Run `f` on the data of a contiguous f32 CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+pub(super) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
     let (storage, layout) = t.storage_and_layout();
     Ok(f(f32_data(&storage, layout)?))
 }
