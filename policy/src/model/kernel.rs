@@ -14,7 +14,7 @@
 //! Reading the weights `k`-major makes every loaded weight vector feed up to [`R`] rows at
 //! once: at 8 rows this ran 1.7-1.9x faster than the previous dot-product tiles (16 lanes
 //! along `k`, then a shuffle tree per element), at the memory bandwidth of one row
-//! (docs/sampling.md). `gemm`, which candle uses, repacks `W` on every call with a handful of
+//! (docs/benchmarks.md). `gemm`, which candle uses, repacks `W` on every call with a handful of
 //! rows and changes its summation order with the number of rows.
 
 use rayon::prelude::*;
