@@ -24,6 +24,7 @@ type CResult<T> = candle_core::Result<T>;
 mod decode;
 pub mod kernel;
 mod packed;
+pub(crate) use decode::f32_data;
 pub use decode::{Prefix, SeqCache};
 pub use packed::{Packed, Segment};
 
@@ -54,14 +55,7 @@ impl Proj {
         if self.dec.get().is_none() {
             return self.forward(x);
         }
-        let mut dims = x.dims().to_vec();
-        let k = dims.pop().unwrap_or(1);
-        let rows = dims.iter().product::<usize>();
-        let x = x.contiguous()?;
-        let y = decode::with_f32(&x, |x| self.decode(x, rows))??;
-        dims.push(y.len() / rows.max(1));
-        debug_assert_eq!(k * rows, x.elem_count());
-        Tensor::from_vec(y, dims, &Device::Cpu)
+        decode::by_rows(x, |x, rows| self.decode(x, rows))
     }
 
     fn forward(&self, x: &Tensor) -> CResult<Tensor> {

@@ -267,12 +267,7 @@ impl Llama {
             s.len += 1;
         }
         let h = rms_norm(&x, &self.norm, hidden, eps)?;
-        Ok(
-            match super::DecodeWeights::of(&self.lm_head_dec, &self.lm_head)? {
-                super::DecodeWeights::F32(w) => kernel::matmul_nt(&h, rows, w),
-                super::DecodeWeights::Bf16(w) => kernel::matmul_nt(&h, rows, w),
-            },
-        )
+        Ok(super::DecodeWeights::of(&self.lm_head_dec, &self.lm_head)?.matmul(&h, rows))
     }
 
     /// Round the weights of every linear layer and of the LM head to bf16 (nearest, ties to
@@ -316,19 +311,10 @@ impl Llama {
     /// The LM head for inference: through the decode kernel where it is packed for it (as
     /// [`super::Proj`]'s `infer`), through candle otherwise. `x` `[.., hidden]`.
     pub(super) fn head_infer(&self, x: &Tensor) -> CResult<Tensor> {
-        let Some(w) = self.lm_head_dec.get() else {
-            return super::linear(x, &self.lm_head);
-        };
-        let mut dims = x.dims().to_vec();
-        dims.pop();
-        let rows = dims.iter().product::<usize>();
-        let x = x.contiguous()?;
-        let y = with_f32(&x, |x| match w {
-            super::DecodeWeights::F32(w) => kernel::matmul_nt(x, rows, w),
-            super::DecodeWeights::Bf16(w) => kernel::matmul_nt(x, rows, w),
-        })?;
-        dims.push(y.len() / rows.max(1));
-        Tensor::from_vec(y, dims, &Device::Cpu)
+        match self.lm_head_dec.get() {
+            Some(w) => by_rows(x, |x, rows| Ok(w.matmul(x, rows))),
+            None => super::linear(x, &self.lm_head),
+        }
     }
 
     /// Pack every weight matrix for the decode kernel now ([`kernel::Panels`]; otherwise the
@@ -355,11 +341,38 @@ impl super::DecodeWeights {
         if let Some(d) = cell.get() {
             return Ok(d);
         }
-        let (n, k) = w.dims2()?;
-        let packed = with_f32(w, |d| Self::F32(kernel::Panels::pack(d, n, k)))?;
+        let packed = Self::F32(pack_f32(w)?);
         // (another thread may have packed it meanwhile: the same values)
         Ok(cell.get_or_init(|| packed))
     }
+
+    /// `x W^T` for `rows` rows of `x` ([`kernel::matmul_nt`]).
+    fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        match self {
+            Self::F32(w) => kernel::matmul_nt(x, rows, w),
+            Self::Bf16(w) => kernel::matmul_nt(x, rows, w),
+        }
+    }
+}
+
+/// A `[n, k]` f32 tensor packed for the decode kernel.
+fn pack_f32(w: &Tensor) -> CResult<kernel::Panels<f32>> {
+    let (n, k) = w.dims2()?;
+    with_f32(w, |d| kernel::Panels::pack(d, n, k))
+}
+
+/// `f` applied to `x` `[.., k]` seen as rows of `k`, its `[rows, n]` result given back as
+/// `[.., n]` (the inference path's products through the decode kernel).
+pub(super) fn by_rows(
+    x: &Tensor,
+    f: impl FnOnce(&[f32], usize) -> CResult<Vec<f32>>,
+) -> CResult<Tensor> {
+    let mut dims = x.dims().to_vec();
+    dims.pop();
+    let rows = dims.iter().product::<usize>();
+    let y = with_f32(&x.contiguous()?, |x| f(x, rows))??;
+    dims.push(y.len() / rows.max(1));
+    Tensor::from_vec(y, dims, &Device::Cpu)
 }
 
 impl super::Proj {
@@ -391,12 +404,7 @@ impl super::Proj {
         } else if bf16s.len() == ws.len() {
             kernel::matmul_nt_many(x, rows, &bf16s)
         } else {
-            ws.iter()
-                .map(|w| match w {
-                    D::F32(p) => kernel::matmul_nt(x, rows, p),
-                    D::Bf16(p) => kernel::matmul_nt(x, rows, p),
-                })
-                .collect()
+            ws.iter().map(|w| w.matmul(x, rows)).collect()
         };
         for (p, y) in projs.iter().zip(&mut ys) {
             p.add_lora(x, rows, y)?;
@@ -420,11 +428,7 @@ impl super::Proj {
         let (pa, pb) = match self.lora_dec.get() {
             Some(p) => p,
             None => {
-                let pack = |w: &Tensor| -> CResult<kernel::Panels<f32>> {
-                    let (n, k) = w.dims2()?;
-                    with_f32(w, |d| kernel::Panels::pack(d, n, k))
-                };
-                let packed = (pack(a)?, pack(b)?);
+                let packed = (pack_f32(a)?, pack_f32(b)?);
                 self.lora_dec.get_or_init(|| packed)
             }
         };
@@ -439,21 +443,21 @@ impl super::Proj {
 }
 
 /// Run `f` on the data of a contiguous f32 CPU tensor.
-pub(super) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
     let (storage, layout) = t.storage_and_layout();
     Ok(f(f32_data(&storage, layout)?))
 }
 
-/// The data of a contiguous f32 CPU storage.
-fn f32_data<'a>(
+/// The data of a contiguous f32 CPU storage (also what checkpoints are written from).
+pub(crate) fn f32_data<'a>(
     storage: &'a candle_core::Storage,
     layout: &candle_core::Layout,
 ) -> CResult<&'a [f32]> {
     let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = storage else {
-        candle_core::bail!("decoding needs f32 weights on the CPU");
+        candle_core::bail!("not an f32 tensor on the CPU");
     };
     let Some((a, b)) = layout.contiguous_offsets() else {
-        candle_core::bail!("decoding needs contiguous weights");
+        candle_core::bail!("not a contiguous tensor");
     };
     Ok(&data[a..b])
 }

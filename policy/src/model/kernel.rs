@@ -122,16 +122,6 @@ impl<W: Weight> Panels<W> {
         Panels { data, n, k }
     }
 
-    /// Output columns (`n`).
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Input width (`k`).
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     fn panel(&self, p: usize) -> &[W] {
         &self.data[p * self.k * P..(p + 1) * self.k * P]
     }
