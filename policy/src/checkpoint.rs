@@ -187,8 +187,19 @@ pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyh
     let views = held
         .iter()
         .map(|(name, storage, layout, shape)| {
-            let data = crate::model::f32_data(storage, layout).with_context(|| name.to_string())?;
-            Ok((*name, F32View { data, shape }))
+            let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &**storage else {
+                bail!("{name}: not an f32 tensor on the CPU");
+            };
+            let (a, b) = layout
+                .contiguous_offsets()
+                .with_context(|| format!("{name}: not contiguous"))?;
+            Ok((
+                *name,
+                F32View {
+                    data: &data[a..b],
+                    shape,
+                },
+            ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);

@@ -24,7 +24,6 @@ type CResult<T> = candle_core::Result<T>;
 mod decode;
 pub mod kernel;
 mod packed;
-pub(crate) use decode::f32_data;
 pub use decode::{Prefix, SeqCache};
 pub use packed::{Packed, Segment};
 

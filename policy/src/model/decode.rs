@@ -448,8 +448,8 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
     Ok(f(f32_data(&storage, layout)?))
 }
 
-/// The data of a contiguous f32 CPU storage (also what checkpoints are written from).
-pub(crate) fn f32_data<'a>(
+/// The data of a contiguous f32 CPU storage.
+fn f32_data<'a>(
     storage: &'a candle_core::Storage,
     layout: &candle_core::Layout,
 ) -> CResult<&'a [f32]> {
