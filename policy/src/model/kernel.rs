@@ -285,75 +285,79 @@ pub struct AttnRow<'a> {
 /// key/value head (at channel offset `off` of `width`) and its `n_rep` query heads: each query
 /// scores the prompt's keys (`prefix`: keys in [`push_key`]'s layout and values `[len, width]`,
 /// read once for all the sequences) then its own, softmax, and the weighted sum of values in
-/// position order. A score is the sum over channels in order of q·k (one lane of a block).
-/// Returns `[rows.len() * n_rep, head_dim]`. A query's result does not depend on the other
-/// rows.
+/// position order. Returns `[rows.len() * n_rep, head_dim]`.
+///
+/// The arithmetic of one query is fixed, whatever the other rows: a score is the sum over
+/// channels in order of `q[d] * k[d]`, from zero, one fused multiply-add per term, then times
+/// `scale`; an output element is the sum over positions in order (the prompt's, then the
+/// sequence's own) of `p[j] * v[j]`, from zero, one fused multiply-add per term. Register
+/// tiles of several queries ([`QS`] for scores, [`QV`] for values) read each key and value
+/// vector once for all of them; a tile's shape only decides which elements are computed
+/// together. The scalar path (compiled with FMA where the CPU has it) gives the same bits.
 pub fn attend_shared(
     prefix: (&[f32], &[f32]),
     rows: &[AttnRow],
     shape: (usize, usize, usize, usize),
     scale: f32,
 ) -> Vec<f32> {
-    #[cfg(target_arch = "x86_64")]
-    if simd_available() {
-        // SAFETY: avx512f is available.
-        return unsafe { avx512::attend_shared(prefix, rows, shape, scale) };
-    }
-    attend_shared_with(prefix, rows, shape, scale, score_block_scalar, |a, x, y| {
-        y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x)
-    })
+    attend_shared_with(prefix, rows, shape, scale, simd_available())
 }
 
-/// The [`KB`] scores of one block: `s[t] = sum over d in order of q[d] k[d * KB + t]`.
-fn score_block_scalar(q: &[f32], k: &[f32]) -> [f32; KB] {
-    let mut s = [0f32; KB];
-    for (d, &qd) in q.iter().enumerate() {
-        for (st, &kt) in s.iter_mut().zip(&k[d * KB..(d + 1) * KB]) {
-            *st += qd * kt;
-        }
-    }
-    s
-}
+/// Queries per register tile of scores (one accumulator of [`KB`] lanes each).
+const QS: usize = 8;
+/// Queries per register tile of the weighted sum of values (up to 64 channels each).
+const QV: usize = 4;
 
-#[inline(always)]
-fn attend_shared_with(
+/// [`attend_shared`] with the AVX-512 path chosen by the caller (`simd` is ignored where
+/// [`simd_available`] is false or the head size is not a multiple of 16). Both paths give
+/// the same bits.
+pub fn attend_shared_with(
     (pk, pv): (&[f32], &[f32]),
     rows: &[AttnRow],
     (off, width, n_rep, hd): (usize, usize, usize, usize),
     scale: f32,
-    score_block: impl Fn(&[f32], &[f32]) -> [f32; KB],
-    axpy: impl Fn(f32, &[f32], &mut [f32]),
+    simd: bool,
 ) -> Vec<f32> {
+    let simd = simd && simd_available() && hd.is_multiple_of(16);
     let plen = pv.len() / width;
-    // Value head `off / hd` of position j.
-    let head = |j: usize| j * width + off..j * width + off + hd;
+    let nq = rows.len() * n_rep;
     // Key head `off / hd` of block b.
     let kblock = |b: usize| (b * width + off) * KB..(b * width + off + hd) * KB;
+    // Query qi: row qi / n_rep, head qi % n_rep.
     let q_of = |qi: usize| {
         let (m, a) = (qi / n_rep, qi % n_rep);
         &rows[m].q[a * hd..(a + 1) * hd]
     };
-    // Scores of query (row m, head a) at index m * n_rep + a.
-    let mut p: Vec<Vec<f32>> = rows
-        .iter()
-        .flat_map(|r| (0..n_rep).map(move |_| Vec::with_capacity(plen + r.v.len() / width)))
+    let mut p: Vec<Vec<f32>> = (0..nq)
+        .map(|qi| Vec::with_capacity(plen + rows[qi / n_rep].v.len() / width))
         .collect();
+    // The scores of queries q0..q1 against block `kb` of n positions, appended.
+    let mut score = |q0: usize, q1: usize, kb: &[f32], n: usize| {
+        let mut qs: [&[f32]; QS] = [&[]; QS];
+        for (slot, qi) in qs.iter_mut().zip(q0..q1) {
+            *slot = q_of(qi);
+        }
+        let s = scores(&qs[..q1 - q0], kb, hd, simd);
+        for (pq, sq) in p[q0..q1].iter_mut().zip(&s) {
+            pq.extend(sq[..n].iter().map(|x| x * scale));
+        }
+    };
     for b in 0..plen.div_ceil(KB) {
         let (kb, n) = (&pk[kblock(b)], (plen - b * KB).min(KB));
-        for (qi, pq) in p.iter_mut().enumerate() {
-            pq.extend(score_block(q_of(qi), kb)[..n].iter().map(|s| s * scale));
+        for q0 in (0..nq).step_by(QS) {
+            score(q0, nq.min(q0 + QS), kb, n);
         }
     }
-    for (qi, pq) in p.iter_mut().enumerate() {
-        let (k, len) = (rows[qi / n_rep].k, rows[qi / n_rep].v.len() / width);
+    for (m, r) in rows.iter().enumerate() {
+        let len = r.v.len() / width;
         for b in 0..len.div_ceil(KB) {
-            let n = (len - b * KB).min(KB);
-            pq.extend(
-                score_block(q_of(qi), &k[kblock(b)])[..n]
-                    .iter()
-                    .map(|s| s * scale),
-            );
+            let (kb, n) = (&r.k[kblock(b)], (len - b * KB).min(KB));
+            for q0 in (m * n_rep..(m + 1) * n_rep).step_by(QS) {
+                score(q0, ((m + 1) * n_rep).min(q0 + QS), kb, n);
+            }
         }
+    }
+    for pq in p.iter_mut() {
         let max = pq.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
         for x in pq.iter_mut() {
@@ -363,83 +367,233 @@ fn attend_shared_with(
         let inv = 1.0 / sum;
         pq.iter_mut().for_each(|x| *x *= inv);
     }
-    let mut y = vec![0f32; p.len() * hd];
-    for j in 0..plen {
-        let vj = &pv[head(j)];
-        for (qi, yq) in y.chunks_mut(hd).enumerate() {
-            axpy(p[qi][j], vj, yq);
+    let mut y = vec![0f32; nq * hd];
+    // y[q0..q1] += the weights `range` of queries q0..q1 times the values `v` (positions
+    // from 0).
+    let value = |y: &mut [f32], q0: usize, q1: usize, range: std::ops::Range<usize>, v: &[f32]| {
+        let mut ps: [&[f32]; QV] = [&[]; QV];
+        for (slot, pq) in ps.iter_mut().zip(&p[q0..q1]) {
+            *slot = &pq[range.clone()];
         }
+        values(
+            &mut y[q0 * hd..q1 * hd],
+            &ps[..q1 - q0],
+            v,
+            (off, width, hd),
+            simd,
+        );
+    };
+    for q0 in (0..nq).step_by(QV) {
+        value(&mut y, q0, nq.min(q0 + QV), 0..plen, pv);
     }
-    for (qi, yq) in y.chunks_mut(hd).enumerate() {
-        let v = rows[qi / n_rep].v;
-        for j in 0..v.len() / width {
-            axpy(p[qi][plen + j], &v[head(j)], yq);
+    for (m, r) in rows.iter().enumerate() {
+        let len = r.v.len() / width;
+        for q0 in (m * n_rep..(m + 1) * n_rep).step_by(QV) {
+            value(
+                &mut y,
+                q0,
+                ((m + 1) * n_rep).min(q0 + QV),
+                plen..plen + len,
+                r.v,
+            );
         }
     }
     y
 }
 
+/// The scores of up to [`QS`] queries `qs` (each `[hd]`) against one block of keys `k`
+/// (`[hd, KB]`): `s[i][t]` = sum over `d` in order of `qs[i][d] * k[d, t]`, from zero.
+fn scores(qs: &[&[f32]], k: &[f32], hd: usize, simd: bool) -> [[f32; KB]; QS] {
+    assert!(qs.len() <= QS && k.len() >= hd * KB && qs.iter().all(|q| q.len() >= hd));
+    let mut s = [[0f32; KB]; QS];
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        macro_rules! go {
+            ($($n:literal)*) => {
+                match qs.len() {
+                    0 => {}
+                    // SAFETY: simd implies avx512f; the slices' lengths are checked above.
+                    $($n => unsafe { avx512::scores::<$n>(qs, k, hd, &mut s) },)*
+                    _ => unreachable!("score tile"),
+                }
+            };
+        }
+        go!(1 2 3 4 5 6 7 8);
+        return s;
+    }
+    let _ = simd;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked above).
+        unsafe { scores_fma(qs, k, hd, &mut s) };
+        return s;
+    }
+    scores_scalar(qs, k, hd, &mut s);
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn scores_fma(qs: &[&[f32]], k: &[f32], hd: usize, s: &mut [[f32; KB]; QS]) {
+    scores_scalar(qs, k, hd, s);
+}
+
+#[inline(always)]
+fn scores_scalar(qs: &[&[f32]], k: &[f32], hd: usize, s: &mut [[f32; KB]; QS]) {
+    for (q, sq) in qs.iter().zip(s.iter_mut()) {
+        for (d, &qd) in q[..hd].iter().enumerate() {
+            for (st, &kt) in sq.iter_mut().zip(&k[d * KB..(d + 1) * KB]) {
+                *st = qd.mul_add(kt, *st);
+            }
+        }
+    }
+}
+
+/// `y[i, c] += sum over j in order of ps[i][j] * v[j * width + off + c]` for up to [`QV`]
+/// queries (`y` `[ps.len(), hd]`), one fused multiply-add per term.
+fn values(
+    y: &mut [f32],
+    ps: &[&[f32]],
+    v: &[f32],
+    (off, width, hd): (usize, usize, usize),
+    simd: bool,
+) {
+    let n = ps.first().map_or(0, |p| p.len());
+    assert!(ps.len() <= QV && ps.iter().all(|p| p.len() == n) && y.len() == ps.len() * hd);
+    assert!(n == 0 || ((n - 1) * width + off + hd <= v.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd && hd.is_multiple_of(16) {
+        macro_rules! go {
+            ($c0:expr, $vecs:expr, $($q:literal)*) => {
+                match (ps.len(), $vecs) {
+                    $(
+                        // SAFETY: simd implies avx512f; lengths checked above.
+                        ($q, 1) => unsafe { avx512::values::<$q, 1>(y, ps, v, (off, width, hd), $c0) },
+                        ($q, 2) => unsafe { avx512::values::<$q, 2>(y, ps, v, (off, width, hd), $c0) },
+                        ($q, 3) => unsafe { avx512::values::<$q, 3>(y, ps, v, (off, width, hd), $c0) },
+                        ($q, 4) => unsafe { avx512::values::<$q, 4>(y, ps, v, (off, width, hd), $c0) },
+                    )*
+                    _ => unreachable!("value tile"),
+                }
+            };
+        }
+        let mut c0 = 0;
+        while c0 < hd && !ps.is_empty() {
+            let vecs = ((hd - c0) / 16).min(4);
+            go!(c0, vecs, 1 2 3 4);
+            c0 += vecs * 16;
+        }
+        return;
+    }
+    let _ = simd;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked above).
+        unsafe { values_fma(y, ps, v, (off, width, hd)) };
+        return;
+    }
+    values_scalar(y, ps, v, (off, width, hd));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn values_fma(y: &mut [f32], ps: &[&[f32]], v: &[f32], shape: (usize, usize, usize)) {
+    values_scalar(y, ps, v, shape);
+}
+
+#[inline(always)]
+fn values_scalar(y: &mut [f32], ps: &[&[f32]], v: &[f32], (off, width, hd): (usize, usize, usize)) {
+    for (yq, p) in y.chunks_mut(hd).zip(ps) {
+        for (j, &pj) in p.iter().enumerate() {
+            let vj = &v[j * width + off..j * width + off + hd];
+            for (yc, &vc) in yq.iter_mut().zip(vj) {
+                *yc = pj.mul_add(vc, *yc);
+            }
+        }
+    }
+}
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
+    /// See [`super::scores`]: one accumulator of 16 lanes per query, one key vector and one
+    /// broadcast per query and channel.
+    ///
+    /// # Safety
+    /// AVX-512F; `qs` holds `N` slices of at least `hd`, `k` at least `hd * 16` floats.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-        let k = x.len().min(y.len());
-        let k16 = k / 16 * 16;
-        let av = _mm512_set1_ps(a);
-        let mut i = 0;
-        while i < k16 {
-            // SAFETY: i + 16 <= k.
+    #[allow(clippy::needless_range_loop)] // register tiles read best indexed
+    pub(super) unsafe fn scores<const N: usize>(
+        qs: &[&[f32]],
+        k: &[f32],
+        hd: usize,
+        s: &mut [[f32; super::KB]; super::QS],
+    ) {
+        debug_assert!(qs.len() == N && k.len() >= hd * super::KB);
+        let qp: [*const f32; N] = std::array::from_fn(|i| qs[i].as_ptr());
+        let mut acc = [_mm512_setzero_ps(); N];
+        for d in 0..hd {
+            // SAFETY: d < hd: within each query and within the block.
             unsafe {
-                let v = _mm512_fmadd_ps(
-                    av,
-                    _mm512_loadu_ps(x.as_ptr().add(i)),
-                    _mm512_loadu_ps(y.as_ptr().add(i)),
-                );
-                _mm512_storeu_ps(y.as_mut_ptr().add(i), v);
+                let kd = _mm512_loadu_ps(k.as_ptr().add(d * super::KB));
+                for i in 0..N {
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*qp[i].add(d)), kd, acc[i]);
+                }
             }
-            i += 16;
         }
-        for i in k16..k {
-            y[i] = a.mul_add(x[i], y[i]);
+        for i in 0..N {
+            // SAFETY: s[i] holds 16 floats.
+            unsafe { _mm512_storeu_ps(s[i].as_mut_ptr(), acc[i]) };
         }
     }
 
-    /// See [`super::attend_shared`].
+    /// See [`super::values`]: channels `c0 .. c0 + 16 V` of `N` queries held in registers
+    /// over all positions; per position `V` value vectors and one broadcast per query.
+    ///
+    /// # Safety
+    /// AVX-512F; `y` is `[N, hd]`, each of `ps` has the same length `n`, and `v` holds
+    /// positions `0..n` of `width` with `c0 + 16 V <= hd`.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn attend_shared(
-        prefix: (&[f32], &[f32]),
-        rows: &[super::AttnRow],
-        shape: (usize, usize, usize, usize),
-        scale: f32,
-    ) -> Vec<f32> {
-        super::attend_shared_with(
-            prefix,
-            rows,
-            shape,
-            scale,
-            |q, k| score_block(q, k),
-            |a, x, y| axpy(a, x, y),
-        )
-    }
-
-    /// See [`super::score_block_scalar`]: the 16 lanes are one `zmm`, one FMA per channel.
-    #[target_feature(enable = "avx512f")]
-    fn score_block(q: &[f32], k: &[f32]) -> [f32; super::KB] {
-        assert!(k.len() >= q.len() * super::KB);
-        let mut acc = _mm512_setzero_ps();
-        for (d, &qd) in q.iter().enumerate() {
-            // SAFETY: d * 16 + 16 <= k.len().
-            let kd = unsafe { _mm512_loadu_ps(k.as_ptr().add(d * super::KB)) };
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(qd), kd, acc);
+    #[allow(clippy::needless_range_loop)] // register tiles read best indexed
+    pub(super) unsafe fn values<const N: usize, const V: usize>(
+        y: &mut [f32],
+        ps: &[&[f32]],
+        v: &[f32],
+        (off, width, hd): (usize, usize, usize),
+        c0: usize,
+    ) {
+        debug_assert!(ps.len() == N && y.len() == N * hd && c0 + 16 * V <= hd);
+        let n = ps[0].len();
+        let pp: [*const f32; N] = std::array::from_fn(|i| ps[i].as_ptr());
+        let yp = y.as_mut_ptr();
+        let mut acc = [[_mm512_setzero_ps(); V]; N];
+        // SAFETY (all the pointer arithmetic below): the caller's contract.
+        unsafe {
+            for i in 0..N {
+                for l in 0..V {
+                    acc[i][l] = _mm512_loadu_ps(yp.add(i * hd + c0 + 16 * l));
+                }
+            }
+            for j in 0..n {
+                let base = v.as_ptr().add(j * width + off + c0);
+                let mut vv = [_mm512_setzero_ps(); V];
+                for l in 0..V {
+                    vv[l] = _mm512_loadu_ps(base.add(16 * l));
+                }
+                for i in 0..N {
+                    let pj = _mm512_set1_ps(*pp[i].add(j));
+                    for l in 0..V {
+                        acc[i][l] = _mm512_fmadd_ps(pj, vv[l], acc[i][l]);
+                    }
+                }
+            }
+            for i in 0..N {
+                for l in 0..V {
+                    _mm512_storeu_ps(yp.add(i * hd + c0 + 16 * l), acc[i][l]);
+                }
+            }
         }
-        let mut s = [0f32; super::KB];
-        // SAFETY: s holds 16 floats.
-        unsafe { _mm512_storeu_ps(s.as_mut_ptr(), acc) };
-        s
     }
-
     /// See [`super::tile`]: per `kk`, the panel's two weight vectors and one broadcast of
     /// each row's `x[b, kk]`, `2 * N` fused multiply-adds.
     #[target_feature(enable = "avx512f")]
@@ -559,6 +713,118 @@ mod tests {
                 // Row-invariant like the f32 path.
                 let one = matmul_nt_with(&x[2 * k..3 * k], 1, &pb, simd);
                 assert!(one == want[2 * n..3 * n]);
+            }
+        }
+    }
+
+    /// Keys in push_key's layout and values `[len, width]` of `len` positions.
+    fn kv(len: usize, width: usize, seed: u32) -> (Vec<f32>, Vec<f32>) {
+        let (keys, v) = (data(len * width, seed), data(len * width, seed + 1));
+        let mut k = Vec::new();
+        for j in 0..len {
+            push_key(&mut k, j, &keys[j * width..(j + 1) * width]);
+        }
+        (k, v)
+    }
+
+    #[test]
+    fn attention_matches_softmax_in_f64_is_row_invariant_and_the_same_with_or_without_simd() {
+        // (head size, key/value heads, queries per key/value head); 24 is not a multiple of 16
+        // (scalar path), 80 leaves a tail of one vector after 64 channels.
+        for (hd, nkv, n_rep) in [(64, 3, 3), (80, 2, 5), (24, 2, 9), (16, 1, 1)] {
+            let width = nkv * hd;
+            let (pk, pv) = kv(37, width, 11);
+            let lens = [1, 17, 5, 32];
+            let own: Vec<(Vec<f32>, Vec<f32>)> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| kv(l, width, 20 + i as u32))
+                .collect();
+            let qs: Vec<Vec<f32>> = (0..lens.len())
+                .map(|i| {
+                    data(n_rep * hd, 40 + i as u32)
+                        .iter()
+                        .map(|x| x * 3.0)
+                        .collect()
+                })
+                .collect();
+            let rows: Vec<AttnRow> = (0..lens.len())
+                .map(|i| AttnRow {
+                    q: &qs[i],
+                    k: &own[i].0,
+                    v: &own[i].1,
+                })
+                .collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            for g in 0..nkv {
+                let shape = (g * hd, width, n_rep, hd);
+                let y = attend_shared_with((&pk, &pv), &rows, shape, scale, true);
+                assert_eq!(y.len(), lens.len() * n_rep * hd);
+                let ys = attend_shared_with((&pk, &pv), &rows, shape, scale, false);
+                assert!(y == ys, "scalar and simd differ (hd {hd})");
+                // Each row alone, and the rows reversed: the same bits.
+                for (m, r) in rows.iter().enumerate() {
+                    let one = AttnRow {
+                        q: r.q,
+                        k: r.k,
+                        v: r.v,
+                    };
+                    let alone = attend_shared((&pk, &pv), &[one], shape, scale);
+                    assert!(
+                        alone == y[m * n_rep * hd..(m + 1) * n_rep * hd],
+                        "row {m} alone"
+                    );
+                }
+                let rev: Vec<AttnRow> = rows
+                    .iter()
+                    .rev()
+                    .map(|r| AttnRow {
+                        q: r.q,
+                        k: r.k,
+                        v: r.v,
+                    })
+                    .collect();
+                let yr = attend_shared((&pk, &pv), &rev, shape, scale);
+                let per = n_rep * hd;
+                for m in 0..lens.len() {
+                    let back = lens.len() - 1 - m;
+                    assert!(yr[back * per..(back + 1) * per] == y[m * per..(m + 1) * per]);
+                }
+                // Against the textbook softmax(q k^T scale) v in f64.
+                for (m, r) in rows.iter().enumerate() {
+                    let len = lens[m];
+                    let key = |j: usize, c: usize| -> f64 {
+                        let (blocked, jj) = if j < 37 {
+                            (&pk, j)
+                        } else {
+                            (&own[m].0, j - 37)
+                        };
+                        blocked[((jj / KB) * width + g * hd + c) * KB + jj % KB] as f64
+                    };
+                    let val = |j: usize, c: usize| -> f64 {
+                        if j < 37 {
+                            pv[j * width + g * hd + c] as f64
+                        } else {
+                            r.v[(j - 37) * width + g * hd + c] as f64
+                        }
+                    };
+                    for a in 0..n_rep {
+                        let q = &r.q[a * hd..(a + 1) * hd];
+                        let s: Vec<f64> = (0..37 + len)
+                            .map(|j| {
+                                (0..hd).map(|c| q[c] as f64 * key(j, c)).sum::<f64>() * scale as f64
+                            })
+                            .collect();
+                        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                        let sum: f64 = e.iter().sum();
+                        for c in 0..hd {
+                            let want: f64 = (0..37 + len).map(|j| e[j] / sum * val(j, c)).sum();
+                            let got = y[(m * n_rep + a) * hd + c] as f64;
+                            assert!((got - want).abs() < 1e-5, "hd {hd} row {m} head {a} ch {c}");
+                        }
+                    }
+                }
             }
         }
     }
