@@ -241,7 +241,7 @@ if [[ ! -f $OUT/ckpt/0/model.safetensors ]]; then
     # rounds included), so a kill at any point redoes it from scratch.
     sft=$OUT/ckpt/.0.sft
     rm -rf "$sft" "$sft.next"
-    "$B/rl-update" --model "$OUT/ckpt/init" --out "$sft" --algo sft \
+    "$B/rl-update" --model "$OUT/ckpt/init" --out "$sft" --algo sft --fsync \
       --steps "$SFT_STEPS" --batch-size "$SFT_BATCH" --lr "$SFT_LR" --seed "$SEED" \
       --log-every 25 "${SFT_EXTRA[@]}" "$OUT/data/sft.jsonl" > "$OUT/sft.jsonl.tmp.$$"
     steps_done=$SFT_STEPS round=0
@@ -254,7 +254,7 @@ if [[ ! -f $OUT/ckpt/0/model.safetensors ]]; then
         break
       fi
       round=$((round + 1)) steps_done=$((steps_done + SFT_GATE_STEPS))
-      "$B/rl-update" --model "$sft" --out "$sft.next" --algo sft --steps "$SFT_GATE_STEPS" \
+      "$B/rl-update" --model "$sft" --out "$sft.next" --algo sft --fsync --steps "$SFT_GATE_STEPS" \
         --batch-size "$SFT_BATCH" --lr "$SFT_GATE_LR" --seed $((SEED + 1000 * round)) \
         --lr-schedule cosine --warmup-steps 0 --log-every 25 "$OUT/data/sft.jsonl" \
         >> "$OUT/sft.jsonl.tmp.$$"
@@ -352,7 +352,7 @@ for ((s = L + 1; s <= STEPS; s++)); do
   drawn=$(wc -l < "$OUT/verdicts/$s.jsonl")
   reset=()
   ((prev == 0)) && reset=(--reset-optimizer)
-  upd=$("$B/rl-update" --model "$OUT/ckpt/$prev" --out "$OUT/ckpt/$s" --algo "$ALGO" \
+  upd=$("$B/rl-update" --model "$OUT/ckpt/$prev" --out "$OUT/ckpt/$s" --algo "$ALGO" --fsync \
     --lr "$LR" "${reset[@]}" "${EXTRA[@]}" "$scored" 2>>"$LOGF")
   rm -f "$scored"
   t3=$(now)

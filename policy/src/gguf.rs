@@ -81,6 +81,7 @@ pub fn convert(src: &Path, out: &Path) -> anyhow::Result<Summary> {
             tensors: &converted.tensors,
             files: converted.files,
             extra_tensors: Vec::new(),
+            sync: crate::checkpoint::Durability::PageCache,
         },
     )
     .with_context(|| format!("writing {}", out.display()))?;

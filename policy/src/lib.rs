@@ -153,6 +153,7 @@ pub fn init_checkpoint(
             tensors: &tensors,
             files: checkpoint::byte_level_tokenizer_files(&cfg),
             extra_tensors: Vec::new(),
+            sync: checkpoint::Durability::PageCache,
         },
     )?;
     Ok(cfg)

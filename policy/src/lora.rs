@@ -246,9 +246,10 @@ pub fn save(
     tensors: &HashMap<String, Tensor>,
     files: Vec<(String, Vec<u8>)>,
     extra_tensors: Vec<(String, &HashMap<String, Tensor>)>,
+    sync: crate::checkpoint::Durability,
 ) -> anyhow::Result<()> {
     let config = serde_json::to_vec_pretty(lc)?;
-    crate::checkpoint::write_dir_atomic(target, |dir| {
+    crate::checkpoint::write_dir_atomic(target, sync, |dir| {
         crate::checkpoint::write_file(&dir.join(ADAPTER_CONFIG), &config)?;
         crate::checkpoint::write_safetensors(&dir.join(ADAPTER_WEIGHTS), tensors)?;
         for (name, bytes) in &files {

@@ -140,6 +140,7 @@ fn checkpoint_round_trips_with_hf_names() {
                 tensors: &tensors,
                 files: checkpoint::byte_level_tokenizer_files(&cfg),
                 extra_tensors: Vec::new(),
+                sync: checkpoint::Durability::Disk,
             },
         )
         .unwrap();
@@ -206,6 +207,16 @@ fn safetensors_are_written_from_storage_and_read_through_a_map() {
     checkpoint::write_safetensors(&path, &tensors).unwrap();
     // What another reader sees.
     let bytes = std::fs::read(&path).unwrap();
+    // The file the safetensors crate writes, byte for byte; also when written in pieces of
+    // 1 and 20 bytes (tensors cut across writers).
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let want = safetensors::serialize(tensors.iter(), Some(meta)).unwrap();
+    assert!(bytes == want, "not the crate's bytes");
+    for chunk in [1, 20] {
+        let p = dir.path().join(format!("t{chunk}.safetensors"));
+        checkpoint::write_safetensors_in(&p, &tensors, chunk).unwrap();
+        assert!(std::fs::read(&p).unwrap() == want, "pieces of {chunk}");
+    }
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     for (name, t) in &tensors {
         let view = st.tensor(name).unwrap();
@@ -255,13 +266,13 @@ fn safetensors_are_written_from_storage_and_read_through_a_map() {
 fn atomic_write_leaves_old_checkpoint_or_new_one_never_half() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("ckpt");
-    checkpoint::write_dir_atomic(&target, |d| {
+    checkpoint::write_dir_atomic(&target, checkpoint::Durability::Disk, |d| {
         checkpoint::write_file(&d.join("a"), b"old")?;
         Ok(())
     })
     .unwrap();
     // A failure half-way leaves the old directory as it was and no temporary behind.
-    let err = checkpoint::write_dir_atomic(&target, |d| {
+    let err = checkpoint::write_dir_atomic(&target, checkpoint::Durability::Disk, |d| {
         checkpoint::write_file(&d.join("a"), b"half")?;
         anyhow::bail!("killed")
     });
@@ -277,7 +288,7 @@ fn atomic_write_leaves_old_checkpoint_or_new_one_never_half() {
     };
     assert_eq!(listing(dir.path()), vec!["ckpt"]);
     // Replacing works and also leaves nothing beside it.
-    checkpoint::write_dir_atomic(&target, |d| {
+    checkpoint::write_dir_atomic(&target, checkpoint::Durability::Disk, |d| {
         checkpoint::write_file(&d.join("b"), b"new")?;
         Ok(())
     })
@@ -471,7 +482,15 @@ fn lora_adapter_round_trips_in_the_peft_layout_and_bad_ones_are_refused() {
     let lc = lora_cfg(&["q_proj", "down_proj"]);
     let adapter = random_adapter(&cfg, &lc);
     let out = dir.path().join("adapter");
-    lora::save(&out, &lc, &adapter, Vec::new(), Vec::new()).unwrap();
+    lora::save(
+        &out,
+        &lc,
+        &adapter,
+        Vec::new(),
+        Vec::new(),
+        checkpoint::Durability::PageCache,
+    )
+    .unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join(lora::ADAPTER_CONFIG)).unwrap()).unwrap();
     assert_eq!(v["peft_type"], "LORA");

@@ -112,6 +112,11 @@ pub struct TrainArgs {
     /// Checkpoint directory to write (may equal --model; replaced atomically).
     #[arg(long, value_name = "DIR", required = true)]
     pub out: Option<PathBuf>,
+    /// fsync the written checkpoint (every file, its directory and the rename) before exiting,
+    /// so that it survives a crash of the machine; without it, as `torch.save`, it is in the
+    /// page cache, whole once renamed (see docs/training.md)
+    #[arg(long)]
+    pub fsync: bool,
     /// grpo: group-normalised advantages, clipped ratio; rloo: leave-one-out baseline;
     /// sft: maximise the likelihood of each record's "code".
     #[arg(long, value_enum, default_value_t = Algo::Grpo)]

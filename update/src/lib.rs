@@ -132,6 +132,7 @@ pub fn run_merge_lora(a: &MergeLoraArgs, mut out: impl Write) -> Result<ExitCode
             tensors: &merged,
             files: checkpoint::tokenizer_files(&ck.dir)?,
             extra_tensors: Vec::new(),
+            sync: checkpoint::Durability::PageCache,
         },
     )
     .with_context(|| format!("writing {}", a.out.display()))?;
@@ -164,6 +165,7 @@ fn save(
     tr: &Trainable,
     opt: &AdamW,
     algo: &str,
+    sync: checkpoint::Durability,
 ) -> anyhow::Result<()> {
     let tensors = tr.tensors();
     let opt_state = opt.state_tensors();
@@ -184,6 +186,7 @@ fn save(
             tensors: &tensors,
             files,
             extra_tensors: extra,
+            sync,
         },
     )
     .with_context(|| format!("writing {}", out.display()))
@@ -196,6 +199,7 @@ fn save_adapter(
     tr: &Trainable,
     opt: &AdamW,
     algo: &str,
+    sync: checkpoint::Durability,
 ) -> anyhow::Result<()> {
     let tensors = tr.tensors();
     let opt_state = opt.state_tensors();
@@ -208,7 +212,7 @@ fn save_adapter(
     } else {
         vec![(optim::OPTIMIZER_FILE.to_string(), &opt_state)]
     };
-    lora::save(out, lc, &tensors, files, extra)
+    lora::save(out, lc, &tensors, files, extra, sync)
         .with_context(|| format!("writing {}", out.display()))
 }
 
@@ -390,9 +394,14 @@ pub fn run_train(a: &TrainArgs, mut out: impl Write) -> Result<ExitCode> {
         metrics.skipped_null_rewards = Some(null_rewards);
     }
     let trained = start.elapsed().as_secs_f64();
+    let sync = if a.fsync {
+        checkpoint::Durability::Disk
+    } else {
+        checkpoint::Durability::PageCache
+    };
     match &lora {
-        None => save(out_dir, &ck, &tr, &opt, &algo_name)?,
-        Some((lc, _)) => save_adapter(out_dir, lc, &tr, &opt, &algo_name)?,
+        None => save(out_dir, &ck, &tr, &opt, &algo_name, sync)?,
+        Some((lc, _)) => save_adapter(out_dir, lc, &tr, &opt, &algo_name, sync)?,
     }
     metrics.step = opt.step;
     metrics.seconds = start.elapsed().as_secs_f64();
