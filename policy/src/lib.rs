@@ -30,6 +30,11 @@ pub use tokenizer::{DecodeState, Tokenizer};
 ///   heap is never trimmed and only blocks of 32 MiB or more are `mmap`ed (what
 ///   `GLIBC_TUNABLES=glibc.malloc.trim_threshold=...:glibc.malloc.mmap_threshold=33554432` would
 ///   do).
+/// - The calling thread becomes one of rayon's global workers (`use_current_thread`): a
+///   parallel region started from it is then split with the other workers by work stealing,
+///   instead of being handed to the pool while the caller sleeps on a lock (two context
+///   switches per region; a decoding step of SmolLM2 has 121 regions). rl-sample at one
+///   sequence: 47,579 context switches → 2,372 per run of 128 tokens.
 ///
 /// docs/policy.md has the measurements.
 ///
@@ -50,6 +55,10 @@ pub unsafe fn tune_process() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
+    // (fails only if the global pool already exists: then it stays as it is)
+    let _ = rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global();
 }
 
 /// The global allocator of `rl-sample` and `rl-update`: the system allocator, with every block
