@@ -21,7 +21,6 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG: &str = "config.json";
@@ -169,23 +168,10 @@ fn candle_dtype(d: safetensors::Dtype) -> Option<DType> {
 }
 
 /// Write f32 tensors as a safetensors file, names sorted, with `{"format": "pt"}` metadata
-/// (the header is the `safetensors` crate's [`safetensors::tensor::Metadata`], so the file is
-/// the one its `serialize_to_file` writes, byte for byte). Each tensor's bytes are written
-/// straight from its storage (no copy of the weights is made), by up to [`WRITERS`] threads
-/// at once, each with positioned writes into its own range of the file: copying into the page
-/// cache is the kernel's work, one core's worth per writer (a full step's 1.6 GB took ~1.3 s
-/// with one writer per file). Written to a temporary sibling and renamed.
+/// (the `safetensors` crate). Each tensor's bytes are written straight from its storage: no copy
+/// of the weights is made (a copy of 1.6 GB of weights and optimizer state, in freshly faulted
+/// pages, used to take longer than writing them).
 pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
-    write_safetensors_in(path, tensors, CHUNK)
-}
-
-/// [`write_safetensors`] with positioned writes of at most `chunk` bytes.
-#[doc(hidden)]
-pub fn write_safetensors_in(
-    path: &Path,
-    tensors: &HashMap<String, Tensor>,
-    chunk: usize,
-) -> anyhow::Result<()> {
     let mut f32s: Vec<(&str, Tensor)> = tensors
         .iter()
         .map(|(name, t)| Ok((name.as_str(), t.to_dtype(DType::F32)?.contiguous()?)))
@@ -207,79 +193,46 @@ pub fn write_safetensors_in(
             let (a, b) = layout
                 .contiguous_offsets()
                 .with_context(|| format!("{name}: not contiguous"))?;
-            Ok((*name, bytemuck::cast_slice::<f32, u8>(&data[a..b]), shape))
+            Ok((
+                *name,
+                F32View {
+                    data: &data[a..b],
+                    shape,
+                },
+            ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // The header: names in order (all f32), offsets from the start of the data.
-    let mut infos = Vec::with_capacity(views.len());
-    let mut offset = 0;
-    for (name, bytes, shape) in &views {
-        let info = safetensors::tensor::TensorInfo {
-            dtype: safetensors::Dtype::F32,
-            shape: shape.to_vec(),
-            data_offsets: (offset, offset + bytes.len()),
-        };
-        infos.push((name.to_string(), info));
-        offset += bytes.len();
-    }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let header = safetensors::tensor::Metadata::new(Some(metadata), infos)
-        .map_err(anyhow::Error::from)
-        .and_then(|m| Ok(serde_json::to_string(&m)?))
-        .with_context(|| format!("{}: header", path.display()))?;
-    let mut head = header.into_bytes();
-    head.resize(head.len().next_multiple_of(8), b' ');
-    let data_start = 8 + head.len() as u64;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::NamedTempFile::new_in(parent)
-        .with_context(|| format!("a temporary file in {}", parent.display()))?;
-    let file = tmp.as_file();
-    let write = |at: u64, bytes: &[u8]| {
-        file.write_all_at(bytes, at)
-            .with_context(|| format!("{}", path.display()))
-    };
-    file.set_len(data_start + offset as u64)
+    safetensors::serialize_to_file(views, Some(metadata), path)
         .with_context(|| format!("{}", path.display()))?;
-    write(0, &(head.len() as u64).to_le_bytes())?;
-    write(8, &head)?;
-    // Pieces of at most CHUNK bytes (a tensor may be cut), dealt to the writers in turn.
-    let mut pieces = Vec::new();
-    let mut at = data_start;
-    for (_, bytes, _) in &views {
-        for c in bytes.chunks(chunk.max(1)) {
-            pieces.push((at, c));
-            at += c.len() as u64;
-        }
-    }
-    let writers = WRITERS.min(pieces.len()).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let mine: Vec<_> = pieces.iter().skip(w).step_by(writers).collect();
-                s.spawn(move || mine.into_iter().try_for_each(|&(at, c)| write(at, c)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-    })?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .and_then(|_| rlcode_core::paths::publish_mode(path))
-        .with_context(|| format!("{}", path.display()))?;
+    // (the crate writes through a temporary file, created 0600)
+    rlcode_core::paths::publish_mode(path).with_context(|| format!("{}", path.display()))?;
     Ok(())
 }
 
-/// Threads writing one safetensors file.
-const WRITERS: usize = 3;
-/// Bytes per positioned write.
-const CHUNK: usize = 16 << 20;
+/// An f32 tensor's data, borrowed, as the `safetensors` crate writes it (little-endian bytes).
+struct F32View<'a> {
+    data: &'a [f32],
+    shape: &'a [usize],
+}
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("checkpoints are written as the machine's f32 bytes: little-endian only");
+
+impl safetensors::View for F32View<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        safetensors::Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(self.data))
+    }
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.data)
+    }
+}
 
 /// Whether a checkpoint reaches the disk before its writer returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -287,7 +240,7 @@ pub enum Durability {
     /// Written to the page cache and renamed into place (as `torch.save` and transformers'
     /// `save_pretrained` do): a killed process leaves the old checkpoint or the whole new
     /// one; a crash of the machine within the kernel's write-back delay (~30 s) may leave
-    /// the new directory with empty or short files, which fail to load with an error.
+    /// the new directory with empty, short or partly unwritten files.
     #[default]
     PageCache,
     /// Also fsync every file and the directory before the rename, and the parent after it:
