@@ -24,9 +24,10 @@
 # rl-sample used; scripts/bench_sample_torch.py), from the venv scripts/bench-update.sh makes
 # (.rlcode/bench/torch-venv: torch==2.15.0, transformers==5.25.0 from PyPI; made here if absent).
 #
-# With --bf16, each workload runs a second time with `rl-sample --weights bf16` (the linear
-# layers' weights read as bf16, f32 arithmetic), and where the torch venv is there, the log-probs
-# of chat64's f32 and bf16 samples are compared with PyTorch's f32 model's on the same tokens
+# With --bf16, each workload runs again with `rl-sample --weights bf16` (the linear layers'
+# weights read as bf16, f32 arithmetic) and `--weights bf16-dot` (bf16 products, vdpbf16ps), and
+# where the torch venv is there, the log-probs of chat64's f32, bf16 and bf16-dot samples are
+# compared with PyTorch's f32 model's on the same tokens
 # (scripts/logprob_drift.py).
 # The update step: scripts/bench-update.sh.
 # Usage: scripts/bench-sample.sh [--baseline DIR] [--llama] [--torch] [--bf16] [--out DIR] [--model DIR]
@@ -127,6 +128,7 @@ for w in "${WORK[@]}"; do
   run "$name" "$B/rl-sample" "$np" "$n" "$mt"
   [[ -n $BASE ]] && run "$name.base" "$BASE/rl-sample" "$np" "$n" "$mt"
   ((BF16)) && run "$name.bf16" "$B/rl-sample" "$np" "$n" "$mt" --weights bf16
+  ((BF16)) && run "$name.dot" "$B/rl-sample" "$np" "$n" "$mt" --weights bf16-dot
   if ((TORCH)); then
     "$VENV/bin/python" scripts/bench_sample_torch.py "$MODEL" "$OUT/$name.jsonl" \
       --max-tokens "$mt" --temperature 1.0 2> "$OUT/$name.torch.log" | tail -1 > "$OUT/$name.torch.json"
@@ -140,7 +142,7 @@ if ((LLAMA)); then
 fi
 if ((BF16)) && [[ -x $VENV/bin/python ]]; then
   "$VENV/bin/python" scripts/logprob_drift.py "$MODEL" "$OUT/chat64.jsonl" "$OUT/chat64.bf16.jsonl" \
-    > "$OUT/drift.jsonl" 2> "$OUT/drift.log"
+    "$OUT/chat64.dot.jsonl" > "$OUT/drift.jsonl" 2> "$OUT/drift.log"
 fi
 
 python3 - "$OUT" "$BASE" "${WORK[@]}" <<'EOF'
@@ -220,6 +222,19 @@ if os.path.exists(f"{out}/b1.bf16.json"):
         lines.append(f"| {name} | {b['tokens']} | {b['sampling_tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
                      f"{b['sampling_tok_s'] / r['sampling_tok_s']:.2f} | "
                      + (f"{dec:.1f}" if dec else "–") + f" | {ref} |")
+    if os.path.exists(f"{out}/b1.dot.json"):
+        lines += ["", "`--weights bf16-dot`, same run (bf16 weights and products' inputs, `vdpbf16ps`, f32 sums):", "",
+                  "| workload | bf16-dot tokens | bf16-dot tok/s | f32 tok/s | bf16-dot / f32 | bf16-dot decode-only tok/s | bf16-dot decode-only / llama.cpp F32 S_TG |",
+                  "|---|---|---|---|---|---|---|"]
+        for w in work:
+            name = w.split()[0]
+            r = json.load(open(f"{out}/{name}.json"))
+            b = json.load(open(f"{out}/{name}.dot.json"))
+            dec = b.get("decode_tok_s")
+            ref = f"{dec / llama[name]:.2f}" if name in llama and dec else "–"
+            lines.append(f"| {name} | {b['tokens']} | {b['sampling_tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
+                         f"{b['sampling_tok_s'] / r['sampling_tok_s']:.2f} | "
+                         + (f"{dec:.1f}" if dec else "–") + f" | {ref} |")
     if os.path.exists(f"{out}/drift.jsonl"):
         lines += ["", "Recorded log-probs against PyTorch's f32 model on the same tokens (chat64; "
                   "scripts/logprob_drift.py):", "",

@@ -44,6 +44,8 @@ struct Proj {
 enum DecodeWeights {
     F32(kernel::Panels<f32>),
     Bf16(kernel::Panels<kernel::Bf16>),
+    /// bf16 weights and products ([`kernel::PairPanels`]).
+    Bf16Dot(kernel::PairPanels),
 }
 
 impl Proj {

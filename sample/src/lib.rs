@@ -54,6 +54,22 @@ pub enum Weights {
     /// Rounded to bf16 and read as bf16 by the decode kernel (half the bytes per token; f32
     /// arithmetic): another model, whose log-probs differ from f32's (docs/formats.md).
     Bf16,
+    /// Rounded to bf16, and the products' inputs too: products in AVX-512 BF16 (`vdpbf16ps`,
+    /// f32 sums), as llama.cpp's BF16 models compute; faster than `bf16` where the products
+    /// are bound by arithmetic (many rows), further from f32 (docs/sampling.md).
+    #[value(name = "bf16-dot")]
+    Bf16Dot,
+}
+
+impl Weights {
+    /// The records' `weights` field: absent for f32.
+    fn record(self) -> Option<&'static str> {
+        match self {
+            Weights::F32 => None,
+            Weights::Bf16 => Some("bf16"),
+            Weights::Bf16Dot => Some("bf16-dot"),
+        }
+    }
 }
 
 /// Which endpoint of an OpenAI-compatible server to call.
@@ -122,9 +138,10 @@ pub struct Args {
     /// Where completions come from.
     #[arg(long, value_enum, default_value_t = Backend::Local)]
     pub backend: Backend,
-    /// --backend local: the precision of the linear layers' weights. `bf16` samples faster
-    /// from a slightly different model; its records say `"weights": "bf16"`, and rl-update's
-    /// `--old-logprobs auto` then takes the learner's log-probs, not theirs.
+    /// --backend local: the precision of the linear layers' weights. `bf16` and `bf16-dot`
+    /// sample faster from a slightly different model; their records say `"weights": "bf16"`
+    /// (or `"bf16-dot"`), and rl-update's `--old-logprobs auto` then takes the learner's
+    /// log-probs, not theirs.
     #[arg(long, value_enum, default_value_t = Weights::F32)]
     pub weights: Weights,
     /// --backend openai: the API's base URL, e.g. http://127.0.0.1:8000/v1.
@@ -226,7 +243,7 @@ pub struct SampleRecord<'a> {
     pub top_p: f64,
     pub model: String,
     pub seed: u64,
-    /// `"bf16"` when sampled with --weights bf16; absent for f32.
+    /// `"bf16"` or `"bf16-dot"` when sampled with --weights bf16 / bf16-dot; absent for f32.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<&'static str>,
 }
@@ -454,11 +471,12 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
     let dir = Path::new(&args.model);
     let ck = Checkpoint::load(dir).map_err(Error::Other)?;
     let mut model = ck.model().map_err(Error::Other)?;
-    if args.weights == Weights::Bf16 {
-        model
-            .use_bf16_weights()
-            .map_err(|e| Error::Other(e.into()))?;
+    match args.weights {
+        Weights::F32 => Ok(()),
+        Weights::Bf16 => model.use_bf16_weights(),
+        Weights::Bf16Dot => model.use_bf16_products(),
     }
+    .map_err(|e| Error::Other(e.into()))?;
     // The decode kernel's copy of the weights, made while loading (not in sampling's time).
     model
         .prepare_decoding()
@@ -561,7 +579,7 @@ fn run_local(args: &Args, out: impl Write) -> Result<ExitCode> {
                 top_p: settings.top_p,
                 model: model_name.clone(),
                 seed: args.seed,
-                weights: (args.weights == Weights::Bf16).then_some("bf16"),
+                weights: args.weights.record(),
             })?;
         }
         writer.flush()?;

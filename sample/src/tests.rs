@@ -192,6 +192,78 @@ fn bf16_weights_sample_the_rounded_model() {
     assert!(e.contains("--weights needs --backend local"), "{e}");
 }
 
+/// `--weights bf16-dot`: the products in bf16 (weights and inputs) in decoding and in the
+/// prefill alike, so the records' log-probs are the model's own inference path's (through the
+/// same kernel; attention, norms and rotary in f32) within 1e-4, whatever the batch; a model
+/// apart from both f32 and `--weights bf16`.
+#[test]
+fn bf16_products_sample_their_own_model_batch_invariantly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_ckpt(dir.path());
+    let problems = dir.path().join("p.jsonl");
+    std::fs::write(
+        &problems,
+        "{\"id\":\"a\",\"prompt\":\"def add(a, b):\\n\",\"tests\":[]}\n\
+         {\"id\":\"b\",\"prompt\":\"x = \",\"tests\":[]}\n",
+    )
+    .unwrap();
+    let base = [
+        "--model",
+        ck.to_str().unwrap(),
+        "--problems",
+        problems.to_str().unwrap(),
+        "-n",
+        "3",
+        "--seed",
+        "4",
+        "--max-tokens",
+        "10",
+        "--no-stop",
+    ];
+    let with = |extra: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend_from_slice(extra);
+        let (r, out) = run_to_string(&args(&v));
+        assert_eq!(r.unwrap(), ExitCode::Success);
+        out
+    };
+    let dot = with(&["--weights", "bf16-dot"]);
+    assert_eq!(with(&["--weights", "bf16-dot", "--max-batch", "1"]), dot);
+    assert_ne!(dot, with(&["--weights", "bf16"]));
+    assert_ne!(dot, with(&[]));
+    let mut m = Checkpoint::load(&ck).unwrap().model().unwrap();
+    m.use_bf16_products().unwrap();
+    assert!(m.bf16_weights());
+    for l in dot.lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(r["weights"], "bf16-dot");
+        let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
+        let toks: Vec<u32> = serde_json::from_value(r["tokens"].clone()).unwrap();
+        let lps: Vec<f32> = serde_json::from_value(r["logprobs"].clone()).unwrap();
+        let all: Vec<u32> = prompt.iter().chain(&toks).copied().collect();
+        let n = all.len();
+        let ids = Tensor::from_vec(all[..n - 1].to_vec(), (1, n - 1), &Device::Cpu).unwrap();
+        let mut cache = rlcode_policy::KvCache::new(&m.cfg, 1, n).unwrap();
+        let logits = m
+            .forward_infer(&ids, &mut cache, false)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let tgt = Tensor::from_vec(all[1..].to_vec(), n - 1, &Device::Cpu).unwrap();
+        let want: Vec<f32> = rlcode_policy::token_logprobs(&logits, &tgt)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (i, lp) in lps.iter().enumerate() {
+            let w = want[prompt.len() - 1 + i];
+            assert!(
+                (lp - w).abs() < 1e-4,
+                "token {i}: sampled {lp} vs inference path {w}"
+            );
+        }
+    }
+}
+
 #[test]
 fn stops_and_bad_problems() {
     let dir = tempfile::tempdir().unwrap();

@@ -285,18 +285,36 @@ impl Llama {
     /// from the f32 model's by a documented tolerance (docs/formats.md), not by rounding
     /// alone. Irreversible for this value; training never calls it.
     pub fn use_bf16_weights(&mut self) -> CResult<()> {
-        fn round(w: &Tensor) -> CResult<(Tensor, OnceLock<super::DecodeWeights>)> {
+        self.round_to_bf16(false)
+    }
+
+    /// [`Llama::use_bf16_weights`], and the products' inputs rounded to bf16 too: every linear
+    /// layer and the LM head (in decoding and in the prefill alike) compute with AVX-512 BF16's
+    /// `vdpbf16ps` ([`kernel::PairPanels`]: two products per lane and instruction, f32 sums),
+    /// as llama.cpp's BF16 models do. Another model again, further from f32 than
+    /// [`Llama::use_bf16_weights`]'s (docs/sampling.md has the measured log-prob drift);
+    /// batch-invariant like the others, and the same bits on CPUs without AVX-512 BF16.
+    pub fn use_bf16_products(&mut self) -> CResult<()> {
+        self.round_to_bf16(true)
+    }
+
+    fn round_to_bf16(&mut self, products: bool) -> CResult<()> {
+        let round = |w: &Tensor| -> CResult<(Tensor, OnceLock<super::DecodeWeights>)> {
             let (n, k) = w.dims2()?;
             let wb: Vec<kernel::Bf16> = with_f32(w, |d| {
                 d.iter().map(|&v| kernel::Bf16::from_f32(v)).collect()
             })?;
             let r: Vec<f32> = wb.iter().map(|b| kernel::Weight::get(*b)).collect();
-            let packed = super::DecodeWeights::Bf16(kernel::Panels::pack(&wb, n, k));
+            let packed = if products {
+                super::DecodeWeights::Bf16Dot(kernel::PairPanels::pack(&wb, n, k))
+            } else {
+                super::DecodeWeights::Bf16(kernel::Panels::pack(&wb, n, k))
+            };
             Ok((
                 Tensor::from_vec(r, w.dims(), &Device::Cpu)?,
                 OnceLock::from(packed),
             ))
-        }
+        };
         for l in &mut self.layers {
             for p in [
                 &mut l.q,
@@ -338,7 +356,10 @@ impl Llama {
 
     /// Whether [`Llama::use_bf16_weights`] was called.
     pub fn bf16_weights(&self) -> bool {
-        matches!(self.lm_head_dec.get(), Some(super::DecodeWeights::Bf16(_)))
+        matches!(
+            self.lm_head_dec.get(),
+            Some(super::DecodeWeights::Bf16(_) | super::DecodeWeights::Bf16Dot(_))
+        )
     }
 }
 
@@ -358,6 +379,7 @@ impl super::DecodeWeights {
         match self {
             Self::F32(w) => kernel::matmul_nt(x, rows, w),
             Self::Bf16(w) => kernel::matmul_nt(x, rows, w),
+            Self::Bf16Dot(w) => kernel::matmul_nt(x, rows, w),
         }
     }
 }
@@ -394,22 +416,22 @@ impl super::Proj {
             .collect::<CResult<Vec<_>>>()?;
         let f32s: Vec<_> = ws
             .iter()
-            .filter_map(|w| match w {
-                D::F32(p) => Some(p),
-                D::Bf16(_) => None,
-            })
+            .filter_map(|w| if let D::F32(p) = w { Some(p) } else { None })
             .collect();
         let bf16s: Vec<_> = ws
             .iter()
-            .filter_map(|w| match w {
-                D::Bf16(p) => Some(p),
-                D::F32(_) => None,
-            })
+            .filter_map(|w| if let D::Bf16(p) = w { Some(p) } else { None })
+            .collect();
+        let dots: Vec<_> = ws
+            .iter()
+            .filter_map(|w| if let D::Bf16Dot(p) = w { Some(p) } else { None })
             .collect();
         let mut ys = if f32s.len() == ws.len() {
             kernel::matmul_nt_many(x, rows, &f32s)
         } else if bf16s.len() == ws.len() {
             kernel::matmul_nt_many(x, rows, &bf16s)
+        } else if dots.len() == ws.len() {
+            kernel::matmul_nt_many(x, rows, &dots)
         } else {
             ws.iter().map(|w| w.matmul(x, rows)).collect()
         };

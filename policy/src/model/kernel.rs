@@ -127,8 +127,44 @@ impl<W: Weight> Panels<W> {
     }
 }
 
+/// A weight matrix packed in panels of [`P`] output columns, with the register tile that
+/// reads them: [`Panels`] (f32 or bf16 weights, f32 arithmetic) or [`PairPanels`] (bf16
+/// products). The driver ([`matmul_nt_many`]) is the same for both.
+pub trait Packed: Sync {
+    /// The input as the tile reads it.
+    type X: Copy + Send + Sync;
+    /// Output columns.
+    fn n(&self) -> usize;
+    /// Input width.
+    fn k(&self) -> usize;
+    /// `x` `[rows, k]` as the tile reads it: [`Packed::row_len`] elements per row.
+    fn prepare(x: &[f32], rows: usize, k: usize) -> std::borrow::Cow<'_, [Self::X]>;
+    fn row_len(&self) -> usize;
+    /// Panel `p`'s tile of `tr` rows of prepared input `x`, into `t[..tr]`.
+    fn tile(&self, p: usize, x: &[Self::X], tr: usize, simd: bool, t: &mut [[f32; P]; R]);
+}
+
+impl<W: Weight> Packed for Panels<W> {
+    type X = f32;
+    fn n(&self) -> usize {
+        self.n
+    }
+    fn k(&self) -> usize {
+        self.k
+    }
+    fn prepare(x: &[f32], _rows: usize, _k: usize) -> std::borrow::Cow<'_, [f32]> {
+        std::borrow::Cow::Borrowed(x)
+    }
+    fn row_len(&self) -> usize {
+        self.k
+    }
+    fn tile(&self, p: usize, x: &[f32], tr: usize, simd: bool, t: &mut [[f32; P]; R]) {
+        tile(self.panel(p), x, self.k, tr, simd, t);
+    }
+}
+
 /// `x W^T`: `x` `[rows, k]` row-major; returns `[rows, n]`.
-pub fn matmul_nt<W: Weight>(x: &[f32], rows: usize, w: &Panels<W>) -> Vec<f32> {
+pub fn matmul_nt<M: Packed>(x: &[f32], rows: usize, w: &M) -> Vec<f32> {
     matmul_nt_with(x, rows, w, simd_available())
 }
 
@@ -146,7 +182,7 @@ pub fn simd_available() -> bool {
 
 /// [`matmul_nt`] with the AVX-512 path chosen by the caller (`simd` is ignored where
 /// [`simd_available`] is false). Both paths give the same bits.
-pub fn matmul_nt_with<W: Weight>(x: &[f32], rows: usize, w: &Panels<W>, simd: bool) -> Vec<f32> {
+pub fn matmul_nt_with<M: Packed>(x: &[f32], rows: usize, w: &M, simd: bool) -> Vec<f32> {
     matmul_nt_many_with(x, rows, &[w], simd)
         .pop()
         .expect("one product")
@@ -155,44 +191,41 @@ pub fn matmul_nt_with<W: Weight>(x: &[f32], rows: usize, w: &Panels<W>, simd: bo
 /// `x W_m^T` for several weight matrices `W_m` that read the same `x`, in one parallel region
 /// (their panels are the tasks): one hand-off between threads instead of one per matrix. Each
 /// product is the one [`matmul_nt`] computes, bit for bit.
-pub fn matmul_nt_many<W: Weight>(x: &[f32], rows: usize, ws: &[&Panels<W>]) -> Vec<Vec<f32>> {
+pub fn matmul_nt_many<M: Packed>(x: &[f32], rows: usize, ws: &[&M]) -> Vec<Vec<f32>> {
     matmul_nt_many_with(x, rows, ws, simd_available())
 }
 
-fn matmul_nt_many_with<W: Weight>(
-    x: &[f32],
-    rows: usize,
-    ws: &[&Panels<W>],
-    simd: bool,
-) -> Vec<Vec<f32>> {
-    let Some(k) = ws.first().map(|w| w.k) else {
+fn matmul_nt_many_with<M: Packed>(x: &[f32], rows: usize, ws: &[&M], simd: bool) -> Vec<Vec<f32>> {
+    let Some(k) = ws.first().map(|w| w.k()) else {
         return Vec::new();
     };
-    assert!(ws.iter().all(|w| w.k == k), "the products share x: one k");
+    assert!(ws.iter().all(|w| w.k() == k), "the products share x: one k");
     assert_eq!(x.len(), rows * k, "x is [rows, k]");
     let simd = simd && simd_available();
-    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; rows * w.n]).collect();
+    let xs = M::prepare(x, rows, k);
+    let len = ws[0].row_len();
+    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; rows * w.n()]).collect();
     let outs: Vec<Out> = ys.iter_mut().map(|y| Out(y.as_mut_ptr())).collect();
     let tasks: Vec<(usize, usize)> = ws
         .iter()
         .enumerate()
-        .flat_map(|(m, w)| (0..w.n.div_ceil(P)).map(move |p| (m, p)))
+        .flat_map(|(m, w)| (0..w.n().div_ceil(P)).map(move |p| (m, p)))
         .collect();
-    let outs = &outs;
+    let (outs, xs) = (&outs, &xs);
     tasks.into_par_iter().for_each(|(m, p)| {
         let w = ws[m];
-        let cols = P.min(w.n - p * P);
-        let panel = w.panel(p);
+        let n = w.n();
+        let cols = P.min(n - p * P);
         let mut j = 0;
         while j < rows {
             let tr = (rows - j).min(R);
             let mut t = [[0f32; P]; R];
-            tile(panel, &x[j * k..(j + tr) * k], k, tr, simd, &mut t);
+            w.tile(p, &xs[j * len..(j + tr) * len], tr, simd, &mut t);
             for (b, tb) in t.iter().enumerate().take(tr) {
                 // SAFETY: row j + b, columns p * P .. p * P + cols are in bounds of product
                 // m, and only this task writes them (panels are disjoint).
                 let dst = unsafe {
-                    std::slice::from_raw_parts_mut(outs[m].0.add((j + b) * w.n + p * P), cols)
+                    std::slice::from_raw_parts_mut(outs[m].0.add((j + b) * n + p * P), cols)
                 };
                 dst.copy_from_slice(&tb[..cols]);
             }
@@ -200,6 +233,152 @@ fn matmul_nt_many_with<W: Weight>(
         }
     });
     ys
+}
+
+/// A weight matrix `W` `[n, k]` in bf16 for products in bf16 ([`Packed`]): panel `p` holds
+/// columns `p * P .. p * P + P`, the inputs in pairs, `[k / 2, P]` of `u32`: element
+/// `(i, c)` is `W[c, 2i]` (low half) and `W[c, 2i + 1]` (high half), bf16 bits; an odd `k`
+/// is padded with a zero weight, a last partial panel with zero columns.
+///
+/// The input is rounded to bf16 too ([`Bf16::from_f32`]), and output element `(j, c)` is, in
+/// order of `i` from zero: `acc = fma(x[2i+1], W[c, 2i+1], acc)`, then `acc = fma(x[2i],
+/// W[c, 2i], acc)` (each product of two bf16 values is exact in f32), with subnormal inputs
+/// and results read and written as zero: what AVX-512 BF16's `vdpbf16ps` computes, lane by
+/// lane (checked against this CPU: [`dot_pair`]). So a product is again independent of the
+/// other rows, the tile, the thread count and the CPU; on one without AVX-512 BF16 the scalar
+/// path gives the same bits, slower.
+#[derive(Clone, Debug)]
+pub struct PairPanels {
+    data: Vec<u32>,
+    n: usize,
+    k: usize,
+}
+
+impl PairPanels {
+    /// Repack a row-major `w` `[n, k]`.
+    pub fn pack(w: &[Bf16], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "w is [n, k]");
+        let kp = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(P) * kp * P];
+        data.par_chunks_mut(kp * P)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for c in 0..P.min(n - p * P) {
+                    let row = &w[(p * P + c) * k..(p * P + c + 1) * k];
+                    for (i, pair) in row.chunks(2).enumerate() {
+                        let hi = pair.get(1).map_or(0, |b| b.0 as u32);
+                        panel[i * P + c] = pair[0].0 as u32 | hi << 16;
+                    }
+                }
+            });
+        PairPanels { data, n, k }
+    }
+}
+
+/// `x` `[rows, k]` rounded to bf16 and paired as [`PairPanels`] reads it, `[rows, k / 2]`.
+fn bf16_pairs(x: &[f32], rows: usize, k: usize) -> Vec<u32> {
+    let kp = k.div_ceil(2);
+    let mut out = vec![0u32; rows * kp];
+    for (row, o) in x.chunks(k).zip(out.chunks_mut(kp)) {
+        for (pair, o) in row.chunks(2).zip(o) {
+            let hi = pair.get(1).map_or(0, |&v| Bf16::from_f32(v).0 as u32);
+            *o = Bf16::from_f32(pair[0]).0 as u32 | hi << 16;
+        }
+    }
+    out
+}
+
+/// Whether this CPU runs [`PairPanels`]' products in AVX-512 BF16.
+pub fn bf16_dot_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl Packed for PairPanels {
+    type X = u32;
+    fn n(&self) -> usize {
+        self.n
+    }
+    fn k(&self) -> usize {
+        self.k
+    }
+    fn prepare(x: &[f32], rows: usize, k: usize) -> std::borrow::Cow<'_, [u32]> {
+        std::borrow::Cow::Owned(bf16_pairs(x, rows, k))
+    }
+    fn row_len(&self) -> usize {
+        self.k.div_ceil(2)
+    }
+    fn tile(&self, p: usize, x: &[u32], tr: usize, simd: bool, t: &mut [[f32; P]; R]) {
+        let kp = self.k.div_ceil(2);
+        let panel = &self.data[p * kp * P..(p + 1) * kp * P];
+        debug_assert!(x.len() >= tr * kp && tr <= R);
+        #[cfg(target_arch = "x86_64")]
+        if simd && bf16_dot_available() {
+            macro_rules! go {
+                ($($r:literal)*) => {
+                    match tr {
+                        // SAFETY: AVX-512F and BF16 checked; the slices hold the panel and tr
+                        // rows of kp pairs.
+                        $($r => unsafe { avx512::tile_dot::<$r>(panel, x, kp, t) },)*
+                        _ => unreachable!("tile rows"),
+                    }
+                };
+            }
+            go!(1 2 3 4 5 6 7 8);
+            return;
+        }
+        let _ = simd;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has FMA (checked above).
+            unsafe { tile_dot_fma(panel, x, kp, tr, t) };
+            return;
+        }
+        tile_dot_scalar(panel, x, kp, tr, t);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_dot_fma(panel: &[u32], x: &[u32], kp: usize, tr: usize, t: &mut [[f32; P]; R]) {
+    tile_dot_scalar(panel, x, kp, tr, t);
+}
+
+#[inline(always)]
+fn tile_dot_scalar(panel: &[u32], x: &[u32], kp: usize, tr: usize, t: &mut [[f32; P]; R]) {
+    for (b, tb) in t.iter_mut().enumerate().take(tr) {
+        let xb = &x[b * kp..(b + 1) * kp];
+        for (i, &xv) in xb.iter().enumerate() {
+            for (acc, &w) in tb.iter_mut().zip(&panel[i * P..(i + 1) * P]) {
+                *acc = dot_pair(*acc, w, xv);
+            }
+        }
+    }
+}
+
+/// One lane of `vdpbf16ps`: `acc + w.hi * x.hi`, rounded, then `+ w.lo * x.lo`, rounded
+/// (products exact), subnormal inputs and results as zero.
+#[inline(always)]
+pub fn dot_pair(acc: f32, w: u32, x: u32) -> f32 {
+    #[inline(always)]
+    fn flush(v: f32) -> f32 {
+        if v.is_subnormal() {
+            0f32.copysign(v)
+        } else {
+            v
+        }
+    }
+    let lo = |v: u32| flush(f32::from_bits(v << 16));
+    let hi = |v: u32| flush(f32::from_bits(v & 0xffff_0000));
+    let a = flush(hi(w).mul_add(hi(x), flush(acc)));
+    flush(lo(w).mul_add(lo(x), a))
 }
 
 /// One tile: `t[b][c]` = sum over `kk` of `x[b, kk] * panel[kk, c]`, in order of `kk`, for
@@ -594,6 +773,46 @@ mod avx512 {
             }
         }
     }
+    /// See [`super::PairPanels`]: per pair of inputs, the panel's two vectors of 16 weight
+    /// pairs and one broadcast of each row's input pair, `2 * N` `vdpbf16ps`.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16; `panel` holds `kp * P` and `x` `N * kp` pairs.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::needless_range_loop)] // register tiles read best indexed
+    pub(super) unsafe fn tile_dot<const N: usize>(
+        panel: &[u32],
+        x: &[u32],
+        kp: usize,
+        t: &mut [[f32; super::P]; super::R],
+    ) {
+        debug_assert!(panel.len() >= kp * super::P && x.len() >= N * kp);
+        let (wp, xp) = (panel.as_ptr(), x.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; N];
+        for i in 0..kp {
+            // SAFETY: i < kp pairs of P weights in the panel; b < N rows of kp in x.
+            unsafe {
+                let w0: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(wp.add(i * super::P) as *const _));
+                let w1: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(wp.add(i * super::P + 16) as *const _));
+                for b in 0..N {
+                    let xb: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*xp.add(b * kp + i) as i32));
+                    acc[b][0] = _mm512_dpbf16_ps(acc[b][0], w0, xb);
+                    acc[b][1] = _mm512_dpbf16_ps(acc[b][1], w1, xb);
+                }
+            }
+        }
+        for b in 0..N {
+            // SAFETY: t[b] holds P = 32 floats.
+            unsafe {
+                _mm512_storeu_ps(t[b].as_mut_ptr(), acc[b][0]);
+                _mm512_storeu_ps(t[b].as_mut_ptr().add(16), acc[b][1]);
+            }
+        }
+    }
+
     /// See [`super::tile`]: per `kk`, the panel's two weight vectors and one broadcast of
     /// each row's `x[b, kk]`, `2 * N` fused multiply-adds.
     #[target_feature(enable = "avx512f")]
@@ -825,6 +1044,125 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_products_are_the_paired_fma_chain_row_invariant_and_the_same_with_or_without_simd() {
+        for (n, k) in [(70, 37), (33, 64), (5, 16), (129, 200), (32, 1)] {
+            let w: Vec<Bf16> = data(n * k, 9)
+                .iter()
+                .map(|&v| Bf16::from_f32(v * 1.7))
+                .collect();
+            let pk = PairPanels::pack(&w, n, k);
+            let x = data(13 * k, 10);
+            let y = matmul_nt_with(&x, 13, &pk, true);
+            let xb: Vec<f32> = x.iter().map(|&v| Bf16::from_f32(v).get()).collect();
+            for j in 0..13 {
+                for i in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|kk| w[i * k + kk].get() as f64 * xb[j * k + kk] as f64)
+                        .sum();
+                    assert!((y[j * n + i] as f64 - want).abs() < 1e-4, "({j}, {i})");
+                    // Pairs in order, the odd input first within a pair.
+                    let mut acc = 0f32;
+                    for kk in (0..k).step_by(2) {
+                        if kk + 1 < k {
+                            acc = w[i * k + kk + 1].get().mul_add(xb[j * k + kk + 1], acc);
+                        }
+                        acc = w[i * k + kk].get().mul_add(xb[j * k + kk], acc);
+                    }
+                    assert_eq!(y[j * n + i].to_bits(), acc.to_bits(), "({j}, {i})");
+                }
+            }
+            assert!(
+                matmul_nt_with(&x, 13, &pk, false) == y,
+                "scalar and simd differ"
+            );
+            for j in 0..13 {
+                let one = matmul_nt_with(&x[j * k..(j + 1) * k], 1, &pk, true);
+                assert!(one == y[j * n..(j + 1) * n], "row {j} alone");
+            }
+        }
+    }
+
+    /// The scalar emulation of one `vdpbf16ps` lane against the instruction, where the CPU has
+    /// it: random pairs over a wide range of exponents, and subnormal inputs and results.
+    #[test]
+    fn dot_pair_is_what_vdpbf16ps_computes() {
+        if !bf16_dot_available() {
+            eprintln!("no AVX-512 BF16 here: nothing to compare");
+            return;
+        }
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut cases: Vec<(f32, u32, u32)> = Vec::new();
+        for _ in 0..20_000 {
+            let val = |r: u64| {
+                let m = (r % 4001) as f32 / 200.0 - 10.0;
+                m * 2f32.powi(((r >> 20) % 60) as i32 - 30)
+            };
+            let pair =
+                |a: f32, b: f32| Bf16::from_f32(a).0 as u32 | (Bf16::from_f32(b).0 as u32) << 16;
+            let (a, b, c, d) = (val(next()), val(next()), val(next()), val(next()));
+            cases.push((val(next()), pair(a, b), pair(c, d)));
+        }
+        let tiny = f32::MIN_POSITIVE;
+        let sub = Bf16(0x0001).0 as u32; // a bf16 subnormal
+        for (acc, w, x) in [
+            (0.0, sub, Bf16::from_f32(2f32.powi(100)).0 as u32),
+            (f32::from_bits(1), 0, 0),
+            (
+                0.0,
+                Bf16::from_f32(2f32.powi(-70)).0 as u32,
+                Bf16::from_f32(2f32.powi(-70)).0 as u32,
+            ),
+            (
+                -0.0,
+                Bf16::from_f32(-2f32.powi(-70)).0 as u32,
+                Bf16::from_f32(2f32.powi(-70)).0 as u32,
+            ),
+            (
+                tiny,
+                Bf16::from_f32(-1.0).0 as u32,
+                Bf16::from_f32(tiny).0 as u32,
+            ),
+        ] {
+            cases.push((acc, w, x));
+        }
+        // 16 lanes at a time: a panel of one pair, one row.
+        for chunk in cases.chunks(16) {
+            for (lane, &(acc, w, x)) in chunk.iter().enumerate() {
+                let mut panel = [0u32; P];
+                panel[lane] = w;
+                let mut t = [[0f32; P]; R];
+                t[0][lane] = acc;
+                // SAFETY: checked above that the CPU has AVX-512F and BF16.
+                let hw = unsafe {
+                    use std::arch::x86_64::*;
+                    let r = _mm512_dpbf16_ps(
+                        _mm512_loadu_ps(t[0].as_ptr()),
+                        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                            panel.as_ptr() as *const _,
+                        )),
+                        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(x as i32)),
+                    );
+                    let mut o = [0f32; 16];
+                    _mm512_storeu_ps(o.as_mut_ptr(), r);
+                    o[lane]
+                };
+                let em = dot_pair(acc, w, x);
+                assert_eq!(
+                    hw.to_bits(),
+                    em.to_bits(),
+                    "acc {acc:e} w {w:08x} x {x:08x}"
+                );
             }
         }
     }
