@@ -209,27 +209,20 @@ if os.path.exists(f"{out}/b1.torch.json"):
         r = json.load(open(f"{out}/{name}.json"))
         lines.append(f"| {name} | {t['tokens']} | {t['tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
                      f"{r['sampling_tok_s'] / t['tok_s']:.2f} |")
+flagged = [("bf16", "`--weights bf16`, same run (same workloads; bf16 weights, f32 arithmetic):"),
+           ("dot", "`--weights bf16-dot`, same run (bf16 weights and products' inputs, `vdpbf16ps`, f32 sums):")]
 if os.path.exists(f"{out}/b1.bf16.json"):
-    lines += ["", "`--weights bf16`, same run (same workloads; bf16 weights, f32 arithmetic):", "",
-              "| workload | bf16 tokens | bf16 tok/s | f32 tok/s | bf16 / f32 | bf16 decode-only tok/s | bf16 decode-only / llama.cpp F32 S_TG |",
-              "|---|---|---|---|---|---|---|"]
-    for w in work:
-        name = w.split()[0]
-        r = json.load(open(f"{out}/{name}.json"))
-        b = json.load(open(f"{out}/{name}.bf16.json"))
-        dec = b.get("decode_tok_s")
-        ref = f"{dec / llama[name]:.2f}" if name in llama and dec else "–"
-        lines.append(f"| {name} | {b['tokens']} | {b['sampling_tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "
-                     f"{b['sampling_tok_s'] / r['sampling_tok_s']:.2f} | "
-                     + (f"{dec:.1f}" if dec else "–") + f" | {ref} |")
-    if os.path.exists(f"{out}/b1.dot.json"):
-        lines += ["", "`--weights bf16-dot`, same run (bf16 weights and products' inputs, `vdpbf16ps`, f32 sums):", "",
-                  "| workload | bf16-dot tokens | bf16-dot tok/s | f32 tok/s | bf16-dot / f32 | bf16-dot decode-only tok/s | bf16-dot decode-only / llama.cpp F32 S_TG |",
+    for suffix, title in flagged:
+        if not os.path.exists(f"{out}/b1.{suffix}.json"):
+            continue
+        mode = "bf16" if suffix == "bf16" else "bf16-dot"
+        lines += ["", title, "",
+                  f"| workload | {mode} tokens | {mode} tok/s | f32 tok/s | {mode} / f32 | {mode} decode-only tok/s | {mode} decode-only / llama.cpp F32 S_TG |",
                   "|---|---|---|---|---|---|---|"]
         for w in work:
             name = w.split()[0]
             r = json.load(open(f"{out}/{name}.json"))
-            b = json.load(open(f"{out}/{name}.dot.json"))
+            b = json.load(open(f"{out}/{name}.{suffix}.json"))
             dec = b.get("decode_tok_s")
             ref = f"{dec / llama[name]:.2f}" if name in llama and dec else "–"
             lines.append(f"| {name} | {b['tokens']} | {b['sampling_tok_s']:.1f} | {r['sampling_tok_s']:.1f} | "

@@ -141,11 +141,11 @@ fn samples_have_every_field_and_match_the_training_path() {
 
 /// --weights bf16: the records' log-probs are the training path's of the model with its linear
 /// weights rounded to bf16 (not of the f32 model), whatever the batch; the records say so.
-#[test]
-fn bf16_weights_sample_the_rounded_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let ck = tiny_ckpt(dir.path());
-    let problems = dir.path().join("p.jsonl");
+/// A tiny checkpoint and two prompts in `dir`; rl-sample's arguments for 3 samples of each,
+/// 10 tokens, no stop strings.
+fn two_prompts(dir: &std::path::Path) -> (std::path::PathBuf, Vec<String>) {
+    let ck = tiny_ckpt(dir);
+    let problems = dir.join("p.jsonl");
     std::fs::write(
         &problems,
         "{\"id\":\"a\",\"prompt\":\"def add(a, b):\\n\",\"tests\":[]}\n\
@@ -165,13 +165,24 @@ fn bf16_weights_sample_the_rounded_model() {
         "10",
         "--no-stop",
     ];
-    let with = |extra: &[&str]| {
-        let mut v = base.to_vec();
-        v.extend_from_slice(extra);
-        let (r, out) = run_to_string(&args(&v));
-        assert_eq!(r.unwrap(), ExitCode::Success);
-        out
-    };
+    let base = base.iter().map(|a| a.to_string()).collect();
+    (ck, base)
+}
+
+/// rl-sample's output for `base` then `extra`, which must succeed.
+fn run_ok(base: &[String], extra: &[&str]) -> String {
+    let mut v: Vec<&str> = base.iter().map(String::as_str).collect();
+    v.extend_from_slice(extra);
+    let (r, out) = run_to_string(&args(&v));
+    assert_eq!(r.unwrap(), ExitCode::Success);
+    out
+}
+
+#[test]
+fn bf16_weights_sample_the_rounded_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, base) = two_prompts(dir.path());
+    let with = |extra: &[&str]| run_ok(&base, extra);
     let bf = with(&["--weights", "bf16"]);
     assert_eq!(with(&["--weights", "bf16", "--max-batch", "1"]), bf);
     let f32_out = with(&[]);
@@ -186,7 +197,7 @@ fn bf16_weights_sample_the_rounded_model() {
         assert!(rf.get("weights").is_none(), "f32 records are unchanged");
         assert_training_logprobs(&m, &r, "rounded model");
     }
-    let mut o = base.to_vec();
+    let mut o: Vec<&str> = base.iter().map(String::as_str).collect();
     o.extend_from_slice(&["--weights", "bf16", "--backend", "openai"]);
     let e = run_to_string(&args(&o)).0.unwrap_err().to_string();
     assert!(e.contains("--weights needs --backend local"), "{e}");
@@ -199,34 +210,8 @@ fn bf16_weights_sample_the_rounded_model() {
 #[test]
 fn bf16_products_sample_their_own_model_batch_invariantly() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = tiny_ckpt(dir.path());
-    let problems = dir.path().join("p.jsonl");
-    std::fs::write(
-        &problems,
-        "{\"id\":\"a\",\"prompt\":\"def add(a, b):\\n\",\"tests\":[]}\n\
-         {\"id\":\"b\",\"prompt\":\"x = \",\"tests\":[]}\n",
-    )
-    .unwrap();
-    let base = [
-        "--model",
-        ck.to_str().unwrap(),
-        "--problems",
-        problems.to_str().unwrap(),
-        "-n",
-        "3",
-        "--seed",
-        "4",
-        "--max-tokens",
-        "10",
-        "--no-stop",
-    ];
-    let with = |extra: &[&str]| {
-        let mut v = base.to_vec();
-        v.extend_from_slice(extra);
-        let (r, out) = run_to_string(&args(&v));
-        assert_eq!(r.unwrap(), ExitCode::Success);
-        out
-    };
+    let (ck, base) = two_prompts(dir.path());
+    let with = |extra: &[&str]| run_ok(&base, extra);
     let dot = with(&["--weights", "bf16-dot"]);
     assert_eq!(with(&["--weights", "bf16-dot", "--max-batch", "1"]), dot);
     assert_ne!(dot, with(&["--weights", "bf16"]));
