@@ -55,6 +55,12 @@ fn code_is_the_fenced_block_or_prompt_plus_completion() {
 /// A record's `logprobs` (one per token, not none) are `m`'s training-path log-probs of its
 /// tokens after its prompt, at temperature 1, within 1e-4.
 fn assert_training_logprobs(m: &rlcode_policy::Llama, r: &serde_json::Value, what: &str) {
+    assert_logprobs(r, what, |ids| m.forward_train(ids).unwrap());
+}
+
+/// A record's `logprobs` (one per token, not none) are, within 1e-4, the log-probs at
+/// temperature 1 of its tokens after its prompt under `logits` (ids `[1, T]` → `[1, T, vocab]`).
+fn assert_logprobs(r: &serde_json::Value, what: &str, logits: impl Fn(&Tensor) -> Tensor) {
     let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
     let toks: Vec<u32> = serde_json::from_value(r["tokens"].clone()).unwrap();
     let lps: Vec<f32> = serde_json::from_value(r["logprobs"].clone()).unwrap();
@@ -63,7 +69,7 @@ fn assert_training_logprobs(m: &rlcode_policy::Llama, r: &serde_json::Value, wha
     let all: Vec<u32> = prompt.iter().chain(&toks).copied().collect();
     let n = all.len();
     let ids = Tensor::from_vec(all[..n - 1].to_vec(), (1, n - 1), &Device::Cpu).unwrap();
-    let logits = m.forward_train(&ids).unwrap().squeeze(0).unwrap();
+    let logits = logits(&ids).squeeze(0).unwrap();
     let tgt = Tensor::from_vec(all[1..].to_vec(), n - 1, &Device::Cpu).unwrap();
     let want: Vec<f32> = rlcode_policy::token_logprobs(&logits, &tgt)
         .unwrap()
@@ -222,30 +228,10 @@ fn bf16_products_sample_their_own_model_batch_invariantly() {
     for l in dot.lines() {
         let r: serde_json::Value = serde_json::from_str(l).unwrap();
         assert_eq!(r["weights"], "bf16-dot");
-        let prompt: Vec<u32> = serde_json::from_value(r["prompt_tokens"].clone()).unwrap();
-        let toks: Vec<u32> = serde_json::from_value(r["tokens"].clone()).unwrap();
-        let lps: Vec<f32> = serde_json::from_value(r["logprobs"].clone()).unwrap();
-        let all: Vec<u32> = prompt.iter().chain(&toks).copied().collect();
-        let n = all.len();
-        let ids = Tensor::from_vec(all[..n - 1].to_vec(), (1, n - 1), &Device::Cpu).unwrap();
-        let mut cache = rlcode_policy::KvCache::new(&m.cfg, 1, n).unwrap();
-        let logits = m
-            .forward_infer(&ids, &mut cache, false)
-            .unwrap()
-            .squeeze(0)
-            .unwrap();
-        let tgt = Tensor::from_vec(all[1..].to_vec(), n - 1, &Device::Cpu).unwrap();
-        let want: Vec<f32> = rlcode_policy::token_logprobs(&logits, &tgt)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        for (i, lp) in lps.iter().enumerate() {
-            let w = want[prompt.len() - 1 + i];
-            assert!(
-                (lp - w).abs() < 1e-4,
-                "token {i}: sampled {lp} vs inference path {w}"
-            );
-        }
+        assert_logprobs(&r, "inference path", |ids| {
+            let mut cache = rlcode_policy::KvCache::new(&m.cfg, 1, ids.dim(1).unwrap()).unwrap();
+            m.forward_infer(ids, &mut cache, false).unwrap()
+        });
     }
 }
 
