@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rlcode_core::jsonl::{JsonlReader, JsonlWriter, Skipper};
 use rlcode_core::{Error, ExitCode, Result};
+use rlcode_policy::model::kernel;
 use rlcode_policy::{Checkpoint, Llama, Tokenizer};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -292,6 +293,11 @@ pub fn sample_rng(seed: u64, problem_id: &str, sample: usize) -> ChaCha20Rng {
 /// Draw one token from `logits` (see the module docs for the distribution); returns the token
 /// and its log-probability under that distribution. Ties in greedy decoding and in the nucleus
 /// order go to the lower token id.
+///
+/// The weights e^((l - max) / T) are f32 ([`kernel::exp_f32`], within 1 ulp, vectorized), their
+/// sums f64 in a fixed order; the draw is an inverse-CDF search over blocks of [`BLOCK`] tokens
+/// (their sums first, then within one block), so a draw costs one pass over the vocabulary, not
+/// a scalar f64 exp per token. The log-probability is `(l - max) / T - ln(sum)` in f64.
 pub fn sample_token(
     logits: &[f32],
     temperature: f64,
@@ -310,44 +316,95 @@ pub fn sample_token(
         }
         return Ok((best as u32, 0.0));
     }
-    let max = logits
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+    let inv = 1.0 / temperature;
+    let mut w: Vec<f32> = logits
         .iter()
-        .fold(f64::NEG_INFINITY, |m, &l| m.max(l as f64));
-    let z: Vec<f64> = logits
-        .iter()
-        .map(|&l| (l as f64 - max) / temperature)
+        .map(|&l| ((l as f64 - max as f64) * inv) as f32)
         .collect();
-    let w: Vec<f64> = z.iter().map(|x| x.exp()).collect();
-    let total: f64 = w.iter().sum();
-    let order: Vec<usize> = if top_p < 1.0 {
+    kernel::exp_in_place(&mut w);
+    let (pick, kept) = if top_p < 1.0 {
         let mut idx: Vec<usize> = (0..w.len()).collect();
         idx.sort_by(|&a, &b| w[b].total_cmp(&w[a]).then(a.cmp(&b)));
+        let total: f64 = w.chunks(BLOCK).map(lane_sum).sum();
         let mut mass = 0.0;
         let mut keep = 0;
         for &i in &idx {
-            mass += w[i];
+            mass += w[i] as f64;
             keep += 1;
             if mass >= top_p * total {
                 break;
             }
         }
         idx.truncate(keep);
-        idx
+        let kept: f64 = idx.iter().map(|&i| w[i] as f64).sum();
+        let u = rng.random::<f64>() * kept;
+        let mut acc = 0.0;
+        let mut pick = *idx.last().expect("non-empty vocabulary");
+        for &i in &idx {
+            acc += w[i] as f64;
+            if acc > u && w[i] > 0.0 {
+                pick = i;
+                break;
+            }
+        }
+        (pick, kept)
     } else {
-        (0..w.len()).collect()
+        let sums: Vec<f64> = w.chunks(BLOCK).map(lane_sum).collect();
+        let total: f64 = sums.iter().sum();
+        let u = rng.random::<f64>() * total;
+        (inverse_cdf(&w, &sums, u), total)
     };
-    let kept: f64 = order.iter().map(|&i| w[i]).sum();
-    let u = rng.random::<f64>() * kept;
-    let mut acc = 0.0;
-    let mut pick = *order.last().expect("non-empty vocabulary");
-    for &i in &order {
-        acc += w[i];
-        if acc > u && w[i] > 0.0 {
-            pick = i;
-            break;
+    let z = (logits[pick] as f64 - max as f64) * inv;
+    Ok((pick as u32, (z - kept.ln()) as f32))
+}
+
+/// Tokens per block of [`sample_token`]'s search.
+const BLOCK: usize = 256;
+
+/// The sum of `w` in f64: eight lanes (element i into lane i mod 8), then the lanes pairwise,
+/// then the tail; a fixed order, so the same bits however it is compiled.
+fn lane_sum(w: &[f32]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut chunks = w.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x as f64;
         }
     }
-    Ok((pick as u32, (z[pick] - kept.ln()) as f32))
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for &x in chunks.remainder() {
+        s += x as f64;
+    }
+    s
+}
+
+/// The first token whose running sum of weights exceeds `u` (and whose weight is not zero):
+/// the block by the running sum of `sums` (block `b` = [`lane_sum`] of `w`'s block `b`), then
+/// the token within it. Where rounding leaves the block's own running sum short of `u`, its
+/// last token of non-zero weight.
+fn inverse_cdf(w: &[f32], sums: &[f64], u: f64) -> usize {
+    let mut acc = 0.0;
+    for (b, &s) in sums.iter().enumerate() {
+        if acc + s > u && s > 0.0 {
+            let from = b * BLOCK;
+            let mut last = from;
+            for (j, &x) in w[from..(from + BLOCK).min(w.len())].iter().enumerate() {
+                if x > 0.0 {
+                    last = from + j;
+                    acc += x as f64;
+                    if acc > u {
+                        return last;
+                    }
+                }
+            }
+            return last;
+        }
+        acc += s;
+    }
+    w.iter()
+        .rposition(|&x| x > 0.0)
+        .expect("the largest logit has weight 1")
 }
 
 pub(crate) fn empty_completion() -> Completion {

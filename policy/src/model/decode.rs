@@ -263,11 +263,7 @@ impl Llama {
             let inter = g.len() / rows;
             g.par_chunks_mut(inter * 8)
                 .zip(u.par_chunks(inter * 8))
-                .for_each(|(g, u)| {
-                    for (g, u) in g.iter_mut().zip(u) {
-                        *g = *g / (1.0 + (-*g).exp()) * u;
-                    }
-                });
+                .for_each(|(g, u)| kernel::silu_mul(g, u));
             add_into(&mut x, &l.down.decode(&g, rows)?);
         }
         for s in seqs.iter_mut() {
