@@ -17,7 +17,10 @@
 # with cmake from the llama.cpp tree vendored in the PyPI sdist llama-cpp-python==0.3.36
 # (pinned by sha256; built once into .rlcode/build/llama.cpp-0.3.36, several minutes), on an
 # F32 GGUF that llama-quantize makes from the same Q4_1 GGUF the rlcode checkpoint was
-# converted from (so both run the same dequantized weights).
+# converted from (so both run the same dequantized weights). Each llama.cpp run comes right
+# after rl-sample's f32 run of the workload with as many sequences, since this VM's speed drifts
+# within minutes; one sequence (b1, the shortest and noisiest) alternates 3 rounds of each and
+# the report gives the medians.
 #
 # With --torch, PyTorch in the same run: transformers' `generate` (f32, pure sampling at the
 # same temperature, one batch of every sequence of the workload, from the very prompt tokens
@@ -42,7 +45,7 @@ while [[ $# -gt 0 ]]; do
     --bf16) BF16=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --model) MODEL=$2; shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "bench-sample: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -122,10 +125,39 @@ if ((TORCH)) && [[ ! -x $VENV/bin/python ]]; then
   mv "$VENV.part" "$VENV"
 fi
 
+# llama.cpp runs beside each workload (this VM's speed drifts within minutes): after rl-sample's
+# f32 run, llama-batched-bench with as many sequences (and llama-bench tg128 beside b1). b1, the
+# shortest and noisiest, runs ROUNDS_B1 times alternating with llama.cpp; the report takes the
+# round of median decode-only tok/s and the median of llama.cpp's rounds.
+ROUNDS_B1=3
+llama_beside() {
+  local seqs=$1
+  "$LDIR/bin/llama-batched-bench" -m "$F32" -t "$(nproc)" -c 32768 -b 2048 -ub 512 -pps \
+    -npp 200 -ntg 128 -npl "$seqs" --output-format jsonl >> "$OUT/llama-batched.jsonl" 2>> "$OUT/llama-batched.log"
+  if ((seqs == 1)); then
+    "$LDIR/bin/llama-bench" -m "$F32" -t "$(nproc)" -p 0 -n 128 -r 1 -o jsonl \
+      >> "$OUT/llama-bench.jsonl" 2>> "$OUT/llama-bench.log"
+  fi
+}
+rm -f "$OUT"/llama-batched.jsonl "$OUT"/llama-batched.log "$OUT"/llama-bench.jsonl "$OUT"/llama-bench.log
 WORK=("b1 1 1 128" "b8 1 8 128" "b32 4 8 128" "chat64 8 8 256")
 for w in "${WORK[@]}"; do
   read -r name np n mt <<<"$w"
-  run "$name" "$B/rl-sample" "$np" "$n" "$mt"
+  rounds=1
+  [[ $name == b1 ]] && rounds=$ROUNDS_B1
+  for ((r = 0; r < rounds; r++)); do
+    run "$name.r$r" "$B/rl-sample" "$np" "$n" "$mt"
+    ((LLAMA)) && llama_beside $((np * n))
+  done
+  # The round of median decode-only tok/s stands for the workload.
+  python3 - "$OUT" "$name" "$rounds" <<'EOF2'
+import json, shutil, sys
+out, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rs = sorted(range(rounds), key=lambda r: json.load(open(f"{out}/{name}.r{r}.json"))["decode_tok_s"] or 0)
+pick = rs[len(rs) // 2]
+for ext in ("json", "jsonl", "log", "time", "problems.jsonl"):
+    shutil.copy(f"{out}/{name}.r{pick}.{ext}", f"{out}/{name}.{ext}")
+EOF2
   [[ -n $BASE ]] && run "$name.base" "$BASE/rl-sample" "$np" "$n" "$mt"
   ((BF16)) && run "$name.bf16" "$B/rl-sample" "$np" "$n" "$mt" --weights bf16
   ((BF16)) && run "$name.dot" "$B/rl-sample" "$np" "$n" "$mt" --weights bf16-dot
@@ -135,11 +167,6 @@ for w in "${WORK[@]}"; do
   fi
 done
 
-if ((LLAMA)); then
-  "$LDIR/bin/llama-bench" -m "$F32" -t "$(nproc)" -p 0 -n 128 -r 3 -o json > "$OUT/llama-bench.json" 2> "$OUT/llama-bench.log"
-  "$LDIR/bin/llama-batched-bench" -m "$F32" -t "$(nproc)" -c 32768 -b 2048 -ub 512 -pps \
-    -npp 200 -ntg 128 -npl 1,8,32,64 --output-format jsonl > "$OUT/llama-batched.jsonl" 2> "$OUT/llama-batched.log"
-fi
 if ((BF16)) && [[ -x $VENV/bin/python ]]; then
   "$VENV/bin/python" scripts/logprob_drift.py "$MODEL" "$OUT/chat64.jsonl" "$OUT/chat64.bf16.jsonl" \
     "$OUT/chat64.dot.jsonl" > "$OUT/drift.jsonl" 2> "$OUT/drift.log"
@@ -171,19 +198,28 @@ for w in work:
     lines.append(row)
 # llama.cpp's generation speed (S_TG) by the workload with as many sequences.
 ours = {1: "b1", 8: "b8", 32: "b32", 64: "chat64"}
-llama = {}
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+runs = {}
 if os.path.exists(f"{out}/llama-batched.jsonl"):
     for l in open(f"{out}/llama-batched.jsonl"):
         if l.strip().startswith("{"):
             b = json.loads(l)
             if b.get("pl") in ours:
-                llama[ours[b["pl"]]] = b["speed_tg"]
-if os.path.exists(f"{out}/llama-bench.json"):
-    lb = json.load(open(f"{out}/llama-bench.json"))
-    tg = [r["avg_ts"] for r in lb if r.get("n_gen") == 128]
-    lines += ["", "llama.cpp F32, same run (llama-bench tg128; llama-batched-bench, shared prompt "
+                runs.setdefault(ours[b["pl"]], []).append(b["speed_tg"])
+llama = {name: median(v) for name, v in runs.items()}
+if llama:
+    tg = []
+    if os.path.exists(f"{out}/llama-bench.jsonl"):
+        tg = [json.loads(l)["avg_ts"] for l in open(f"{out}/llama-bench.jsonl") if l.strip().startswith("{")]
+    b1r = len(runs.get("b1", []))
+    lines += ["", "llama.cpp F32, same run, each right after rl-sample's f32 run of the workload with "
+              "as many sequences (llama-bench tg128; llama-batched-bench, shared prompt "
               "of 200 tokens, 128 generated per sequence; its generation speed S_TG leaves the "
-              "prompt's processing out, as rl-sample's decode-only tok/s does):", "",
+              "prompt's processing out, as rl-sample's decode-only tok/s does). One sequence: "
+              f"{b1r} rounds alternating with rl-sample's b1, the medians of each "
+              "(llama.cpp S_TG per round: " + ", ".join(f"{x:.1f}" for x in runs.get("b1", [])) + "):", "",
               "| sequences | llama.cpp S_TG tok/s | rl-sample decode-only tok/s (workload) | decode-only / llama.cpp | rl-sample tok/s with prefill | with prefill / llama.cpp S_TG |",
               "|---|---|---|---|---|---|"]
     for npl, name in ours.items():
@@ -196,8 +232,12 @@ if os.path.exists(f"{out}/llama-bench.json"):
                      + f"{r['sampling_tok_s']:.1f} | {r['sampling_tok_s'] / ref:.2f} |")
     if tg:
         r = json.load(open(f"{out}/b1.json"))
-        lines += ["", f"llama-bench tg128 (batch 1, empty context): {tg[0]:.1f} tok/s; rl-sample b1 "
-                  f"decode-only / that: {(r.get('decode_tok_s') or float('nan')) / tg[0]:.2f}."]
+        b1s = [json.load(open(f"{out}/b1.r{i}.json")).get("decode_tok_s") or float("nan") for i in range(b1r)]
+        lines += ["", f"llama-bench tg128 (batch 1, empty context), median of {len(tg)} rounds: "
+                  f"{median(tg):.1f} tok/s (" + ", ".join(f"{x:.1f}" for x in tg) + "); rl-sample b1 "
+                  f"decode-only, median: {(r.get('decode_tok_s') or float('nan')):.1f} ("
+                  + ", ".join(f"{x:.1f}" for x in b1s) + f"); ratio of medians: "
+                  f"{(r.get('decode_tok_s') or float('nan')) / median(tg):.2f}."]
 if os.path.exists(f"{out}/b1.torch.json"):
     lines += ["", "PyTorch, same run (transformers `generate`, f32, one batch of the workload's "
               "sequences from the same prompt tokens, pure sampling at temperature 1):", "",

@@ -170,7 +170,9 @@ struct Live {
     max_new: usize,
     row: Row,
     cache: SeqCache,
-    logits: Vec<f32>,
+    /// The logits of its first token (its prompt's last position) until it draws it; empty
+    /// after: a row's next logits are its row of the last step's ([`Batcher::step_logits`]).
+    first_logits: Vec<f32>,
 }
 
 /// The continuous batcher (see the module docs). Feed it with [`Batcher::run`].
@@ -181,6 +183,10 @@ pub struct Batcher<'a, T> {
     /// Sequence number of `jobs[0]`.
     first_seq: usize,
     live: Vec<Live>,
+    /// The last step's logits, `[rows, vocab]`: row `i` is `live[i]`'s (rows that joined
+    /// since are after them and have their own first logits).
+    step_logits: Vec<f32>,
+    step_vocab: usize,
     /// The most bytes of keys and values held at once (prompts and generated tokens).
     pub kv_peak_bytes: usize,
     /// The most rows decoded in one step.
@@ -199,6 +205,8 @@ impl<'a, T> Batcher<'a, T> {
             jobs: VecDeque::new(),
             first_seq: 0,
             live: Vec::new(),
+            step_logits: Vec::new(),
+            step_vocab: 0,
             kv_peak_bytes: 0,
             peak_rows: 0,
             prefills: 0,
@@ -307,7 +315,7 @@ impl<'a, T> Batcher<'a, T> {
                 max_new: f.max_new,
                 row: Row::new(rng),
                 cache: SeqCache::new(prefix.clone(), f.max_new),
-                logits: first.clone(),
+                first_logits: first.clone(),
             });
             f.started += 1;
             if f.started == f.job.rngs.len() {
@@ -320,11 +328,21 @@ impl<'a, T> Batcher<'a, T> {
     /// Every live row draws its next token (in parallel; each from its own generator).
     fn sample(&mut self, describe: &impl Fn(&T) -> String) -> anyhow::Result<()> {
         let g = self.g;
+        let (step, vocab) = (&self.step_logits, self.step_vocab);
         let results: Vec<anyhow::Result<()>> = self
             .live
             .par_iter_mut()
+            .enumerate()
             .with_max_len(1)
-            .map(|l| l.row.advance(g, &l.logits, l.max_new))
+            .map(|(i, l)| {
+                let first = std::mem::take(&mut l.first_logits);
+                let logits = if first.is_empty() {
+                    &step[i * vocab..(i + 1) * vocab]
+                } else {
+                    &first[..]
+                };
+                l.row.advance(g, logits, l.max_new)
+            })
             .collect();
         for (l, r) in self.live.iter().zip(results) {
             r.with_context(|| {
@@ -372,16 +390,12 @@ impl<'a, T> Batcher<'a, T> {
             .map(|l| *l.row.tokens.last().expect("a token per live row"))
             .collect();
         let mut caches: Vec<&mut SeqCache> = self.live.iter_mut().map(|l| &mut l.cache).collect();
-        let logits = self
+        self.step_logits = self
             .g
             .model
             .decode_step(&mut caches, &tokens)
             .context("decoding")?;
-        let vocab = logits.len() / self.live.len();
-        for (l, chunk) in self.live.iter_mut().zip(logits.chunks(vocab)) {
-            l.logits.clear();
-            l.logits.extend_from_slice(chunk);
-        }
+        self.step_vocab = self.step_logits.len() / self.live.len();
         Ok(())
     }
 }

@@ -65,13 +65,14 @@ pub struct Bf16(pub u16);
 
 impl Bf16 {
     /// The nearest bf16 (ties to even); NaN stays NaN.
+    #[inline(always)]
     pub fn from_f32(v: f32) -> Bf16 {
+        // Without a branch, so that a loop of it vectorizes.
         let b = v.to_bits();
-        if v.is_nan() {
-            return Bf16(((b >> 16) as u16) | 0x40);
-        }
         let round = 0x7fff + ((b >> 16) & 1);
-        Bf16((b.wrapping_add(round) >> 16) as u16)
+        let rounded = (b.wrapping_add(round) >> 16) as u16;
+        let quiet = ((b >> 16) as u16) | 0x40;
+        Bf16(if v.is_nan() { quiet } else { rounded })
     }
 }
 
@@ -288,7 +289,12 @@ fn matmul_nt_many_with<M: Packed>(x: &[f32], rows: usize, ws: &[&M], simd: bool)
     let simd = simd && simd_available();
     let xs = M::prepare(x, rows, k);
     let len = ws[0].row_len();
-    let mut ys: Vec<Vec<f32>> = ws.iter().map(|w| vec![0f32; rows * w.n()]).collect();
+    // Not zeroed: the tasks below write every element (each panel's columns of every row)
+    // before the lengths are set.
+    let mut ys: Vec<Vec<f32>> = ws
+        .iter()
+        .map(|w| Vec::with_capacity(rows * w.n()))
+        .collect();
     let outs: Vec<Out> = ys.iter_mut().map(|y| Out(y.as_mut_ptr())).collect();
     let tasks: Vec<(usize, usize)> = ws
         .iter()
@@ -306,16 +312,25 @@ fn matmul_nt_many_with<M: Packed>(x: &[f32], rows: usize, ws: &[&M], simd: bool)
             let mut t = [[0f32; P]; R];
             w.tile(p, &xs[j * len..(j + tr) * len], tr, simd, &mut t);
             for (b, tb) in t.iter().enumerate().take(tr) {
-                // SAFETY: row j + b, columns p * P .. p * P + cols are in bounds of product
-                // m, and only this task writes them (panels are disjoint).
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(outs[m].0.add((j + b) * n + p * P), cols)
+                // SAFETY: row j + b, columns p * P .. p * P + cols are within product m's
+                // capacity, and only this task writes them (panels are disjoint).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        tb.as_ptr(),
+                        outs[m].0.add((j + b) * n + p * P),
+                        cols,
+                    )
                 };
-                dst.copy_from_slice(&tb[..cols]);
             }
             j += tr;
         }
     });
+    for (y, w) in ys.iter_mut().zip(ws) {
+        // SAFETY: the capacity is rows * n, and the tasks (one per panel of each product, all
+        // of them run) wrote every row's columns p * P .. p * P + cols of every panel p, i.e.
+        // every element.
+        unsafe { y.set_len(rows * w.n()) };
+    }
     ys
 }
 
@@ -360,13 +375,34 @@ impl PairPanels {
 }
 
 /// `x` `[rows, k]` rounded to bf16 and paired as [`PairPanels`] reads it, `[rows, k / 2]`.
+/// 16 pairs at a time where the CPU has AVX-512 (the same bits).
 fn bf16_pairs(x: &[f32], rows: usize, k: usize) -> Vec<u32> {
+    #[cfg(target_arch = "x86_64")]
+    if simd_available() {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        return unsafe { bf16_pairs_avx512(x, rows, k) };
+    }
+    bf16_pairs_scalar(x, rows, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn bf16_pairs_avx512(x: &[f32], rows: usize, k: usize) -> Vec<u32> {
+    bf16_pairs_scalar(x, rows, k)
+}
+
+#[inline(always)]
+fn bf16_pairs_scalar(x: &[f32], rows: usize, k: usize) -> Vec<u32> {
     let kp = k.div_ceil(2);
     let mut out = vec![0u32; rows * kp];
+    let bits = |v: f32| Bf16::from_f32(v).0 as u32;
     for (row, o) in x.chunks(k).zip(out.chunks_mut(kp)) {
-        for (pair, o) in row.chunks(2).zip(o) {
-            let hi = pair.get(1).map_or(0, |&v| Bf16::from_f32(v).0 as u32);
-            *o = Bf16::from_f32(pair[0]).0 as u32 | hi << 16;
+        let mut pairs = row.chunks_exact(2);
+        for (pair, o) in (&mut pairs).zip(o.iter_mut()) {
+            *o = bits(pair[0]) | bits(pair[1]) << 16;
+        }
+        if let [v] = pairs.remainder() {
+            o[kp - 1] = bits(*v);
         }
     }
     out
@@ -943,6 +979,59 @@ mod tests {
                 (h % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn bf16_rounding_is_nearest_even_and_pairs_are_the_same_with_or_without_simd() {
+        // Finite values: the nearer of the two bf16 neighbours (truncated, truncated + 1 ulp),
+        // the even one on a tie.
+        let want = |v: f32| -> u16 {
+            let lo = v.to_bits() & 0xffff_0000;
+            let hi = lo.wrapping_add(0x1_0000);
+            let (dl, dh) = (
+                (v as f64 - f32::from_bits(lo) as f64).abs(),
+                (f32::from_bits(hi) as f64 - v as f64).abs(),
+            );
+            let pick = if dl < dh || (dl == dh && (lo >> 16) & 1 == 0) {
+                lo
+            } else {
+                hi
+            };
+            (pick >> 16) as u16
+        };
+        let mut xs: Vec<f32> = (0..2_000_000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .filter(|v| v.is_finite() && v.abs() < 3.0e38)
+            .collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+            1e-40,
+            -1e-40,
+        ]);
+        for &v in &xs {
+            assert_eq!(Bf16::from_f32(v).0, want(v), "{v:e}");
+        }
+        assert!(Bf16::from_f32(f32::NAN).get().is_nan());
+        assert_eq!(Bf16::from_f32(f32::INFINITY).get(), f32::INFINITY);
+        for k in [576, 7] {
+            let rows = xs.len() / k / 100;
+            let x = &xs[..rows * k];
+            let p = bf16_pairs(x, rows, k);
+            assert_eq!(p, bf16_pairs_scalar(x, rows, k));
+            let kp = k.div_ceil(2);
+            for (j, row) in x.chunks(k).enumerate() {
+                for (i, &v) in row.iter().enumerate() {
+                    let half = (p[j * kp + i / 2] >> (16 * (i % 2))) as u16;
+                    assert_eq!(half, Bf16::from_f32(v).0);
+                }
+            }
+            if k % 2 == 1 {
+                assert!((0..rows).all(|j| p[j * kp + kp - 1] >> 16 == 0));
+            }
+        }
     }
 
     #[test]
