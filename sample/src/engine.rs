@@ -11,7 +11,7 @@
 //! byte the same whatever `--max-batch`, the thread count, or how the problems are split across
 //! calls (`--offset`, `--limit`).
 
-use crate::{Completion, Settings, sample_token};
+use crate::{Completion, Settings, sample_token_with};
 use anyhow::Context;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
@@ -59,6 +59,8 @@ struct Row {
     text: String,
     stream: Option<DecodeState>,
     finish: Option<&'static str>,
+    /// The sampler's weights, reused from token to token.
+    weights: Vec<f32>,
 }
 
 impl Row {
@@ -70,6 +72,7 @@ impl Row {
             text: String::new(),
             stream: Some(DecodeState::default()),
             finish: None,
+            weights: Vec::new(),
         }
     }
 
@@ -78,7 +81,13 @@ impl Row {
     /// text (and the `longest stop - 1` bytes before it) is searched for stop strings.
     fn advance(&mut self, g: &Generator, logits: &[f32], max_new: usize) -> anyhow::Result<()> {
         let s = g.settings;
-        let (tok, lp) = sample_token(logits, s.temperature, s.top_p, &mut self.rng)?;
+        let (tok, lp) = sample_token_with(
+            logits,
+            s.temperature,
+            s.top_p,
+            &mut self.rng,
+            &mut self.weights,
+        )?;
         self.tokens.push(tok);
         self.logprobs.push(lp);
         if g.eos.contains(&tok) {

@@ -304,6 +304,18 @@ pub fn sample_token(
     top_p: f64,
     rng: &mut impl Rng,
 ) -> anyhow::Result<(u32, f32)> {
+    sample_token_with(logits, temperature, top_p, rng, &mut Vec::new())
+}
+
+/// [`sample_token`] with the caller's buffer for the weights (a decoding row keeps one, so a
+/// draw allocates nothing vocabulary-sized).
+pub fn sample_token_with(
+    logits: &[f32],
+    temperature: f64,
+    top_p: f64,
+    rng: &mut impl Rng,
+    w: &mut Vec<f32>,
+) -> anyhow::Result<(u32, f32)> {
     if logits.iter().any(|l| !l.is_finite()) {
         bail!("the model produced non-finite logits");
     }
@@ -318,11 +330,13 @@ pub fn sample_token(
     }
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
     let inv = 1.0 / temperature;
-    let mut w: Vec<f32> = logits
-        .iter()
-        .map(|&l| ((l as f64 - max as f64) * inv) as f32)
-        .collect();
-    kernel::exp_in_place(&mut w);
+    w.clear();
+    w.extend(
+        logits
+            .iter()
+            .map(|&l| ((l as f64 - max as f64) * inv) as f32),
+    );
+    kernel::exp_in_place(w);
     let (pick, kept) = if top_p < 1.0 {
         let mut idx: Vec<usize> = (0..w.len()).collect();
         idx.sort_by(|&a, &b| w[b].total_cmp(&w[a]).then(a.cmp(&b)));
@@ -353,7 +367,7 @@ pub fn sample_token(
         let sums: Vec<f64> = w.chunks(BLOCK).map(lane_sum).collect();
         let total: f64 = sums.iter().sum();
         let u = rng.random::<f64>() * total;
-        (inverse_cdf(&w, &sums, u), total)
+        (inverse_cdf(w, &sums, u), total)
     };
     let z = (logits[pick] as f64 - max as f64) * inv;
     Ok((pick as u32, (z - kept.ln()) as f32))
