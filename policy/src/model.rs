@@ -258,13 +258,43 @@ impl candle_core::CustomOp1 for CausalSoftmax {
 }
 
 /// `x @ w.T` over the last dimension of `x`.
-fn linear(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+/// `x W^T` over the last dimension of `x` (`[.., in]`, `W` `[out, in]`), by [`packed::Linear`]:
+/// candle's product with a backward that writes each gradient once.
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
     let mut dims = x.dims().to_vec();
     let last = dims.pop().unwrap_or(1);
     let rows: usize = dims.iter().product();
-    let y = x.reshape((rows, last))?.matmul(&w.t()?)?;
+    let x2 = if x.rank() == 2 {
+        x.contiguous()?
+    } else {
+        x.reshape((rows, last))?
+    };
+    let y = x2.apply_op2(&w.contiguous()?, packed::Linear)?;
+    if x.rank() == 2 {
+        return Ok(y);
+    }
     dims.push(w.dim(0)?);
     y.reshape(dims)
+}
+
+/// Run `f` on the data of a contiguous f32 CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+    let (storage, layout) = t.storage_and_layout();
+    Ok(f(f32_data(&storage, layout)?))
+}
+
+/// The data of a contiguous f32 CPU storage.
+fn f32_data<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> CResult<&'a [f32]> {
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = storage else {
+        candle_core::bail!("not an f32 tensor on the CPU");
+    };
+    let Some((a, b)) = layout.contiguous_offsets() else {
+        candle_core::bail!("not a contiguous tensor");
+    };
+    Ok(&data[a..b])
 }
 
 impl Llama {

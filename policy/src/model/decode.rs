@@ -13,7 +13,7 @@
 //! A prompt is prefilled once ([`Llama::prefill`], the fused path over the whole prompt) and its
 //! keys and values ([`Prefix`]) are shared, read-only, by every sequence that continues it.
 
-use super::{CResult, Llama, kernel};
+use super::{CResult, Llama, kernel, with_f32};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
@@ -465,26 +465,6 @@ impl super::Proj {
         }
         Ok(())
     }
-}
-
-/// Run `f` on the data of a contiguous f32 CPU tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
-    let (storage, layout) = t.storage_and_layout();
-    Ok(f(f32_data(&storage, layout)?))
-}
-
-/// The data of a contiguous f32 CPU storage.
-fn f32_data<'a>(
-    storage: &'a candle_core::Storage,
-    layout: &candle_core::Layout,
-) -> CResult<&'a [f32]> {
-    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = storage else {
-        candle_core::bail!("not an f32 tensor on the CPU");
-    };
-    let Some((a, b)) = layout.contiguous_offsets() else {
-        candle_core::bail!("not a contiguous tensor");
-    };
-    Ok(&data[a..b])
 }
 
 /// RMSNorm of each row of `x` (`[rows, dim]`) with weight `alpha`, as candle's fused kernel:

@@ -16,7 +16,7 @@
 //! memory. Every reduction runs in a fixed order and parallel tasks write disjoint outputs, so
 //! the results do not depend on the thread count.
 
-use super::{CResult, Llama, Proj};
+use super::{CResult, Llama, Proj, with_f32};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -362,6 +362,129 @@ unsafe fn mm(
             false,
             gemm::Parallelism::None,
         )
+    }
+}
+
+/// `a (m x k) * b (k x n)` into a new matrix whose element `(i, j)` lies at `i * rs + j * cs`,
+/// by `gemm` on rayon's threads as candle's matmul runs it (same arguments, so the same values).
+///
+/// # Safety
+/// `a` and `b` must address `m x k` and `k x n` elements in bounds; `(rs, cs)` must map the
+/// `m x n` elements one to one onto `0..m * n`.
+unsafe fn gemm_new(m: usize, n: usize, k: usize, a: Mat, b: Mat, rs: isize, cs: isize) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: a and b by the caller's contract. With `read_dst` false gemm never reads dst
+    // (gemm-common sets alpha to zero, and then writes dst without reading it, also for k = 0)
+    // and writes each of its m x n elements, which (rs, cs) place one to one within `out`'s
+    // capacity (the caller's contract), so every element is initialized before `set_len`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            cs,
+            rs,
+            false,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `y = x W^T` for `x` `[rows, in]` and `W` `[out, in]`, with its own backward: `dx = g W` and
+/// `dW = x^T g`, the latter written straight into `W`'s `[out, in]` layout. The same products as
+/// candle's `x.matmul(&w.t())` and its backward (same `gemm` calls, so the same values), but
+/// each gradient is allocated and written once: candle's backward adds `dW`'s transposed view
+/// into a fresh tensor of zeros, and the transpose node and its matmul add two more.
+pub(super) struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (x, w) = (contiguous(s1, l1, "linear")?, contiguous(s2, l2, "linear")?);
+        let ((m, k), (n, k2)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        if k != k2 {
+            candle_core::bail!("linear: x [{m}, {k}] and W [{n}, {k2}] do not match");
+        }
+        let (x, w) = (mat(x, k as isize, 1), mat(w, 1, k as isize));
+        // SAFETY: x is m x k and W^T k x n within their slices; (n, 1) is row-major m x n.
+        let y = unsafe { gemm_new(m, n, k, x, w, n as isize, 1) };
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let ((m, k), n) = (x.dims2()?, w.dim(0)?);
+        let (x, w, g) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+        let (dx, dw) = with_f32(&x, |xv| {
+            with_f32(&w, |wv| {
+                with_f32(&g, |gv| {
+                    let (xm, wm, gm) = (
+                        mat(xv, k as isize, 1),
+                        mat(wv, k as isize, 1),
+                        mat(gv, n as isize, 1),
+                    );
+                    // SAFETY: g is m x n, W n x k, x m x k within their slices (their shapes);
+                    // dx is row-major m x k; x^T g (k x n) lands transposed, as W's n x k.
+                    unsafe {
+                        let dx = gemm_new(m, k, n, gm, wm, k as isize, 1);
+                        let xt = Mat {
+                            ptr: xm.ptr,
+                            rs: 1,
+                            cs: k as isize,
+                        };
+                        let dw = gemm_new(k, n, m, xt, gm, 1, k as isize);
+                        (dx, dw)
+                    }
+                })
+            })
+        })???;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, (m, k), dev)?),
+            Some(Tensor::from_vec(dw, (n, k), dev)?),
+        ))
+    }
+}
+
+fn mat(v: &[f32], rs: isize, cs: isize) -> Mat {
+    Mat {
+        ptr: v.as_ptr(),
+        rs,
+        cs,
     }
 }
 
