@@ -875,3 +875,48 @@ fn linear_values_and_gradients_equal_candles_matmul_to_the_bit() {
     let w = Tensor::randn(0f32, 1.0, (5, 4), &dev).unwrap();
     assert_eq!(model::linear(&x, &w).unwrap().dims(), &[2, 3, 5]);
 }
+
+#[test]
+fn backward_sums_every_use_of_a_tensor() {
+    // y = (x + 2x) - x^2 + rowsum(x) (broadcast), L = sum(c * y): dL/dx = c (3 - 2x) + rowsum(c).
+    // Each use of x sends its own gradient; the patched backward (vendor/README.md) stores the
+    // first one as it is and adds the others.
+    let dev = Device::Cpu;
+    let x = candle_core::Var::randn(0f32, 1.0, (3, 4), &dev).unwrap();
+    let c = Tensor::randn(0f32, 1.0, (3, 4), &dev).unwrap();
+    let xt = x.as_tensor();
+    let y = ((xt + (xt * 2.0).unwrap()).unwrap() - xt.sqr().unwrap()).unwrap();
+    let y = (y + xt.sum_keepdim(1).unwrap().broadcast_as((3, 4)).unwrap()).unwrap();
+    let g = (y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+    let got = g.get(xt).unwrap();
+    assert!(got.is_contiguous());
+    let (xv, cv) = (f32_vec(xt), f32_vec(&c));
+    for i in 0..3 {
+        let row: f32 = cv[i * 4..i * 4 + 4].iter().sum();
+        for j in 0..4 {
+            let k = i * 4 + j;
+            let want = cv[k] * (3.0 - 2.0 * xv[k]) + row;
+            let have = f32_vec(got)[k];
+            assert!(
+                (want - have).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{k}: {have} vs {want}"
+            );
+        }
+    }
+    // A variable used once, through a transposed view: its gradient comes out contiguous.
+    let w = candle_core::Var::randn(0f32, 1.0, (2, 3), &dev).unwrap();
+    let v = Tensor::randn(0f32, 1.0, (4, 3), &dev).unwrap();
+    let loss = v
+        .matmul(&w.as_tensor().t().unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let gw = loss.backward().unwrap();
+    let gw = gw.get(w.as_tensor()).unwrap();
+    assert!(gw.is_contiguous());
+    let vv = f32_vec(&v);
+    let want: Vec<f32> = (0..6)
+        .map(|k| (0..4).map(|r| vv[r * 3 + k % 3]).sum())
+        .collect();
+    assert_close(&f32_vec(gw), &want, 1e-5, "dW");
+}
