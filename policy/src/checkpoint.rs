@@ -19,6 +19,7 @@ use crate::config::LlamaConfig;
 use crate::tokenizer::{self, Tokenizer};
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -123,33 +124,41 @@ fn read_safetensors_into(
     // file truncated by another program meanwhile would fault the process, not corrupt it.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let st = safetensors::SafeTensors::deserialize(&map)?;
-    for (name, view) in st.tensors() {
-        let t = match (view.dtype(), kind) {
-            (safetensors::Dtype::F32, Weights::Variables) => {
-                let bytes = view.data();
-                let data: Vec<f32> = match bytemuck::try_cast_slice::<u8, f32>(bytes) {
-                    Ok(aligned) => aligned.to_vec(),
-                    Err(_) => {
-                        let mut v = vec![0f32; bytes.len() / 4];
-                        bytemuck::cast_slice_mut::<f32, u8>(&mut v).copy_from_slice(bytes);
-                        v
-                    }
-                };
-                candle_core::Var::from_vec(data, view.shape(), &Device::Cpu)?.into_inner()
-            }
-            _ => {
-                let dtype = candle_dtype(view.dtype())
-                    .with_context(|| format!("{name}: unsupported dtype {:?}", view.dtype()))?;
-                let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?
-                    .to_dtype(DType::F32)?;
-                match kind {
-                    Weights::Constants => t,
-                    Weights::Variables => candle_core::Var::from_tensor(&t)?.into_inner(),
+    // Each tensor copied out of the map on one of rayon's threads (the copies fault in fresh
+    // pages: ~0.4 s for SmolLM2-135M's 540 MB on one thread here, 0.2-0.3 s on two).
+    let tensors = st.tensors();
+    let loaded = tensors
+        .into_par_iter()
+        .map(|(name, view)| -> anyhow::Result<(String, Tensor)> {
+            let t = match (view.dtype(), kind) {
+                (safetensors::Dtype::F32, Weights::Variables) => {
+                    let bytes = view.data();
+                    let data: Vec<f32> = match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                        Ok(aligned) => aligned.to_vec(),
+                        Err(_) => {
+                            let mut v = vec![0f32; bytes.len() / 4];
+                            bytemuck::cast_slice_mut::<f32, u8>(&mut v).copy_from_slice(bytes);
+                            v
+                        }
+                    };
+                    candle_core::Var::from_vec(data, view.shape(), &Device::Cpu)?.into_inner()
                 }
-            }
-        };
-        out.insert(name, t);
-    }
+                _ => {
+                    let dtype = candle_dtype(view.dtype())
+                        .with_context(|| format!("{name}: unsupported dtype {:?}", view.dtype()))?;
+                    let t =
+                        Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?
+                            .to_dtype(DType::F32)?;
+                    match kind {
+                        Weights::Constants => t,
+                        Weights::Variables => candle_core::Var::from_tensor(&t)?.into_inner(),
+                    }
+                }
+            };
+            Ok((name, t))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    out.extend(loaded);
     Ok(())
 }
 
