@@ -76,8 +76,39 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> CResult<&'a [f32]>
     Ok(&data[a..b])
 }
 
-fn values(t: &Tensor) -> CResult<Vec<f32>> {
-    t.flatten_all()?.to_vec1()
+/// A tensor's f32 data, read in place where it is contiguous (the backward passes used to copy
+/// every input), copied where it is strided.
+enum Data<'a> {
+    Held(candle_core::StorageRef<'a>, std::ops::Range<usize>),
+    Owned(Vec<f32>),
+}
+
+impl std::ops::Deref for Data<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Data::Held(s, r) => match &**s {
+                candle_core::Storage::Cpu(CpuStorage::F32(d)) => &d[r.clone()],
+                // (`values` holds only f32 CPU storage)
+                _ => unreachable!("values holds f32 CPU storage only"),
+            },
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+fn values(t: &Tensor) -> CResult<Data<'_>> {
+    if let Some((a, b)) = t.layout().contiguous_offsets() {
+        let (s, _) = t.storage_and_layout();
+        if matches!(&*s, candle_core::Storage::Cpu(CpuStorage::F32(_))) {
+            return Ok(Data::Held(s, a..b));
+        }
+    }
+    Ok(Data::Owned(
+        t.flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?,
+    ))
 }
 
 /// Rows per parallel task of the row-wise ops (fixed, so that reductions across rows are summed
@@ -146,7 +177,7 @@ impl CustomOp2 for RmsNorm {
                     let dot: f32 = xr
                         .iter()
                         .zip(gr)
-                        .zip(&wv)
+                        .zip(wv.iter())
                         .map(|((a, b), c)| a * b * c)
                         .sum();
                     let c = r * r * dot / h as f32;
