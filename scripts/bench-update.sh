@@ -5,7 +5,8 @@
 #   group     one prompt's 8 completions (an RL group: rl-update computes the prompt once)
 #   distinct  8 different prompts (nothing to share)
 # each trained in full and as a rank-16 LoRA adapter on the seven projections.
-# rl-update: the whole process (load, step, save), wall seconds, median of --runs runs (also
+# rl-update: the whole process (load, step, save), wall seconds, median of --runs runs, each run
+# listed (also
 # its own load/train/save split). PyTorch: transformers' LlamaForCausalLM, the step alone
 # (forward, backward, AdamW), in-process, median of 3 timed steps after a warm-up step, from a
 # venv this script makes (.rlcode/bench/torch-venv: torch==2.15.0, transformers==5.25.0 from
@@ -64,8 +65,8 @@ update_run() {
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); rl-update: whole process, median of $RUNS; PyTorch: the step in-process, median of 3 after a warm-up."
   echo
-  echo "| workload | mode | rl-update wall s (load / train / save) | ${BASE:+baseline wall s | }PyTorch step s (fwd / bwd / AdamW) | rl-update / PyTorch |"
-  echo "|---|---|---|${BASE:+---|}---|---|"
+  echo "| workload | mode | rl-update wall s (load / train / save) | each run | ${BASE:+baseline wall s (each run) | }PyTorch step s (fwd / bwd / AdamW) | rl-update / PyTorch |"
+  echo "|---|---|---|---|${BASE:+---|}---|---|"
 } > "$OUT/bench-update.md"
 for kind in group distinct; do
   for mode in lora full; do
@@ -81,7 +82,8 @@ for kind in group distinct; do
     wall=$(printf '%s\n' "${walls[@]}" | median)
     split="$(printf '%s\n' "${loads[@]}" | median) / $(printf '%s\n' "${trains[@]}" | median) / $(printf '%s\n' "${saves[@]}" | median)"
     base_col=""
-    [[ -n $BASE ]] && base_col="$(printf '%s\n' "${bwalls[@]}" | median) | "
+    each=$(IFS=,; echo "${walls[*]}" | sed 's/,/, /g')
+    [[ -n $BASE ]] && base_col="$(printf '%s\n' "${bwalls[@]}" | median) ($(IFS=,; echo "${bwalls[*]}" | sed 's/,/, /g')) | "
     torch_col="–" ratio="–"
     if ((TORCH)); then
       tj=$("$VENV/bin/python" scripts/bench_update.py torch "$MODEL" "$OUT/$kind.jsonl" --mode "$mode" 2>/dev/null | tail -1)
@@ -90,8 +92,8 @@ for kind in group distinct; do
       torch_col="$step ($fw / $bw / $opt)"
       ratio=$(awk -v a="$wall" -v b="$step" 'BEGIN { printf "%.2f", a / b }')
     fi
-    echo "| $kind | $mode | $wall ($split) | $base_col$torch_col | $ratio |" >> "$OUT/bench-update.md"
-    echo "bench-update: $kind $mode: rl-update $wall s, PyTorch $torch_col" >&2
+    echo "| $kind | $mode | $wall ($split) | $each | $base_col$torch_col | $ratio |" >> "$OUT/bench-update.md"
+    echo "bench-update: $kind $mode: rl-update $wall s ($each), PyTorch $torch_col" >&2
   done
 done
 cat "$OUT/bench-update.md"
