@@ -6,8 +6,7 @@
 #   distinct  8 different prompts (nothing to share)
 # each trained in full and as a rank-16 LoRA adapter on the seven projections.
 # rl-update: the whole process (load, step, save), wall seconds, median of --runs runs, each run
-# listed (also
-# its own load/train/save split). PyTorch: transformers' LlamaForCausalLM, the step alone
+# listed (also its own load/train/save split). PyTorch: transformers' LlamaForCausalLM, the step alone
 # (forward, backward, AdamW), in-process, median of 3 timed steps after a warm-up step, from a
 # venv this script makes (.rlcode/bench/torch-venv: torch==2.15.0, transformers==5.25.0 from
 # PyPI; a few GB, about a minute on this machine's network). Runs alternate between the two.
