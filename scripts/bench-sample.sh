@@ -32,11 +32,13 @@
 # where the torch venv is there, the log-probs of chat64's f32, bf16 and bf16-dot samples are
 # compared with PyTorch's f32 model's on the same tokens
 # (scripts/logprob_drift.py).
+# --only b1,chat64 runs only the workloads named; --b1-rounds N (default 3) sets b1's rounds.
 # The update step: scripts/bench-update.sh.
 # Usage: scripts/bench-sample.sh [--baseline DIR] [--llama] [--torch] [--bf16] [--out DIR] [--model DIR]
+#                                [--only NAMES] [--b1-rounds N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=runs/bench-sample BASE="" LLAMA=0 TORCH=0 BF16=0 MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
+OUT=runs/bench-sample BASE="" LLAMA=0 TORCH=0 BF16=0 ONLY="" ROUNDS_B1=3 MODEL=${RLCODE_HOME:-.rlcode}/models/smollm2-135m-instruct
 while [[ $# -gt 0 ]]; do
   case $1 in
     --baseline) BASE=$2; shift 2 ;;
@@ -45,7 +47,9 @@ while [[ $# -gt 0 ]]; do
     --bf16) BF16=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --model) MODEL=$2; shift 2 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --b1-rounds) ROUNDS_B1=$2; shift 2 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "bench-sample: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -128,8 +132,7 @@ fi
 # llama.cpp runs beside each workload (this VM's speed drifts within minutes): after rl-sample's
 # f32 run, llama-batched-bench with as many sequences (and llama-bench tg128 beside b1). b1, the
 # shortest and noisiest, runs ROUNDS_B1 times alternating with llama.cpp; the report takes the
-# round of median decode-only tok/s and the median of llama.cpp's rounds.
-ROUNDS_B1=3
+# round of median decode-only tok/s and the median of llama.cpp's rounds (--b1-rounds).
 llama_beside() {
   local seqs=$1
   "$LDIR/bin/llama-batched-bench" -m "$F32" -t "$(nproc)" -c 32768 -b 2048 -ub 512 -pps \
@@ -141,6 +144,14 @@ llama_beside() {
 }
 rm -f "$OUT"/llama-batched.jsonl "$OUT"/llama-batched.log "$OUT"/llama-bench.jsonl "$OUT"/llama-bench.log
 WORK=("b1 1 1 128" "b8 1 8 128" "b32 4 8 128" "chat64 8 8 256")
+if [[ -n $ONLY ]]; then
+  kept=()
+  for w in "${WORK[@]}"; do
+    [[ ",$ONLY," == *",${w%% *},"* ]] && kept+=("$w")
+  done
+  ((${#kept[@]})) || { echo "bench-sample: --only $ONLY names no workload (b1, b8, b32, chat64)" >&2; exit 2; }
+  WORK=("${kept[@]}")
+fi
 for w in "${WORK[@]}"; do
   read -r name np n mt <<<"$w"
   rounds=1
@@ -167,7 +178,7 @@ EOF2
   fi
 done
 
-if ((BF16)) && [[ -x $VENV/bin/python ]]; then
+if ((BF16)) && [[ -x $VENV/bin/python && -f $OUT/chat64.bf16.jsonl ]]; then
   "$VENV/bin/python" scripts/logprob_drift.py "$MODEL" "$OUT/chat64.jsonl" "$OUT/chat64.bf16.jsonl" \
     "$OUT/chat64.dot.jsonl" > "$OUT/drift.jsonl" 2> "$OUT/drift.log"
 fi
