@@ -257,7 +257,6 @@ impl candle_core::CustomOp1 for CausalSoftmax {
     }
 }
 
-/// `x @ w.T` over the last dimension of `x`.
 /// `x W^T` over the last dimension of `x` (`[.., in]`, `W` `[out, in]`), by [`packed::Linear`]:
 /// candle's product with a backward that writes each gradient once.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> CResult<Tensor> {

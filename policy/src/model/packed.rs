@@ -89,7 +89,6 @@ impl std::ops::Deref for Data<'_> {
         match self {
             Data::Held(s, r) => match &**s {
                 candle_core::Storage::Cpu(CpuStorage::F32(d)) => &d[r.clone()],
-                // (`values` holds only f32 CPU storage)
                 _ => unreachable!("values holds f32 CPU storage only"),
             },
             Data::Owned(v) => v,
@@ -483,8 +482,9 @@ impl CustomOp2 for Linear {
         let (dx, dw) = with_f32(&x, |xv| {
             with_f32(&w, |wv| {
                 with_f32(&g, |gv| {
-                    let (xm, wm, gm) = (
-                        mat(xv, k as isize, 1),
+                    // x^T: x's [m, k] read with rows and columns swapped.
+                    let (xt, wm, gm) = (
+                        mat(xv, 1, k as isize),
                         mat(wv, k as isize, 1),
                         mat(gv, n as isize, 1),
                     );
@@ -492,11 +492,6 @@ impl CustomOp2 for Linear {
                     // dx is row-major m x k; x^T g (k x n) lands transposed, as W's n x k.
                     unsafe {
                         let dx = gemm_new(m, k, n, gm, wm, k as isize, 1);
-                        let xt = Mat {
-                            ptr: xm.ptr,
-                            rs: 1,
-                            cs: k as isize,
-                        };
                         let dw = gemm_new(k, n, m, xt, gm, 1, k as isize);
                         (dx, dw)
                     }
